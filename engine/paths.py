@@ -1,0 +1,22 @@
+"""Where ovchat keeps its files: the cache root and the embedded default model's folder."""
+
+import os
+from pathlib import Path
+
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct-int4"
+
+
+def cache_root() -> Path:
+    """$OVCHAT_CACHE if set, else ~/.cache/ovchat."""
+    env = os.environ.get("OVCHAT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ovchat"
+
+
+def default_model_dir() -> Path:
+    """The folder `ovchat export default` writes and every command uses without `-m`."""
+    return cache_root() / "models" / DEFAULT_MODEL_NAME
+
+
+def compile_cache_dir() -> Path:
+    """Where compiled blobs go when the user asks for a CACHE_DIR without naming one."""
+    return cache_root() / "compiled"

@@ -1,0 +1,40 @@
+"""The `ovchat` command: a local chat LLM engine on OpenVINO.
+
+This module only wires subcommands; each lives beside the code it drives:
+engine/cli.py (generate, chat, devices, info, demo), tools/export_cli.py (export),
+benchmarks/cli.py (bench). Each module's `register(subparsers)` adds its parsers and sets
+`func`; heavy imports happen inside the handlers, so `ovchat generate` never loads torch."""
+
+import argparse
+import sys
+
+from engine import EngineError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from engine import cli as engine_cli
+    from tools import export_cli
+    from benchmarks import cli as bench_cli
+
+    parser = argparse.ArgumentParser(prog="ovchat", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    engine_cli.register(sub)
+    export_cli.register(sub)
+    bench_cli.register(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except EngineError as error:
+        print(f"ovchat: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\novchat: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
