@@ -1,0 +1,107 @@
+"""Options as plain dataclasses, validated on construction.
+
+`LoadOptions` become ov.Core compile properties; `GenerationOptions` become an
+openvino_genai.GenerationConfig. Defaults are the seed's: LATENCY hint, one stream,
+greedy decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import openvino_genai as ov_genai
+
+from .errors import OptionsError
+
+PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    device: str = "CPU"
+    performance_hint: str | None = "LATENCY"
+    num_streams: int | None = 1
+    cache_dir: str | Path | None = None
+    warmup: bool = True
+    properties: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.performance_hint is not None and self.performance_hint.upper() not in PERFORMANCE_HINTS:
+            raise OptionsError(
+                f"performance_hint={self.performance_hint!r} is not one of {', '.join(PERFORMANCE_HINTS)}."
+            )
+        if self.num_streams is not None and (not isinstance(self.num_streams, int) or self.num_streams < 1):
+            raise OptionsError(f"num_streams={self.num_streams!r} must be a whole number >= 1 (or None for the device's choice).")
+
+    def to_properties(self) -> dict:
+        """ov.Core compile properties, as LLMPipeline's constructor takes them."""
+        props = {}
+        if self.performance_hint:
+            props["PERFORMANCE_HINT"] = self.performance_hint.upper()
+        if self.num_streams:
+            props["NUM_STREAMS"] = str(self.num_streams)
+        if self.cache_dir:
+            props["CACHE_DIR"] = str(self.cache_dir)
+        props.update(self.properties)
+        return props
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    max_new_tokens: int = 256
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    apply_chat_template: bool = True
+
+    def __post_init__(self):
+        _check(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+               f"max_new_tokens={self.max_new_tokens!r} must be a whole number >= 1.")
+        _check(_is_number(self.temperature) and self.temperature >= 0,
+               f"temperature={self.temperature!r} must be >= 0 (0 means greedy).")
+        _check(_is_number(self.top_p) and 0 < self.top_p <= 1,
+               f"top_p={self.top_p!r} must be in (0, 1]; 1 disables nucleus sampling.")
+        _check(isinstance(self.top_k, int) and self.top_k >= 0,
+               f"top_k={self.top_k!r} must be a whole number >= 0; 0 disables it.")
+        _check(_is_number(self.repetition_penalty) and self.repetition_penalty > 0,
+               f"repetition_penalty={self.repetition_penalty!r} must be > 0; 1 disables it.")
+        _check(self.seed is None or (isinstance(self.seed, int) and self.seed >= 0),
+               f"seed={self.seed!r} must be a whole number >= 0 or None.")
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        _check(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings.")
+
+    @property
+    def greedy(self) -> bool:
+        return not self.do_sample or self.temperature == 0
+
+    def apply_to(self, config: ov_genai.GenerationConfig) -> ov_genai.GenerationConfig:
+        """Set these options on `config`, a fresh copy of the model's own (its stop token ids included)."""
+        config.max_new_tokens = self.max_new_tokens
+        config.do_sample = not self.greedy
+        if not self.greedy:
+            config.temperature = float(self.temperature)
+            config.top_p = float(self.top_p)
+            config.top_k = self.top_k if self.top_k else 2**31 - 1
+            if self.seed is not None:
+                config.rng_seed = self.seed
+        config.repetition_penalty = float(self.repetition_penalty)
+        config.stop_strings = set(self.stop)
+        config.ignore_eos = self.ignore_eos
+        config.apply_chat_template = self.apply_chat_template
+        return config
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise OptionsError(message)

@@ -1,0 +1,90 @@
+"""Turn what the caller passes (text, chat messages or token ids) into LLMPipeline input,
+fitted to the model's context window."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import openvino as ov
+import openvino_genai as ov_genai
+
+from .errors import PromptError
+from .options import GenerationOptions
+from .tokenizer import Tokenizer
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    inputs: object                 # str, ov_genai.ChatHistory or ov.Tensor of token ids
+    options: GenerationOptions     # max_new_tokens clamped to the room left in the context
+    messages: list | None          # the messages actually sent, after trimming
+    dropped_messages: int
+
+
+def check_messages(messages) -> list[dict]:
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise PromptError("Messages must be a non-empty list of {'role': ..., 'content': ...} dicts.")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or set(message) - {"role", "content"} or "role" not in message:
+            raise PromptError(f"Message {i} must be a dict with 'role' and 'content', got {message!r}.")
+        if message["role"] not in ROLES:
+            raise PromptError(f"Message {i} has role {message['role']!r}; use one of {', '.join(ROLES)}.")
+        if not isinstance(message.get("content"), str):
+            raise PromptError(f"Message {i} content must be a string.")
+    if not messages[-1]["content"].strip():
+        raise PromptError("The last message is empty; say something.")
+    return [dict(m) for m in messages]
+
+
+def prepare(prompt, options: GenerationOptions, tokenizer: Tokenizer, context_length: int | None,
+            trim: bool = False) -> PreparedPrompt:
+    """Validate `prompt` and fit it to the context: a chat may drop its oldest turns (`trim`,
+    the system prompt kept); anything else that does not fit is a PromptError."""
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise PromptError("The prompt is empty; pass some text.")
+        if options.apply_chat_template and tokenizer.chat_template:
+            return prepare([{"role": "user", "content": prompt}], options, tokenizer, context_length)
+        return _fit(prompt, tokenizer.count(prompt), options, context_length)
+    if isinstance(prompt, (list, tuple, np.ndarray)) and len(prompt) and not isinstance(prompt[0], dict):
+        ids = np.asarray(prompt)
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any():
+            raise PromptError("Token ids must be a flat list of non-negative integers.")
+        return _fit(ov.Tensor(ids.astype(np.int64).reshape(1, -1)), len(ids), options, context_length)
+    messages = check_messages(prompt)
+    if not options.apply_chat_template:
+        raise PromptError("Chat messages need the chat template; pass a plain string with apply_chat_template=False.")
+    dropped = 0
+    while True:
+        count = tokenizer.count(tokenizer.apply_chat_template(messages))
+        if not context_length or count + options.max_new_tokens <= context_length:
+            break
+        first = 1 if messages[0]["role"] == "system" else 0
+        if not trim or len(messages) - first <= 1:
+            break  # nothing left to drop: _fit clamps max_new_tokens or refuses
+        del messages[first]
+        dropped += 1
+    fitted = _fit(_history(messages), count, options, context_length)
+    return replace(fitted, messages=messages, dropped_messages=dropped)
+
+
+def _fit(inputs, prompt_tokens: int, options: GenerationOptions, context_length: int | None) -> PreparedPrompt:
+    if context_length:
+        room = context_length - prompt_tokens
+        if room < 1:
+            raise PromptError(
+                f"The prompt is {prompt_tokens} tokens but the model's context holds {context_length}; "
+                "shorten it (or start a new chat)."
+            )
+        options = replace(options, max_new_tokens=min(options.max_new_tokens, room))
+    return PreparedPrompt(inputs, options, None, 0)
+
+
+def _history(messages: list[dict]) -> ov_genai.ChatHistory:
+    history = ov_genai.ChatHistory()
+    for message in messages:
+        history.append(message)
+    return history

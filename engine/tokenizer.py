@@ -1,0 +1,62 @@
+"""Encode and decode with the exported openvino-tokenizers models, compiled once with ov.Core.
+
+For a .gguf file there are no tokenizer files: openvino_genai builds the tokenizer from the
+GGUF itself, and this class uses it. Chat templates are rendered by openvino_genai's Jinja
+engine, the same one LLMPipeline applies, so counts match what the pipeline sees.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import openvino_genai as ov_genai
+import openvino_tokenizers  # noqa: F401  (registers the tokenizer operations with OpenVINO)
+
+from .devices import core
+from .errors import ModelError, PromptError
+from .model import ModelInfo
+
+
+class Tokenizer:
+    def __init__(self, info: ModelInfo, genai_tokenizer: ov_genai.Tokenizer):
+        self._genai = genai_tokenizer
+        self._encoder = self._decoder = None
+        if info.format == "openvino":
+            try:
+                self._encoder = core().compile_model(info.path / "openvino_tokenizer.xml", "CPU")
+                self._decoder = core().compile_model(info.path / "openvino_detokenizer.xml", "CPU")
+            except RuntimeError as error:
+                raise ModelError(
+                    f"Cannot compile the tokenizer files in {info.path}: {_first_line(error)}. "
+                    "Re-export the model with a matching openvino-tokenizers."
+                ) from None
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`, with the special tokens the model's tokenizer adds (BOS...)."""
+        if self._encoder is None:
+            return self._genai.encode(text).input_ids.data[0].tolist()
+        outputs = self._encoder.create_infer_request().infer([np.array([text])])
+        return outputs["input_ids"][0].tolist()
+
+    def decode(self, ids) -> str:
+        """Text of `ids`, special tokens skipped."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)
+        if self._decoder is None:
+            return self._genai.decode(ids.tolist())[0]
+        return str(self._decoder.create_infer_request().infer([ids])["string_output"][0])
+
+    def count(self, text: str) -> int:
+        return len(self.encode(text))
+
+    @property
+    def chat_template(self) -> str:
+        return self._genai.chat_template
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        """The prompt text the model sees for `messages`."""
+        if not self.chat_template:
+            raise PromptError("This model has no chat template; pass a plain prompt with apply_chat_template=False.")
+        return self._genai.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
