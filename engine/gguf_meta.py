@@ -51,4 +51,7 @@ def _read_value(f, kind):
 
 def _read_string(f) -> str:
     (n,) = struct.unpack("<Q", f.read(8))
-    return f.read(n).decode("utf-8", errors="replace")
+    data = f.read(n)
+    if len(data) != n:
+        raise struct.error("the file ends inside a string")
+    return data.decode("utf-8", errors="replace")

@@ -1,0 +1,90 @@
+"""Finding and describing models, and refusing broken ones with a message that says what to do."""
+
+import json
+import struct
+
+import pytest
+
+from engine import Engine, ModelError
+from engine.gguf_meta import read_metadata
+from engine.model import resolve
+
+
+def gguf_bytes(pairs):
+    def string(s):
+        b = s.encode()
+        return struct.pack("<Q", len(b)) + b
+    body = b""
+    for key, (kind, value) in pairs.items():
+        body += string(key) + struct.pack("<I", kind)
+        if kind == 8:
+            body += string(value)
+        elif kind == 9:  # array of strings
+            body += struct.pack("<IQ", 8, len(value)) + b"".join(string(v) for v in value)
+        else:
+            body += struct.pack({4: "<I", 6: "<f", 7: "<?"}[kind], value)
+    return b"GGUF" + struct.pack("<IQQ", 3, 0, len(pairs)) + body
+
+
+def test_gguf_header_values_are_read_and_arrays_skipped(tmp_path):
+    path = tmp_path / "m.gguf"
+    path.write_bytes(gguf_bytes({
+        "general.architecture": (8, "llama"),
+        "tokenizer.ggml.tokens": (9, ["a", "b", "c"]),
+        "llama.context_length": (4, 2048),
+        "tokenizer.ggml.eos_token_id": (4, 2),
+    }))
+    assert read_metadata(path)["tokenizer.ggml.tokens"] == 3
+    info = resolve(path)
+    assert (info.format, info.architecture, info.context_length, info.eos_token_ids) == ("gguf", "llama", 2048, (2,))
+
+
+def test_a_file_that_is_not_gguf_is_refused(tmp_path):
+    path = tmp_path / "m.gguf"
+    path.write_bytes(b"PK\x03\x04 not a gguf")
+    with pytest.raises(ModelError, match="not a GGUF"):
+        resolve(path)
+
+
+def test_a_truncated_gguf_is_refused(tmp_path):
+    path = tmp_path / "m.gguf"
+    path.write_bytes(gguf_bytes({"general.architecture": (8, "llama")})[:-3])
+    with pytest.raises(ModelError, match="complete"):
+        resolve(path)
+
+
+def test_a_missing_model_says_how_to_get_one(tmp_path):
+    with pytest.raises(ModelError, match="ovchat export"):
+        resolve(tmp_path / "nowhere")
+
+
+def test_the_default_model_not_prepared_names_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("OVCHAT_CACHE", str(tmp_path))
+    with pytest.raises(ModelError, match="ovchat export default"):
+        resolve(None)
+
+
+def test_a_folder_without_ir_or_tokenizer_lists_what_is_missing(tmp_path):
+    (tmp_path / "openvino_model.xml").write_text("<net/>")
+    with pytest.raises(ModelError) as error:
+        resolve(tmp_path)
+    message = str(error.value)
+    assert "openvino_model.bin" in message and "openvino_tokenizer.xml" in message
+    assert "openvino_model.xml," not in message
+
+
+def test_a_bad_json_config_is_refused(tmp_path):
+    for name in ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_detokenizer.xml"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        resolve(tmp_path)
+
+
+def test_a_corrupt_ir_is_a_model_error_not_a_crash(tmp_path):
+    for name in ("openvino_model.xml", "openvino_tokenizer.xml", "openvino_detokenizer.xml"):
+        (tmp_path / name).write_text("<?xml version='1.0'?><net name='broken'")
+    (tmp_path / "openvino_model.bin").write_bytes(b"\0" * 16)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ModelError, match="could not load"):
+        Engine.load(tmp_path, warmup=False)

@@ -1,0 +1,50 @@
+"""Options are validated on construction and map onto OpenVINO's own config objects."""
+
+import openvino_genai as ov_genai
+import pytest
+
+from engine import GenerationOptions, LoadOptions, OptionsError
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"max_new_tokens": 0}, {"max_new_tokens": -5}, {"max_new_tokens": 1.5},
+    {"temperature": -0.1}, {"top_p": 0}, {"top_p": 1.01}, {"top_k": -1},
+    {"repetition_penalty": 0}, {"seed": -1}, {"stop": ("",)},
+])
+def test_invalid_generation_options_raise_with_the_field_name(kwargs):
+    with pytest.raises(OptionsError) as error:
+        GenerationOptions(**kwargs)
+    assert next(iter(kwargs)) in str(error.value) or "stop" in str(error.value)
+
+
+def test_options_error_is_also_a_value_error():
+    with pytest.raises(ValueError):
+        GenerationOptions(top_p=2)
+
+
+def test_greedy_options_turn_off_sampling():
+    config = GenerationOptions(max_new_tokens=7, temperature=0.7).apply_to(ov_genai.GenerationConfig())
+    assert config.max_new_tokens == 7
+    assert config.do_sample is False
+
+
+def test_sampling_options_reach_the_generation_config():
+    options = GenerationOptions(do_sample=True, temperature=0.5, top_p=0.9, top_k=40, seed=3,
+                                repetition_penalty=1.1, stop="END", ignore_eos=True)
+    config = options.apply_to(ov_genai.GenerationConfig())
+    assert config.do_sample and config.top_k == 40 and config.rng_seed == 3 and config.ignore_eos
+    assert config.temperature == pytest.approx(0.5) and config.top_p == pytest.approx(0.9)
+    assert config.repetition_penalty == pytest.approx(1.1)
+    assert config.stop_strings == {"END"}
+
+
+def test_load_options_become_the_seeds_compile_properties():
+    props = LoadOptions(cache_dir="/tmp/x", properties={"KV_CACHE_PRECISION": "u8"}).to_properties()
+    assert props == {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "CACHE_DIR": "/tmp/x",
+                     "KV_CACHE_PRECISION": "u8"}
+
+
+@pytest.mark.parametrize("kwargs", [{"performance_hint": "FAST"}, {"num_streams": 0}])
+def test_invalid_load_options_raise(kwargs):
+    with pytest.raises(OptionsError):
+        LoadOptions(**kwargs)
