@@ -1,0 +1,175 @@
+"""`ovchat export` without exporting a real model: recipe, group-size fallback, fidelity verdicts,
+one-line errors on bad input, atomic output (optimum-cli replaced by a fake)."""
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from engine import EngineError
+from tools import export as export_mod
+from tools import export_cli, fidelity
+from tools.export import ExportError, check_source, export, is_valid_export
+from tools.recipe import Recipe, RecipeError, fit_group_size, input_channels
+
+
+def run_cli(argv):
+    """What tools.cli.main does for `export`: parse, run, print EngineErrors as one line."""
+    parser = argparse.ArgumentParser(prog="ovchat")
+    export_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["export", *argv])
+    try:
+        return args.func(args)
+    except EngineError as error:
+        print(f"ovchat: {error}")
+        return 1
+
+
+def write_hf_folder(path: Path, architectures=("LlamaForCausalLM",), hidden=576, intermediate=1536) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    config = {"architectures": list(architectures), "model_type": "llama", "hidden_size": hidden,
+              "intermediate_size": intermediate, "num_attention_heads": 9, "head_dim": 64}
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "model.safetensors").write_bytes(b"weights")
+    return path
+
+
+def write_gguf(path: Path, arch: str) -> Path:
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), arch)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_the_default_recipe_is_the_seeds():
+    args = Recipe().optimum_cli_args(Path("SRC"), Path("OUT"))
+    assert args == ["export", "openvino", "--model", "SRC", "--task", "text-generation-with-past", "--weight-format",
+                    "int4", "--group-size", "128", "--ratio", "0.6", "--sym", "OUT"]
+    assert "--trust-remote-code" in Recipe(trust_remote_code=True).optimum_cli_args(Path("S"), Path("O"))
+    assert "--sym" not in Recipe(sym=False).optimum_cli_args(Path("S"), Path("O"))
+
+
+@pytest.mark.parametrize("widths, expected", [
+    ({576, 1536}, 64),          # SmolLM2-135M: 128 does not divide 576
+    ({128, 256}, 128),          # the tiny Phi-3
+    ({3072, 8192}, 128),        # Phi-3-mini
+    ({96, 192}, 32),
+    ({100, 300}, -1),           # no power of two >= 16 divides 100: per-channel
+])
+def test_group_size_falls_back_to_one_that_divides_every_layer(widths, expected):
+    assert fit_group_size(128, widths) == expected
+
+
+def test_input_channels_come_from_the_config():
+    config = {"hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9, "head_dim": 64}
+    assert input_channels(config) == {576, 1536}
+
+
+@pytest.mark.parametrize("kwargs, flag", [
+    ({"ratio": 0.0}, "--ratio"), ({"ratio": 1.5}, "--ratio"), ({"group_size": 0}, "--group-size"),
+    ({"weight_format": "int3"}, "--weight-format"), ({"task": "image-classification"}, "--task"),
+])
+def test_invalid_recipe_values_name_the_flag(kwargs, flag):
+    with pytest.raises(RecipeError, match=flag):
+        Recipe(**kwargs)
+
+
+def test_fidelity_verdicts():
+    assert fidelity.judge(0.78, 11.7, 14.0, vocab_size=49152).passed          # the default model
+    assert not fidelity.judge(0.30, 11.7, 14.0, vocab_size=49152).passed      # predictions diverge
+    assert not fidelity.judge(0.90, 11.7, 30.0, vocab_size=49152).passed      # perplexity blows up
+    near_uniform = fidelity.judge(0.10, 413.0, 413.2, vocab_size=512)         # a tiny random model
+    assert near_uniform.passed and not near_uniform.agreement_applies
+    assert not fidelity.judge(0.10, 413.0, 900.0, vocab_size=512).passed
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp: tmp / "nowhere", "does not exist"),
+    (lambda tmp: (tmp / "notes.txt").write_text("hello") and tmp / "notes.txt", "not a GGUF"),
+    (lambda tmp: tmp, "no config.json"),
+    (lambda tmp: (tmp / "config.json").write_text("{oops") and tmp, "not valid JSON"),
+    (lambda tmp: write_hf_folder(tmp, architectures=("BertForSequenceClassification",)), "not a causal language model"),
+    (lambda tmp: (tmp / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}') and tmp, "no weights"),
+    (lambda tmp: write_gguf(tmp / "m.gguf", "bert"), "architecture 'bert' is not supported"),
+])
+def test_bad_sources_get_one_clear_line(tmp_path, capsys, make, message):
+    src = make(tmp_path)
+    assert run_cli([str(src), str(tmp_path / "out")]) == 1
+    out = capsys.readouterr().out
+    assert message in out and out.count("\n") == 1 and "Traceback" not in out
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_invalid_flag_value_is_one_line(tmp_path, capsys):
+    assert run_cli([str(write_hf_folder(tmp_path / "src")), str(tmp_path / "out"), "--ratio", "2"]) == 1
+    assert capsys.readouterr().out.strip() == "ovchat: --ratio must be in (0, 1], not 2.0"
+
+
+def test_out_is_required_except_for_default(tmp_path, capsys):
+    assert run_cli([str(write_hf_folder(tmp_path / "src"))]) == 1
+    assert "OUT is missing" in capsys.readouterr().out
+
+
+@pytest.fixture
+def fake_optimum(monkeypatch):
+    """Replace optimum-cli by a fake that writes the exported files; records its arguments."""
+    calls = []
+
+    def run(args, log_path):
+        calls.append(args)
+        out = Path(args[-1])
+        out.mkdir(parents=True)
+        for name in export_mod.EXPORTED_FILES:
+            (out / name).write_text(name)
+
+    monkeypatch.setattr(export_mod, "run_optimum", run)
+    return calls
+
+
+def test_an_export_writes_files_and_manifest_with_the_group_size_used(tmp_path, fake_optimum):
+    src, out = write_hf_folder(tmp_path / "src"), tmp_path / "models" / "out"
+    manifest = export(src, out, check=False)
+    assert fake_optimum[0][fake_optimum[0].index("--group-size") + 1] == "64"
+    assert manifest["recipe"]["group_size"] == 64 and manifest["recipe"]["group_size_requested"] == 128
+    assert manifest["source"] == {"kind": "hf", "path": str(src.resolve()), "sha256": export_mod.sha256(src)}
+    assert json.loads((out / "ovchat.json").read_text()) == manifest
+    assert is_valid_export(out) and sorted(p.name for p in out.parent.iterdir()) == ["out"]
+
+
+def test_an_existing_out_is_kept_without_force_and_replaced_with_it(tmp_path, fake_optimum):
+    src, out = write_hf_folder(tmp_path / "src"), tmp_path / "out"
+    out.mkdir()
+    (out / "precious").write_text("mine")
+    with pytest.raises(ExportError, match="--force"):
+        export(src, out, check=False)
+    assert (out / "precious").exists() and not fake_optimum
+    export(src, out, check=False, force=True)
+    assert not (out / "precious").exists() and is_valid_export(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, OSError(28, "No space left on device")])
+def test_an_interrupted_export_leaves_nothing_behind(tmp_path, monkeypatch, failure):
+    src, out = write_hf_folder(tmp_path / "src"), tmp_path / "out"
+
+    def crash(args, log_path):
+        Path(args[-1]).mkdir()
+        (Path(args[-1]) / "openvino_model.xml").write_text("half")
+        raise failure
+
+    monkeypatch.setattr(export_mod, "run_optimum", crash)
+    with pytest.raises((KeyboardInterrupt, ExportError)):
+        export(src, out, check=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_a_failing_optimum_run_is_reported_in_one_line(tmp_path, monkeypatch):
+    log = tmp_path / "log"
+    monkeypatch.setattr(export_mod, "_optimum_command", lambda args: ["/bin/sh", "-c", "echo noise; echo 'ValueError: bad model' >&2; exit 3"])
+    with pytest.raises(ExportError, match=r"optimum-cli export failed: ValueError: bad model \(full log: "):
+        export_mod.run_optimum([], log)

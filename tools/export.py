@@ -1,0 +1,291 @@
+"""Export a chat LLM to an OpenVINO folder: SRC (a Hugging Face folder or a .gguf file) -> OUT.
+
+Steps: check the source, hash it, (GGUF: convert to a float Hugging Face folder), run
+`optimum-cli export openvino` with the recipe (NNCF does the weight compression,
+openvino-tokenizers the tokenizer), measure fidelity against the float source, write
+`ovchat.json`, and rename into place.
+
+Atomic: everything is written under a hidden `.OUT.tmp-PID` folder beside OUT and OUT appears
+only by a rename at the very end, so a crash, Ctrl-C or full disk leaves no half-written model.
+An existing OUT is replaced only with `force`.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine import EngineError
+
+from . import fidelity, gguf_convert, recipe as recipes
+
+MANIFEST = "ovchat.json"
+MANIFEST_VERSION = 1
+EXPORTED_FILES = (
+    "openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_detokenizer.xml",
+    "config.json", "generation_config.json",
+)
+# Lines of optimum-cli's output worth showing while it runs: NNCF's progress and its table.
+_SHOWN = re.compile(r"━|│|┝|┍|┕|├|Statistics of the bitwidth|Applying|Mixed-Precision")
+
+
+class ExportError(EngineError):
+    """The export could not be done; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str          # "hf", "gguf" or "default"
+    path: Path
+
+
+@dataclass
+class Progress:
+    """`[i/n] message…` lines on stderr, with the time each step took."""
+
+    total: int
+    step: int = 0
+    started: float = field(default_factory=time.monotonic)
+    _last: float = field(default_factory=time.monotonic)
+
+    def __call__(self, message: str) -> None:
+        if self.step:
+            print(f"    done ({time.monotonic() - self._last:.0f} s)", file=sys.stderr)
+        self.step += 1
+        self._last = time.monotonic()
+        print(f"[{self.step}/{self.total}] {message}…", file=sys.stderr, flush=True)
+
+    def finish(self, message: str) -> None:
+        print(f"    done ({time.monotonic() - self._last:.0f} s)", file=sys.stderr)
+        print(f"{message} in {time.monotonic() - self.started:.0f} s", file=sys.stderr, flush=True)
+
+
+def check_source(src: Path, kind: str | None = None) -> Source:
+    """What `src` is; one clear ExportError if it is missing, unreadable or not a causal LM."""
+    if not src.exists():
+        raise ExportError(f"source {src} does not exist; pass a Hugging Face model folder, a .gguf file or 'default'")
+    if src.is_file():
+        if not os.access(src, os.R_OK):
+            raise ExportError(f"source {src} is not readable (check its permissions)")
+        if not gguf_convert.is_gguf(src):
+            raise ExportError(f"source {src} is a file but not a GGUF model; pass a Hugging Face model folder or a .gguf file")
+        gguf_convert.check_supported(gguf_convert.read_gguf(src), src)
+        return Source(kind or "gguf", src)
+    _check_hf_folder(src)
+    return Source(kind or "hf", src)
+
+
+def _check_hf_folder(src: Path) -> None:
+    config_path = src / "config.json"
+    try:
+        config = json.loads(config_path.read_text())
+    except FileNotFoundError:
+        raise ExportError(f"{src} has no config.json: it is not a Hugging Face model folder") from None
+    except (OSError, ValueError) as error:
+        raise ExportError(f"{config_path} is unreadable or not valid JSON ({error})") from None
+    if not _is_causal_lm(config):
+        arch = ", ".join(config.get("architectures") or [config.get("model_type", "unknown")])
+        raise ExportError(f"{src} holds a {arch}, not a causal language model; ovchat exports chat LLMs only")
+    if not any(src.glob("*.safetensors")) and not any(src.glob("*.bin")):
+        raise ExportError(f"{src} has no weights (*.safetensors or *.bin)")
+
+
+def _is_causal_lm(config: dict) -> bool:
+    architectures = config.get("architectures") or []
+    if architectures:
+        return any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+    if "AutoModelForCausalLM" in (config.get("auto_map") or {}):
+        return True
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return config.get("model_type") in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+
+def sha256(path: Path) -> str:
+    """sha256 of a file; of a folder, of its files' relative paths and contents in sorted order."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tool_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ("ovchat", "openvino", "openvino-genai", "openvino-tokenizers", "optimum", "optimum-intel", "nncf",
+             "transformers", "tokenizers", "torch", "gguf")
+    versions = {"python": sys.version.split()[0]}
+    for name in names:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def is_valid_export(out: Path, source_sha256: str | None = None) -> bool:
+    """True when `out` is a complete ovchat export (of the source with that hash, if given)."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    if any(not (out / name).is_file() for name in EXPORTED_FILES):
+        return False
+    if source_sha256 and manifest.get("source", {}).get("sha256") != source_sha256:
+        return False
+    return manifest.get("fidelity", {}).get("passed", True) is not False
+
+
+def _optimum_command(args: list) -> list:
+    return [sys.executable, "-m", "optimum.commands.optimum_cli", *args]
+
+
+def run_optimum(args: list, log_path: Path) -> None:
+    """Run optimum-cli with `args`, showing NNCF's progress; ExportError with its last error line."""
+    with open(log_path, "w") as log, subprocess.Popen(
+        _optimum_command(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    ) as process:
+        for line in process.stdout:
+            log.write(line)
+            if _SHOWN.search(line):
+                print("   ", line.rstrip(), file=sys.stderr, flush=True)
+    if process.returncode:
+        lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
+        errors = [line for line in lines if re.match(r"^[\w.]*(Error|Exception)\b", line)]
+        kept = Path(tempfile.gettempdir()) / f"ovchat-export-{os.getpid()}.log"
+        shutil.copyfile(log_path, kept)
+        last = (errors or lines or ["no output"])[-1]
+        raise ExportError(f"optimum-cli export failed: {last} (full log: {kept})")
+
+
+def export(
+    src: Path,
+    out: Path,
+    recipe: recipes.Recipe = recipes.Recipe(),
+    *,
+    force: bool = False,
+    check: bool = True,
+    kind: str | None = None,
+    answer_checks: tuple = (),
+) -> dict:
+    """Export `src` to `out` with `recipe`; return the manifest written to out/ovchat.json.
+
+    `answer_checks`: (question, expected substring) pairs the exported model must answer."""
+    src, out = Path(src).expanduser().resolve(), Path(out).expanduser().resolve()
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists; pass --force to replace it")
+    source = check_source(src, kind)
+    is_gguf = src.is_file()
+    progress = Progress(total=3 + is_gguf + check + bool(answer_checks))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    started = time.monotonic()
+    try:
+        staging.mkdir()
+        model_dir, work = staging / "model", staging / "work"
+        work.mkdir()
+        progress(f"hashing {src.name}")
+        manifest = {"format_version": MANIFEST_VERSION,
+                    "source": {"kind": source.kind, "path": str(src), "sha256": sha256(src)}}
+        float_dir = src
+        if is_gguf:
+            progress(f"converting GGUF {src.name} to a float model (weights dequantized, tokenizer rebuilt)")
+            float_dir = work / "float"
+            manifest["source"]["gguf"] = gguf_convert.convert(src, float_dir)
+        used = recipes.fitted(recipe, float_dir)
+        _say_group_size(recipe, used)
+        progress(_describe(used))
+        run_optimum(used.optimum_cli_args(float_dir, model_dir), work / "optimum.log")
+        manifest["recipe"] = used.to_manifest(recipe.group_size)
+        manifest["versions"] = tool_versions()
+        if check:
+            progress("measuring fidelity against the float source")
+            manifest["fidelity"] = _check_fidelity(float_dir, model_dir, used)
+        else:
+            manifest["fidelity"] = {"skipped": True}
+        if answer_checks:
+            progress("asking the exported model: " + "; ".join(q for q, _ in answer_checks))
+            manifest["fidelity"]["answers"] = _check_answers(model_dir, answer_checks)
+        progress(f"writing {out}")
+        manifest["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        manifest["export_seconds"] = round(time.monotonic() - started, 1)
+        (model_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        _replace(model_dir, out, staging)
+    except OSError as error:
+        raise ExportError(f"export failed writing near {out}: {error.strerror or error} ({error.filename or ''}); nothing was written") from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    progress.finish(f"exported {out}")
+    return manifest
+
+
+def _say_group_size(requested: recipes.Recipe, used: recipes.Recipe) -> None:
+    if used.group_size != requested.group_size:
+        print(f"note: group size {requested.group_size} does not divide every layer's input channels; "
+              f"using {used.group_size} (recorded in {MANIFEST})", file=sys.stderr)
+
+
+def _describe(r: recipes.Recipe) -> str:
+    if not r.is_int4:
+        return f"exporting with optimum-intel, weights {r.weight_format}"
+    group = "per-channel" if r.group_size == -1 else f"group {r.group_size}"
+    return f"exporting with optimum-intel, quantizing int4 ({'sym' if r.sym else 'asym'}, {group}, ratio {r.ratio}) with NNCF"
+
+
+def _check_fidelity(float_dir: Path, model_dir: Path, used: recipes.Recipe) -> dict:
+    result = fidelity.measure(float_dir, model_dir, trust_remote_code=used.trust_remote_code)
+    print(f"    fidelity: {result.summary()}", file=sys.stderr)
+    if not result.passed:
+        raise ExportError(
+            f"FIDELITY CHECK FAILED: {result.summary()}; the threshold is agreement >= "
+            f"{fidelity.THRESHOLD['top1_agreement_min']} and perplexity ratio <= {fidelity.THRESHOLD['perplexity_ratio_max']}. "
+            "Nothing was written; try a gentler recipe (e.g. --ratio 0.8 or --weight-format int8), or --no-check to keep it anyway"
+        )
+    return result.to_manifest()
+
+
+def _check_answers(model_dir: Path, checks) -> list:
+    import engine
+
+    model = engine.Engine.load(model_dir, device="CPU")
+    results = []
+    for question, expected in checks:
+        answer = model.generate(question, engine.GenerationOptions(max_new_tokens=32)).text
+        results.append({"question": question, "expected": expected, "answer": answer, "passed": expected in answer})
+        print(f"    {question} -> {answer.strip()!r}", file=sys.stderr)
+    failed = [r for r in results if not r["passed"]]
+    if failed:
+        raise ExportError(
+            f"ANSWER CHECK FAILED: asked {failed[0]['question']!r}, expected {failed[0]['expected']!r}, "
+            f"got {failed[0]['answer'].strip()!r}; nothing was written"
+        )
+    return results
+
+
+def _replace(model_dir: Path, out: Path, staging: Path) -> None:
+    """Move the finished export to `out`; an old `out` is moved aside first, removed after."""
+    old = None
+    if out.exists():
+        old = staging / "previous"
+        os.rename(out, old)
+    try:
+        os.rename(model_dir, out)
+    except OSError:
+        if old is not None:
+            os.rename(old, out)
+        raise
+

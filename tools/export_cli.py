@@ -1,0 +1,62 @@
+"""`ovchat export SRC [OUT]`: a Hugging Face folder, a .gguf file or `default` -> an OpenVINO model.
+
+Only argparse wiring lives here; torch, optimum, transformers, nncf and gguf are imported
+inside the handler (through tools.export), so other `ovchat` commands stay light.
+"""
+
+import argparse
+from pathlib import Path
+
+from .recipe import WEIGHT_FORMATS, Recipe
+
+_DEFAULTS = Recipe()
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a model to OpenVINO (int4 by default) with a fidelity check",
+        description=(
+            "Export SRC (a Hugging Face model folder, a .gguf file, or 'default' for the embedded "
+            "SmolLM2-135M-Instruct) to an OpenVINO folder OUT, with the seed's recipe unless flags change it. "
+            "Writes ovchat.json (source, sha256, recipe used, versions, fidelity)."
+        ),
+    )
+    parser.add_argument("src", metavar="SRC", help="Hugging Face model folder, .gguf file, or 'default'")
+    parser.add_argument("out", metavar="OUT", nargs="?", type=Path,
+                        help="output folder (required unless SRC is 'default', which goes to the default model folder)")
+    recipe = parser.add_argument_group("recipe (defaults: the seed's)")
+    recipe.add_argument("--task", default=_DEFAULTS.task, help="optimum task (default: %(default)s)")
+    recipe.add_argument("--weight-format", default=_DEFAULTS.weight_format, choices=WEIGHT_FORMATS,
+                        help="weight precision (default: %(default)s)")
+    recipe.add_argument("--group-size", type=int, default=_DEFAULTS.group_size,
+                        help="int4 group size, -1 for per-channel; if it does not divide a layer, a smaller one "
+                             "is used and recorded (default: %(default)s)")
+    recipe.add_argument("--ratio", type=float, default=_DEFAULTS.ratio,
+                        help="share of weights in int4, the rest int8 (default: %(default)s)")
+    sym = recipe.add_mutually_exclusive_group()
+    sym.add_argument("--sym", dest="sym", action="store_true", default=_DEFAULTS.sym, help="symmetric int4 (default)")
+    sym.add_argument("--asym", dest="sym", action="store_false", help="asymmetric int4")
+    recipe.add_argument("--trust-remote-code", action="store_true", help="allow the model folder's own Python code")
+    parser.add_argument("--force", action="store_true", help="replace OUT if it exists (with 'default': re-export)")
+    parser.add_argument("--no-check", dest="check", action="store_false",
+                        help="skip the fidelity check against the unquantized source")
+    parser.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    from . import default_model
+    from .export import ExportError, export
+
+    recipe = Recipe(task=args.task, weight_format=args.weight_format, sym=args.sym, group_size=args.group_size,
+                    ratio=args.ratio, trust_remote_code=args.trust_remote_code)
+    if args.src == "default":
+        if args.out is None:
+            default_model.ensure(recipe, force=args.force, check=args.check)
+            return 0
+        export(default_model.fetch_gguf(), args.out, recipe, force=args.force, check=args.check, kind="default")
+        return 0
+    if args.out is None:
+        raise ExportError("OUT is missing: `ovchat export SRC OUT` (only `ovchat export default` may omit it)")
+    export(Path(args.src), args.out, recipe, force=args.force, check=args.check)
+    return 0
