@@ -35,8 +35,8 @@ def _models_root() -> Path:
     return cache_root() / "test-models"
 
 
-def build_tiny_phi3_source(out: Path) -> None:
-    """A random Phi-3 (hidden 128, intermediate 256: the recipe's group 128 divides both) in `out`."""
+def build_tiny_phi3_source(out: Path, hidden: int = 128, intermediate: int = 256) -> None:
+    """A random Phi-3 in `out`; by default hidden 128, intermediate 256: the recipe's group 128 fits."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast
@@ -52,7 +52,7 @@ def build_tiny_phi3_source(out: Path) -> None:
     fast.chat_template = PHI3_CHAT_TEMPLATE
     ids = {token: fast.convert_tokens_to_ids(token) for token in PHI3_SPECIAL_TOKENS}
     config = Phi3Config(
-        vocab_size=len(fast), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=len(fast), hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=4, max_position_embeddings=2048, original_max_position_embeddings=2048,
         bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
         tie_word_embeddings=False,
