@@ -1,0 +1,97 @@
+"""`ovchat bench`: run the benchmark scenarios and write JSON, Markdown and PNG reports.
+
+    ovchat bench --quick                         CI smoke run: default model, a few minutes
+    ovchat bench                                 the full suite on the default model
+    ovchat bench --model default --model phi3-mini-shaped --out benchmarks/results/<date>
+
+Ends with one JSON line (counts, where the report is, the headline ratios).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def setup_arg_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--model", action="append", metavar="MODEL",
+                        help="default, phi3-mini-shaped (built on first use, ~4 min, ~11 GB RAM), an exported "
+                             "folder or a .gguf; repeatable (default: default)")
+    parser.add_argument("--device", action="append", metavar="DEVICE",
+                        help="CPU, GPU, NPU; repeatable (default: every one present)")
+    parser.add_argument("--backend", action="append", choices=["ovchat", "genai", "optimum", "llamacpp"],
+                        help="repeatable (default: all four; missing ones are reported as skipped)")
+    parser.add_argument("--scenario", action="append", metavar="NAME",
+                        help="latency, chat, load, memory, concurrency (+ coldstart when present); repeatable")
+    parser.add_argument("--quick", action="store_true", help="the CI smoke profile: short prompts, few repetitions")
+    parser.add_argument("--reps", type=int, help="repetitions of every measurement (after the warm-ups)")
+    parser.add_argument("--warmup", type=int, help="warm-up runs before the repetitions")
+    parser.add_argument("--lengths", type=lambda s: tuple(int(x) for x in s.split(",")),
+                        help="prompt lengths for the latency scenario, e.g. 32,512,2048")
+    parser.add_argument("--new-tokens", type=int, help="tokens generated per latency run")
+    parser.add_argument("--timeout", type=int, help="seconds allowed per worker process")
+    parser.add_argument("--out", type=Path, help="report folder (default: benchmarks/results/<date>-<profile>)")
+    return parser
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("bench", help="benchmark engines, devices and scenarios",
+                                   description=__doc__.split("\n")[0])
+    setup_arg_parser(parser).set_defaults(func=handle)
+
+
+def profile_from(args):
+    from .scenarios import FULL, QUICK
+    profile = QUICK if args.quick else FULL
+    overrides = {"reps": args.reps, "warmup": args.warmup, "lengths": args.lengths,
+                 "new_tokens": args.new_tokens, "timeout_s": args.timeout}
+    if args.reps is not None:
+        overrides["load_reps"] = max(1, min(args.reps, profile.load_reps))
+    return replace(profile, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def handle(args) -> int:
+    from . import report as report_mod
+    from . import runner
+    from .scenarios import SCENARIOS
+
+    unknown = set(args.scenario or []) - set(SCENARIOS)
+    if unknown:
+        print(f"ovchat bench: unknown scenario {', '.join(sorted(unknown))}; choose among "
+              f"{', '.join(SCENARIOS)}", file=sys.stderr)
+        return 2
+    mode = "quick" if args.quick else "full"
+    out = args.out or RESULTS / f"{datetime.date.today().isoformat()}-{mode}"
+    result = runner.run(args.model or ["default"], args.device, args.backend, args.scenario,
+                        profile_from(args), out, log=lambda m: print(m, flush=True))
+    paths = report_mod.write(result, out)
+    print(Path(paths[1]).read_text())
+    print(json.dumps(summary_line(result, out)))
+    return 1 if any(e["status"] == "error" for e in result["entries"]) else 0
+
+
+def summary_line(result: dict, out: Path) -> dict:
+    statuses = [e["status"] for e in result["entries"]]
+    ratios = {}
+    for e in result["entries"]:
+        if e["scenario"] == "latency" and e["status"] == "ok" and e["backend"] == "ovchat":
+            ref = next((r for r in result["entries"] if r["scenario"] == "latency" and r["status"] == "ok"
+                        and r["backend"] == "genai" and (r["model"], r["device"]) == (e["model"], e["device"])), None)
+            if ref:
+                mine = [s["tpot_ms"]["median"] for s in e["data"]["summary"].values()]
+                theirs = [s["tpot_ms"]["median"] for s in ref["data"]["summary"].values()]
+                ratios[f"{e['model']}/{e['device']}"] = round(sum(mine) / sum(theirs), 3)
+    return {"bench": "ovchat", "out": str(out), "ok": statuses.count("ok"), "skipped": statuses.count("skipped"),
+            "error": statuses.count("error"), "total_seconds": result["total_seconds"],
+            "ovchat_over_genai_tpot": ratios}
+
+
+def main(argv=None) -> int:
+    parser = setup_arg_parser(argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0]))
+    return handle(parser.parse_args(argv))

@@ -1,0 +1,235 @@
+"""Write a report: bench.json (everything), bench.md (tables), PNG charts (matplotlib).
+
+Figures are medians with (min–max); ratios are taken against the raw LLMPipeline ("genai")
+measured in the same run, so machine-wide noise cancels as much as it can on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+REFERENCE = "genai"
+
+
+def write(report: dict, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "bench.json", out / "bench.md"]
+    paths[0].write_text(json.dumps(report, indent=1))
+    paths[1].write_text(markdown(report))
+    paths += charts(report, out)
+    return paths
+
+
+def _fmt(s: dict | None, digits: int = 0) -> str:
+    if not s or s.get("median") is None:
+        return "–"
+    f = f"{{:.{digits}f}}"
+    return f"{f.format(s['median'])} ({f.format(s['min'])}–{f.format(s['max'])})"
+
+
+def _ok(report: dict, scenario: str) -> list[dict]:
+    return [e for e in report["entries"] if e["scenario"] == scenario and e["status"] == "ok"]
+
+
+def _find(report, scenario, model, device, backend):
+    for e in _ok(report, scenario):
+        if (e["model"], e["device"], e["backend"]) == (model, device, backend):
+            return e
+    return None
+
+
+def _ratio(a, b) -> str:
+    return f"{a / b:.2f}" if a and b else "–"
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def machine_section(report: dict) -> list[str]:
+    m = report["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+    skipped = "; ".join(f"{d}: {r}" for d, r in report["devices"]["skipped"].items()) or "none"
+    return [f"# ovchat benchmark, {report['date']}", "",
+            f"- **Machine**: {m['cpu']}, {m['physical_cores']} physical / {m['logical_cores']} logical cores, "
+            f"{m['memory_gib']} GiB RAM, {m['os']}, Python {m['python']}, load average at start {m['load_average']}",
+            f"- **Versions**: {versions}; ovchat {m['ovchat_commit']}",
+            f"- **Devices run**: {', '.join(report['devices']['run'])}; **skipped**: {skipped}",
+            f"- **Profile**: {json.dumps(report['profile'])}",
+            f"- **Total time**: {report['total_seconds'] / 60:.1f} min", ""]
+
+
+def roofline_section(report: dict) -> list[str]:
+    lines = ["## Roofline", "", f"Measured memory bandwidth (numpy copy, read+write): "
+             f"**{report['bandwidth_gbs']:.1f} GB/s**. A decode step reads every weight once "
+             "(the token-embedding table only when tied to the output layer), so tokens/s ≤ bandwidth / bytes.", ""]
+    rows = []
+    for model, info in report["models"].items():
+        for fmt, r in info["roofline"].items():
+            rows.append([model, fmt, f"{r['decode_bytes'] / 1e6:.0f} MB", f"{r['bound_tokens_per_s']:.1f}"])
+    return lines + _table(["model", "format", "bytes per decode step", "bound, tokens/s"], rows) + [""]
+
+
+def latency_section(report: dict) -> list[str]:
+    lines = ["## Generation latency (greedy, EOS ignored)", "",
+             "TTFT/TPOT in ms, median (min–max); ×genai = ratio to raw LLMPipeline in the same run "
+             "(our overhead: near 1.00); roofline = decode tokens/s as a fraction of the bound.", ""]
+    rows = []
+    for e in _ok(report, "latency"):
+        ref = _find(report, "latency", e["model"], e["device"], REFERENCE)
+        fmt = "gguf" if e["backend"] == "llamacpp" else "ir"
+        bound = report["models"][e["model"]]["roofline"].get(fmt, {}).get("bound_tokens_per_s")
+        for length, s in e["data"]["summary"].items():
+            r = ref["data"]["summary"].get(length) if ref else None
+            tps = 1000 / s["tpot_ms"]["median"] if s["tpot_ms"]["median"] else None
+            rows.append([e["model"], e["device"], e["backend"], length, _fmt(s["ttft_ms"]), _fmt(s["tpot_ms"], 1),
+                         _fmt(s["tokens_per_s"], 1),
+                         _ratio(s["ttft_ms"]["median"], r and r["ttft_ms"]["median"]),
+                         _ratio(s["tpot_ms"]["median"], r and r["tpot_ms"]["median"]),
+                         f"{tps / bound:.0%}" if tps and bound else "–"])
+    header = ["model", "device", "backend", "prompt", "TTFT ms", "TPOT ms", "tokens/s", "TTFT ×genai",
+              "TPOT ×genai", "roofline"]
+    return lines + _table(header, rows) + [""]
+
+
+def devices_section(report: dict) -> list[str]:
+    """CPU vs GPU side by side; an absent device shows its skip reason in its column."""
+    lines = ["## CPU vs GPU (TPOT ms, median)", ""]
+    rows, reasons = {}, {}
+    for e in report["entries"]:
+        if e["scenario"] != "latency" or e["device"] not in ("CPU", "GPU"):
+            continue
+        if e["status"] != "ok":
+            reasons[(e["model"], e["backend"], e["device"])] = f"{e['status']}: {e.get('reason', '')}"
+            continue
+        for length, s in e["data"]["summary"].items():
+            rows.setdefault((e["model"], e["backend"], length), {})[e["device"]] = f"{s['tpot_ms']['median']:.1f}"
+    for (model, backend, device), reason in reasons.items():
+        keys = [k for k in rows if k[:2] == (model, backend)] or [(model, backend, "all")]
+        for key in keys:
+            rows.setdefault(key, {})[device] = reason
+    rows = {k: {"CPU": v.get("CPU", "–"), "GPU": v.get("GPU", "–")} for k, v in rows.items()}
+    table = [[m, b, n, v["CPU"], v["GPU"]] for (m, b, n), v in rows.items()]
+    return lines + _table(["model", "backend", "prompt", "CPU", "GPU"], table) + [""]
+
+
+def chat_section(report: dict) -> list[str]:
+    entries = _ok(report, "chat")
+    turns = len(entries[0]["data"]["summary"]) if entries else 0
+    rows = [[e["model"], e["device"], e["backend"], *[f"{s['median']:.0f}" for s in e["data"]["summary"]],
+             f"{e['data']['last_over_first']:.2f}" if e["data"]["last_over_first"] else "–"] for e in entries]
+    header = ["model", "device", "backend", *[f"turn {i + 1}" for i in range(turns)], "last/first"]
+    return ["## Chat: TTFT (ms, median) per turn as history grows", ""] + _table(header, rows) + [""]
+
+
+def load_section(report: dict) -> list[str]:
+    rows = [[e["model"], e["device"], e["backend"], _fmt(s["cold_load_ms"]), _fmt(s["warm_load_ms"]),
+             _fmt(s["cold_first_token_ms"]), _fmt(s["warm_first_token_ms"]), e["data"]["note"]]
+            for e in _ok(report, "load") for s in [e["data"]["summary"]]]
+    header = ["model", "device", "backend", "load cold ms", "load warm ms", "1st token cold ms",
+              "1st token warm ms", "note"]
+    return ["## Model load: cold vs warm CACHE_DIR (fresh process each)", ""] + _table(header, rows) + [""]
+
+
+def memory_section(report: dict) -> list[str]:
+    rows = [[e["model"], e["device"], e["backend"], f"{e['data']['rss_after_load_mb']:.0f}",
+             f"{e['data']['peak_rss_mb']:.0f}"] for e in _ok(report, "memory")]
+    header = ["model", "device", "backend", "RSS after load MB", "peak RSS MB"]
+    return ["## Peak resident memory (own process, load + one generation)", ""] + _table(header, rows) + [""]
+
+
+def concurrency_section(report: dict) -> list[str]:
+    rows = []
+    for e in _ok(report, "concurrency"):
+        for hint, h in e["data"].items():
+            rows.append([e["model"], e["device"], e["backend"], hint, h["requests"],
+                         _fmt(h["summary"]["tokens_per_s"], 1), _fmt(h["summary"]["latency_ms"])])
+    header = ["model", "device", "backend", "hint", "requests", "total tokens/s", "request latency ms"]
+    note = ("ovchat serves one generation at a time (requests queue); genai and optimum take the "
+            "requests as one batch.")
+    return ["## Several requests at once: PERFORMANCE_HINT", "", note, ""] + _table(header, rows) + [""]
+
+
+def coldstart_section(report: dict) -> list[str]:
+    rows = []
+    for e in _ok(report, "coldstart"):
+        cells = [e["model"], e["device"], e["backend"]]
+        for cache in ("cold", "warm"):
+            s = e["data"][cache]["summary"]
+            cells += [_fmt(s["start_to_first_token_s"], 2), _fmt(s["load_s"], 2)]
+        rows.append(cells)
+    if not rows:
+        return []
+    header = ["model", "device", "backend", "start→1st token cold s", "load cold s", "start→1st token warm s",
+              "load warm s"]
+    return ["## Process start to first token (issue 6, benchmarks/coldstart.py)", ""] + _table(header, rows) + [""]
+
+
+def skipped_section(report: dict) -> list[str]:
+    """One row per (model, device, backend, reason), with the scenarios it covers."""
+    groups: dict[tuple, list[str]] = {}
+    for e in report["entries"]:
+        if e["status"] != "ok":
+            key = (e["model"], e["device"], e["backend"], e["status"], e.get("reason", "").replace("\n", " "))
+            groups.setdefault(key, []).append(e["scenario"])
+    rows = [[", ".join(scenarios), *key] for key, scenarios in groups.items()]
+    return ["## Skipped and failed", ""] + _table(["scenarios", "model", "device", "backend", "status", "reason"],
+                                                  rows) + [""]
+
+
+def markdown(report: dict) -> str:
+    lines = machine_section(report) + roofline_section(report)
+    for section in (latency_section, devices_section, chat_section, load_section, memory_section,
+                    concurrency_section, coldstart_section, skipped_section):
+        lines += section(report)
+    return "\n".join(lines)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def charts(report: dict, out: Path) -> list[Path]:
+    """One PNG per model: TTFT and TPOT by prompt length per backend, and chat TTFT per turn."""
+    try:
+        import matplotlib
+    except ImportError:
+        return []
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    paths = []
+    for model in report["models"]:
+        lat = [e for e in _ok(report, "latency") if e["model"] == model]
+        chat = [e for e in _ok(report, "chat") if e["model"] == model]
+        if not lat and not chat:
+            continue
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+        for e in lat:
+            label = f"{e['backend']} {e['device']}"
+            lengths = list(e["data"]["summary"])
+            for ax, metric in zip(axes[:2], ("ttft_ms", "tpot_ms")):
+                ax.plot([int(n) for n in lengths], [e["data"]["summary"][n][metric]["median"] for n in lengths],
+                        marker="o", label=label)
+        for e in chat:
+            ax = axes[2]
+            ax.plot(range(1, len(e["data"]["summary"]) + 1), [s["median"] for s in e["data"]["summary"]],
+                    marker="o", label=f"{e['backend']} {e['device']}")
+        for ax, title, xlabel in zip(axes, ("TTFT ms", "TPOT ms", "chat TTFT ms per turn"),
+                                     ("prompt tokens", "prompt tokens", "turn")):
+            ax.set_title(title)
+            ax.set_xlabel(xlabel)
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize=8)
+        axes[0].set_xscale("log")
+        axes[1].set_xscale("log")
+        fig.suptitle(f"{model}: {report['machine']['cpu']}, {report['date'][:10]}")
+        fig.tight_layout()
+        path = out / f"{_slug(model)}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths

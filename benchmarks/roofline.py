@@ -1,0 +1,74 @@
+"""The decode roofline: each new token reads every weight once, so tokens/s <= bandwidth / bytes.
+
+`memory_bandwidth_gbs()` measures this machine with a large numpy copy (read + write counted).
+`decode_bytes()` counts the bytes one decode step must read: the weight file minus the token
+embedding table when the output layer has its own (a step reads one row of it, not the table).
+The KV cache read is reported separately; at these prompt lengths it is small next to the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+
+def memory_bandwidth_gbs(size_mb: int = 512, trials: int = 5) -> float:
+    """Best-of-`trials` copy bandwidth in GB/s (bytes read + bytes written per second)."""
+    import numpy as np
+    src = np.ones(size_mb * 2**20 // 8, dtype=np.float64)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(trials):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.nbytes / best / 1e9
+
+
+def ir_decode_bytes(folder: str | Path) -> dict:
+    """Bytes per decode step for an exported IR folder (openvino_model.bin + config.json)."""
+    folder = Path(folder)
+    total = (folder / "openvino_model.bin").stat().st_size
+    embedding = _ir_embedding_bytes(folder)
+    return {"weights_bytes": total, "embedding_bytes": embedding, "decode_bytes": total - embedding,
+            "kv_bytes_per_token": _kv_bytes_per_token(json.loads((folder / "config.json").read_text()))}
+
+
+def _ir_embedding_bytes(folder: Path) -> int:
+    config = json.loads((folder / "config.json").read_text())
+    if config.get("tie_word_embeddings", False):
+        return 0  # the output layer reads the whole table every step
+    import openvino as ov
+    model = ov.Core().read_model(folder / "openvino_model.xml")
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Gather":
+            continue
+        source = op.input_value(0).get_node()
+        while source.get_type_name() != "Constant" and source.get_input_size() > 0:
+            source = source.input_value(0).get_node()  # through Convert/Subtract/Multiply decompression
+        if source.get_type_name() == "Constant" and list(source.get_output_shape(0))[:1] == [config["vocab_size"]]:
+            return source.get_byte_size()
+    return 0
+
+
+def _kv_bytes_per_token(config: dict, bytes_per_value: int = 2) -> int:
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    kv_heads = config.get("num_key_value_heads") or heads
+    return 2 * config["num_hidden_layers"] * kv_heads * head_dim * bytes_per_value
+
+
+def gguf_decode_bytes(path: str | Path) -> dict:
+    """Bytes per decode step for a GGUF: every tensor but the embedding table (if untied)."""
+    import gguf
+    reader = gguf.GGUFReader(str(path))
+    sizes = {t.name: int(t.n_bytes) for t in reader.tensors}
+    embedding = sizes.get("token_embd.weight", 0) if "output.weight" in sizes else 0
+    total = sum(sizes.values())
+    return {"weights_bytes": total, "embedding_bytes": embedding, "decode_bytes": total - embedding}
+
+
+def bound(bandwidth_gbs: float, decode_bytes: int) -> float:
+    """The tokens/s a decode step can't beat on this machine."""
+    return bandwidth_gbs * 1e9 / decode_bytes if decode_bytes else 0.0

@@ -1,0 +1,139 @@
+"""Run the scenarios over models x devices x backends and collect one report dict.
+
+Every measurement runs in its own worker process (benchmarks/worker.py) with a timeout; an
+absent device, an uninstalled backend or a model format a backend can't read becomes a
+"skipped" entry with the reason, a failing measurement an "error" entry: the run goes on.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import roofline
+from .backends import BACKENDS, ModelFiles, unavailable
+from .machine import machine_info
+from .scenarios import SCENARIOS, Profile, Skip
+
+DEVICES = ("CPU", "GPU", "NPU")
+PHI3 = "phi3-mini-shaped"
+
+
+class WorkerError(Exception):
+    pass
+
+
+@dataclass
+class Context:
+    profile: Profile
+    out: Path
+    log_name: str = "worker"
+
+    def spawn(self, job: dict) -> dict:
+        """Run one job in a fresh `python -m benchmarks.worker` process; its data or WorkerError."""
+        logs = self.out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{self.log_name}.log"
+        with open(log_path, "a") as log:
+            log.write(f"\n== {json.dumps(job)}\n")
+            log.flush()
+            try:
+                proc = subprocess.run([sys.executable, "-m", "benchmarks.worker", json.dumps(job)],
+                                      stdout=subprocess.PIPE, stderr=log, text=True,
+                                      timeout=self.profile.timeout_s, cwd=Path(__file__).parent.parent)
+            except subprocess.TimeoutExpired:
+                raise WorkerError(f"timed out after {self.profile.timeout_s} s (log: {log_path})") from None
+        lines = proc.stdout.strip().splitlines()
+        if not lines:
+            raise WorkerError(f"worker exited with code {proc.returncode} and no result (log: {log_path})")
+        payload = json.loads(lines[-1])
+        if payload["status"] != "ok":
+            raise WorkerError(payload["reason"])
+        return payload["data"]
+
+
+def resolve_model(name: str, build: bool = True) -> ModelFiles:
+    """`default`, `phi3-mini-shaped` (built on first use), an IR folder or a .gguf file."""
+    if name == "default":
+        import engine
+        ir = engine.default_model_dir()
+        gguf = engine.cache_root() / "sources" / "SmolLM2-135M-Instruct.Q4_1.gguf"  # tools/default_model.py
+        return ModelFiles("default (SmolLM2-135M)", str(ir) if (ir / "openvino_model.xml").exists() else None,
+                          str(gguf) if gguf.exists() else None)
+    if name in (PHI3, PHI3 + "-tiny"):
+        from . import phi3_shaped
+        shape = phi3_shaped.TINY if name.endswith("-tiny") else phi3_shaped.PHI3_MINI
+        label = f"{name} (random)" if name.endswith("-tiny") else f"{PHI3} (3.8B, random)"
+        if build:
+            return ModelFiles(label, str(phi3_shaped.ensure_ir(shape, name)), str(phi3_shaped.ensure_gguf(shape, name)))
+        ir, gguf = phi3_shaped.ir_dir(name), phi3_shaped.gguf_path(name)
+        return ModelFiles(label, str(ir) if ir.exists() else None, str(gguf) if gguf.exists() else None)
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        return ModelFiles(path.name, None, str(path))
+    return ModelFiles(path.name, str(path), None)
+
+
+def device_plan(requested: list[str] | None) -> tuple[list[str], dict[str, str]]:
+    """(devices to run, {absent device: reason}). Default: every present one of CPU, GPU, NPU."""
+    import engine
+    present = engine.available_devices()
+    wanted = requested or [d for d in DEVICES if d in present] or ["CPU"]
+    absent = {d: f"OpenVINO finds no {d} device on this machine (devices: {', '.join(present)})"
+              for d in (requested or DEVICES) if d not in present}
+    return [d for d in wanted if d in present], absent
+
+
+def model_roofline(files: ModelFiles, bandwidth_gbs: float) -> dict:
+    out = {}
+    for fmt, path, count in (("ir", files.ir, roofline.ir_decode_bytes), ("gguf", files.gguf, roofline.gguf_decode_bytes)):
+        if path:
+            info = count(path)
+            out[fmt] = dict(info, bound_tokens_per_s=roofline.bound(bandwidth_gbs, info["decode_bytes"]))
+    return out
+
+
+def run(models: list[str], devices: list[str] | None, backends: list[str] | None, scenarios: list[str] | None,
+        profile: Profile, out: Path, log=print) -> dict:
+    started = time.monotonic()
+    out.mkdir(parents=True, exist_ok=True)
+    run_devices, absent = device_plan(devices)
+    backends = backends or list(BACKENDS)
+    scenarios = scenarios or list(SCENARIOS)
+    bandwidth = roofline.memory_bandwidth_gbs()
+    log(f"[bench] memory bandwidth {bandwidth:.1f} GB/s; devices {run_devices}, absent {list(absent)}")
+    report = {"schema": 1, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+              "machine": machine_info(), "profile": asdict(profile), "bandwidth_gbs": bandwidth,
+              "devices": {"run": run_devices, "skipped": absent}, "models": {}, "entries": []}
+    for model in models:
+        files = resolve_model(model)
+        report["models"][files.name] = {"files": asdict(files), "roofline": model_roofline(files, bandwidth)}
+        for scenario_name in scenarios:
+            scenario = SCENARIOS[scenario_name]
+            for device in run_devices + list(absent):
+                for backend in backends:
+                    entry = {"scenario": scenario_name, "model": files.name, "device": device, "backend": backend}
+                    report["entries"].append(entry)
+                    reason = absent.get(device) or unavailable(backend, files, device)
+                    if not reason and scenario.backends and backend not in scenario.backends:
+                        reason = f"{scenario_name} does not apply to {backend}"
+                    if reason:
+                        entry.update(status="skipped", reason=reason)
+                        continue
+                    ctx = Context(profile, out, log_name=f"{scenario_name}-{backend}-{device}")
+                    begin = time.monotonic()
+                    log(f"[bench] {scenario_name} / {files.name} / {device} / {backend} ...")
+                    try:
+                        entry.update(status="ok", data=scenario.run(ctx, files, device, backend))
+                    except (Skip, WorkerError) as error:
+                        entry.update(status="skipped" if isinstance(error, Skip) else "error", reason=str(error))
+                    entry["seconds"] = round(time.monotonic() - begin, 1)
+                    log(f"[bench]   {entry['status']} in {entry['seconds']} s {entry.get('reason', '')}")
+    report["total_seconds"] = round(time.monotonic() - started, 1)
+    return report

@@ -1,0 +1,152 @@
+"""One measurement in a fresh process: `python -m benchmarks.worker '<job json>'`.
+
+The job names a task, a backend, a model's files, a device and parameters. The worker loads the
+model, runs the task, and prints one JSON line on stdout (everything else, including C-level
+output of the runtimes, goes to stderr). Running each measurement in its own process isolates
+memory (peak RSS is the process's own), gives cold starts, and contains crashes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from dataclasses import asdict
+
+from .backends import ModelFiles, create
+
+ID_RANGE = (300, 30000)  # ordinary token ids in every model here (no special tokens)
+
+
+def prompt_ids(length: int, seed: int) -> list[int]:
+    """A synthetic prompt of exactly `length` token ids. Every repetition gets a new seed:
+    LLMPipeline caches prompt prefixes, so a repeated prompt would measure that cache."""
+    import numpy as np
+    return np.random.default_rng(seed).integers(*ID_RANGE, size=length).tolist()
+
+
+def chat_message(turn: int, seed: int, words: int = 40) -> str:
+    import numpy as np
+    rng = np.random.default_rng(seed * 100 + turn)
+    vocab = ["model", "river", "quick", "light", "stone", "green", "table", "music", "paper", "cloud",
+             "north", "bread", "glass", "field", "story", "train", "house", "water", "dream", "plant"]
+    return f"Question {turn + 1}: " + " ".join(rng.choice(vocab, size=words)) + "?"
+
+
+def peak_rss_mb() -> float:
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over fork+exec from the parent.
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def rss_mb() -> float:
+    import psutil
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def task_latency(backend, p: dict) -> dict:
+    """TTFT/TPOT/tokens/s at each prompt length; warm-ups first, a fresh prompt every time."""
+    out = {}
+    for length in p["lengths"]:
+        samples = []
+        for rep in range(p["warmup"] + p["reps"]):
+            sample = backend.generate_ids(prompt_ids(length, seed=length * 1000 + rep), p["new_tokens"])
+            log(f"latency len={length} rep={rep}: ttft {sample.ttft_ms:.0f} ms, tpot {sample.tpot_ms:.1f} ms")
+            if rep >= p["warmup"]:
+                samples.append(asdict(sample))
+        out[str(length)] = samples
+    return {"lengths": out}
+
+
+def task_chat(backend, p: dict) -> dict:
+    """TTFT of each turn of a chat, a new conversation (and new messages) per repetition."""
+    runs = []
+    for rep in range(p["warmup"] + p["reps"]):
+        backend.chat_reset()
+        ttfts = [backend.chat_turn(chat_message(turn, seed=rep), p["new_tokens"]) for turn in range(p["turns"])]
+        log(f"chat rep={rep}: ttft per turn " + " ".join(f"{t:.0f}" for t in ttfts))
+        if rep >= p["warmup"]:
+            runs.append(ttfts)
+    return {"ttft_ms_per_turn": runs}
+
+
+def task_load(backend, p: dict, load_ms: float) -> dict:
+    """Load time (measured by _load) and the first short answer after it."""
+    sample = backend.generate_ids(prompt_ids(16, seed=7), 1)
+    return {"load_ms": load_ms, "first_token_ms": sample.ttft_ms}
+
+
+def task_memory(backend, p: dict, load_ms: float) -> dict:
+    after_load = rss_mb()
+    backend.generate_ids(prompt_ids(p["prompt_len"], seed=11), p["new_tokens"])
+    return {"rss_after_load_mb": after_load, "peak_rss_mb": peak_rss_mb(), "load_ms": load_ms}
+
+
+def task_concurrency(backend, p: dict) -> dict:
+    runs = []
+    for rep in range(p["warmup"] + p["reps"]):
+        batch = [prompt_ids(p["prompt_len"], seed=5000 + rep * 100 + i) for i in range(p["requests"])]
+        start = time.perf_counter()
+        latencies = backend.generate_concurrent(batch, p["new_tokens"])
+        wall = (time.perf_counter() - start) * 1000
+        log(f"concurrency {p['hint']} rep={rep}: wall {wall:.0f} ms")
+        if rep >= p["warmup"]:
+            runs.append({"wall_ms": wall, "latency_ms": latencies,
+                         "tokens_per_s": p["requests"] * p["new_tokens"] * 1000 / wall})
+    return {"runs": runs}
+
+
+def _load(backend_name: str, job: dict):
+    backend = create(backend_name)
+    files = ModelFiles(**job["model"])
+    p = job["params"]
+    load_ms = backend.load(files, job["device"], p.get("hint", "LATENCY"), p.get("cache_dir"))
+    return backend, load_ms
+
+
+def run(job: dict) -> dict:
+    task, p = job["task"], job["params"]
+    backend, load_ms = _load(job["backend"], job)
+    log(f"loaded in {load_ms:.0f} ms")
+    if task == "chat":
+        data = task_chat(backend, p)
+    else:
+        if task == "latency":
+            data = dict(task_latency(backend, p), load_ms=load_ms)
+        elif task == "load":
+            data = task_load(backend, p, load_ms)
+        elif task == "memory":
+            data = task_memory(backend, p, load_ms)
+        elif task == "concurrency":
+            data = task_concurrency(backend, p)
+        else:
+            raise ValueError(f"unknown task {task!r}")
+    data["peak_rss_mb"] = peak_rss_mb()
+    return data
+
+
+def log(message: str) -> None:
+    print(f"    {message}", file=sys.stderr, flush=True)
+
+
+def main(argv=None) -> int:
+    job = json.loads((argv or sys.argv[1:])[0])
+    result_fd = os.dup(1)
+    os.dup2(2, 1)  # runtimes that print to stdout must not corrupt the JSON line
+    try:
+        payload = {"status": "ok", "data": run(job)}
+    except Exception as error:  # reported to the parent as this job's error, with its type
+        payload = {"status": "error", "reason": f"{type(error).__name__}: {error}"}
+    os.write(result_fd, (json.dumps(payload) + "\n").encode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
