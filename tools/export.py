@@ -191,8 +191,8 @@ def export(
     is_gguf = src.is_file()
     progress = Progress(total=3 + is_gguf + check + bool(answer_checks))
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(out)
     staging = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
     started = time.monotonic()
     try:
         staging.mkdir()
@@ -226,7 +226,8 @@ def export(
         (model_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _replace(model_dir, out, staging)
     except OSError as error:
-        raise ExportError(f"export failed writing near {out}: {error.strerror or error} ({error.filename or ''}); nothing was written") from error
+        where = f" ({error.filename})" if error.filename else ""
+        raise ExportError(f"export failed: {error.strerror or error}{where}; nothing was written to {out}") from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     progress.finish(f"exported {out}")
@@ -274,6 +275,24 @@ def _check_answers(model_dir: Path, checks) -> list:
             f"got {failed[0]['answer'].strip()!r}; nothing was written"
         )
     return results
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Staging folders of exports to `out` whose process is gone (killed, machine crashed)."""
+    for folder in out.parent.glob(f".{out.name}.tmp-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _replace(model_dir: Path, out: Path, staging: Path) -> None:

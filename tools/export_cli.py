@@ -54,7 +54,8 @@ def handler(args: argparse.Namespace) -> int:
         if args.out is None:
             default_model.ensure(recipe, force=args.force, check=args.check)
             return 0
-        export(default_model.fetch_gguf(), args.out, recipe, force=args.force, check=args.check, kind="default")
+        export(default_model.fetch_gguf(), args.out, recipe, force=args.force, check=args.check, kind="default",
+               answer_checks=default_model.ANSWER_CHECKS)
         return 0
     if args.out is None:
         raise ExportError("OUT is missing: `ovchat export SRC OUT` (only `ovchat export default` may omit it)")
