@@ -110,6 +110,15 @@ def test_an_invalid_flag_value_is_one_line(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == "ovchat: --ratio must be in (0, 1], not 2.0"
 
 
+def test_a_runtime_only_install_is_told_to_install_the_export_extra(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("torch", "nncf") else real(name, *a))
+    assert run_cli(["default"]) == 1
+    assert capsys.readouterr().out.startswith("ovchat: `ovchat export` needs the export extra, missing here: torch, nncf;")
+
+
 def test_out_is_required_except_for_default(tmp_path, capsys):
     assert run_cli([str(write_hf_folder(tmp_path / "src"))]) == 1
     assert "OUT is missing" in capsys.readouterr().out

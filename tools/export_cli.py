@@ -44,7 +44,11 @@ def register(subparsers) -> None:
     parser.set_defaults(func=handler)
 
 
+EXPORT_MODULES = ("torch", "transformers", "optimum.intel", "nncf", "gguf", "tokenizers")
+
+
 def handler(args: argparse.Namespace) -> int:
+    _require_export_extra()
     from . import default_model
     from .export import ExportError, export
 
@@ -61,3 +65,23 @@ def handler(args: argparse.Namespace) -> int:
         raise ExportError("OUT is missing: `ovchat export SRC OUT` (only `ovchat export default` may omit it)")
     export(Path(args.src), args.out, recipe, force=args.force, check=args.check)
     return 0
+
+
+def _require_export_extra() -> None:
+    import importlib.util
+
+    from engine import EngineError
+
+    missing = []
+    for name in EXPORT_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # a parent package (optimum) is missing
+            found = False
+        if not found:
+            missing.append(name)
+    if missing:
+        raise EngineError(
+            f"`ovchat export` needs the export extra, missing here: {', '.join(missing)}; "
+            "install it with `tools/install.sh` (runtime + export)"
+        )
