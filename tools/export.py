@@ -188,49 +188,53 @@ def export(
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; pass --force to replace it")
     source = check_source(src, kind)
-    is_gguf = src.is_file()
-    progress = Progress(total=3 + is_gguf + check + bool(answer_checks))
+    progress = Progress(total=3 + src.is_file() + check + bool(answer_checks))
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(out)
     staging = out.parent / f".{out.name}.tmp-{os.getpid()}"
     started = time.monotonic()
     try:
         staging.mkdir()
-        model_dir, work = staging / "model", staging / "work"
-        work.mkdir()
-        progress(f"hashing {src.name}")
-        manifest = {"format_version": MANIFEST_VERSION,
-                    "source": {"kind": source.kind, "path": str(src), "sha256": sha256(src)}}
-        float_dir = src
-        if is_gguf:
-            progress(f"converting GGUF {src.name} to a float model (weights dequantized, tokenizer rebuilt)")
-            float_dir = work / "float"
-            manifest["source"]["gguf"] = gguf_convert.convert(src, float_dir)
-        used = recipes.fitted(recipe, float_dir)
-        _say_group_size(recipe, used)
-        progress(_describe(used))
-        run_optimum(used.optimum_cli_args(float_dir, model_dir), work / "optimum.log")
-        manifest["recipe"] = used.to_manifest(recipe.group_size)
-        manifest["versions"] = tool_versions()
-        if check:
-            progress("measuring fidelity against the float source")
-            manifest["fidelity"] = _check_fidelity(float_dir, model_dir, used)
-        else:
-            manifest["fidelity"] = {"skipped": True}
-        if answer_checks:
-            progress("asking the exported model: " + "; ".join(q for q, _ in answer_checks))
-            manifest["fidelity"]["answers"] = _check_answers(model_dir, answer_checks)
+        manifest = _build(source, staging, recipe, check, answer_checks, progress)
         progress(f"writing {out}")
         manifest["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         manifest["export_seconds"] = round(time.monotonic() - started, 1)
-        (model_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _replace(model_dir, out, staging)
+        (staging / "model" / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        _replace(staging / "model", out, staging)
     except OSError as error:
         where = f" ({error.filename})" if error.filename else ""
         raise ExportError(f"export failed: {error.strerror or error}{where}; nothing was written to {out}") from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     progress.finish(f"exported {out}")
+    return manifest
+
+
+def _build(source: Source, staging: Path, recipe: recipes.Recipe, check: bool, answer_checks, progress) -> dict:
+    """Export into staging/model (work files in staging/work); return the manifest so far."""
+    model_dir, work = staging / "model", staging / "work"
+    work.mkdir()
+    progress(f"hashing {source.path.name}")
+    manifest = {"format_version": MANIFEST_VERSION,
+                "source": {"kind": source.kind, "path": str(source.path), "sha256": sha256(source.path)}}
+    float_dir = source.path
+    if source.path.is_file():
+        progress(f"converting GGUF {source.path.name} to a float model (weights dequantized, tokenizer rebuilt)")
+        float_dir = work / "float"
+        manifest["source"]["gguf"] = gguf_convert.convert(source.path, float_dir)
+    used = recipes.fitted(recipe, float_dir)
+    _say_group_size(recipe, used)
+    progress(_describe(used))
+    run_optimum(used.optimum_cli_args(float_dir, model_dir), work / "optimum.log")
+    manifest["recipe"] = used.to_manifest(recipe.group_size)
+    manifest["versions"] = tool_versions()
+    manifest["fidelity"] = {"skipped": True}
+    if check:
+        progress("measuring fidelity against the float source")
+        manifest["fidelity"] = _check_fidelity(float_dir, model_dir, used)
+    if answer_checks:
+        progress("asking the exported model: " + "; ".join(q for q, _ in answer_checks))
+        manifest["fidelity"]["answers"] = _check_answers(model_dir, answer_checks)
     return manifest
 
 
