@@ -96,6 +96,8 @@ def test_fidelity_verdicts():
     (lambda tmp: write_hf_folder(tmp, architectures=("BertForSequenceClassification",)), "not a causal language model"),
     (lambda tmp: (tmp / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}') and tmp, "no weights"),
     (lambda tmp: write_gguf(tmp / "m.gguf", "bert"), "architecture 'bert' is not supported"),
+    (lambda tmp: (tmp / "m.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x01" * 40) and tmp / "m.gguf",
+     "not a readable GGUF file (truncated or corrupt)"),
 ])
 def test_bad_sources_get_one_clear_line(tmp_path, capsys, make, message):
     src = make(tmp_path)

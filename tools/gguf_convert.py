@@ -61,8 +61,8 @@ def read_gguf(path: Path):
 
     try:
         return GGUFReader(str(path))
-    except (OSError, ValueError, KeyError) as error:
-        raise GgufError(f"{path} is not a readable GGUF file ({error}); check the file or download it again") from error
+    except (OSError, ValueError, KeyError, IndexError) as error:
+        raise GgufError(f"{path} is not a readable GGUF file (truncated or corrupt); check it or download it again") from error
 
 
 def _value(reader, key, default=None):
