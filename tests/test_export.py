@@ -35,10 +35,12 @@ def write_hf_folder(path: Path, architectures=("LlamaForCausalLM",), hidden=576,
     return path
 
 
-def write_gguf(path: Path, arch: str) -> Path:
+def write_gguf(path: Path, arch: str, tokenizer: str | None = None) -> Path:
     from gguf import GGUFWriter
 
     writer = GGUFWriter(str(path), arch)
+    if tokenizer:
+        writer.add_tokenizer_model(tokenizer)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -96,6 +98,7 @@ def test_fidelity_verdicts():
     (lambda tmp: write_hf_folder(tmp, architectures=("BertForSequenceClassification",)), "not a causal language model"),
     (lambda tmp: (tmp / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}') and tmp, "no weights"),
     (lambda tmp: write_gguf(tmp / "m.gguf", "bert"), "architecture 'bert' is not supported"),
+    (lambda tmp: write_gguf(tmp / "m.gguf", "llama", tokenizer="llama"), "tokenizer 'llama' with pre-tokenizer"),
     (lambda tmp: (tmp / "m.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x01" * 40) and tmp / "m.gguf",
      "not a readable GGUF file (truncated or corrupt)"),
 ])

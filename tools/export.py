@@ -79,6 +79,8 @@ def check_source(src: Path, kind: str | None = None) -> Source:
             raise ExportError(f"source {src} is a file but not a GGUF model; pass a Hugging Face model folder or a .gguf file")
         gguf_convert.check_supported(gguf_convert.read_gguf(src), src)
         return Source(kind or "gguf", src)
+    if not src.is_dir():
+        raise ExportError(f"source {src} is neither a model folder nor a .gguf file")
     _check_hf_folder(src)
     return Source(kind or "hf", src)
 

@@ -19,8 +19,10 @@ from engine import EngineError
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 # llama.cpp's pre-tokenizer names -> whether digits are split one by one before the GPT-2
-# byte-level regex (llama.cpp's LLAMA_VOCAB_PRE_TYPE_SMOLLM uses "\p{N}" then the GPT-2 regex).
-PRE_TOKENIZERS = {"smollm": True, "starcoder": True, "gpt2": False, "default": False}
+# byte-level regex: llama.cpp splits SMOLLM and STARCODER with "\p{N}" then the GPT-2 regex, and
+# GPT2 with the GPT-2 regex alone. Only "smollm" is verified token for token (tests); others,
+# e.g. llama-bpe (Llama 3) with its own regex, are refused rather than guessed.
+PRE_TOKENIZERS = {"smollm": True, "starcoder": True, "gpt2": False}
 _CONTROL, _USER_DEFINED = 3, 4  # gguf.TokenType values
 _GGUF_MAGIC = b"GGUF"
 
