@@ -10,7 +10,7 @@ import pytest
 from engine import EngineError
 from tools import export as export_mod
 from tools import export_cli, fidelity
-from tools.export import ExportError, check_source, export, is_valid_export
+from tools.export import ExportError, export, is_valid_export
 from tools.recipe import Recipe, RecipeError, fit_group_size, input_channels
 
 
