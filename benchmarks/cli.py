@@ -69,7 +69,8 @@ def handle(args) -> int:
     mode = "quick" if args.quick else "full"
     out = args.out or RESULTS / f"{datetime.date.today().isoformat()}-{mode}"
     result = runner.run(args.model or ["default"], args.device, args.backend, args.scenario,
-                        profile_from(args), out, log=lambda m: print(m, flush=True))
+                        profile_from(args), out, log=lambda m: print(m, flush=True),
+                        on_entry=lambda partial: report_mod.write(dict(partial, partial=True), out))
     paths = report_mod.write(result, out)
     print(Path(paths[1]).read_text())
     print(json.dumps(summary_line(result, out)))

@@ -59,7 +59,8 @@ def machine_section(report: dict) -> list[str]:
             f"- **Versions**: {versions}; ovchat {m['ovchat_commit']}",
             f"- **Devices run**: {', '.join(report['devices']['run'])}; **skipped**: {skipped}",
             f"- **Profile**: {json.dumps(report['profile'])}",
-            f"- **Total time**: {report['total_seconds'] / 60:.1f} min", ""]
+            f"- **Total time**: {report['total_seconds'] / 60:.1f} min"
+            + (" — **partial report: the run was still going**" if report.get("partial") else ""), ""]
 
 
 def roofline_section(report: dict) -> list[str]:

@@ -100,7 +100,8 @@ def model_roofline(files: ModelFiles, bandwidth_gbs: float) -> dict:
 
 
 def run(models: list[str], devices: list[str] | None, backends: list[str] | None, scenarios: list[str] | None,
-        profile: Profile, out: Path, log=print) -> dict:
+        profile: Profile, out: Path, log=print, on_entry=None) -> dict:
+    """The report dict; `on_entry(report)` is called after every measured entry (partial reports)."""
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     run_devices, absent = device_plan(devices)
@@ -135,5 +136,8 @@ def run(models: list[str], devices: list[str] | None, backends: list[str] | None
                         entry.update(status="skipped" if isinstance(error, Skip) else "error", reason=str(error))
                     entry["seconds"] = round(time.monotonic() - begin, 1)
                     log(f"[bench]   {entry['status']} in {entry['seconds']} s {entry.get('reason', '')}")
+                    if on_entry:
+                        report["total_seconds"] = round(time.monotonic() - started, 1)
+                        on_entry(report)
     report["total_seconds"] = round(time.monotonic() - started, 1)
     return report
