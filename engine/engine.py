@@ -13,8 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Generator
 
-import numpy as np
-import openvino as ov
 import openvino_genai as ov_genai
 
 from .devices import check_device
@@ -39,6 +37,9 @@ class Engine:
             config = pipeline.get_generation_config()
             config.stop_token_ids = set(config.stop_token_ids) | set(info.eos_token_ids)
             pipeline.set_generation_config(config)
+        # With the SDPA backend, genai 2026.4 hangs or crashes on a ChatHistory that follows a
+        # text or token-id call (measured); so there the engine sends every chat as rendered text.
+        self._history_input = str(load_options.properties.get("ATTENTION_BACKEND", "PA")).upper() != "SDPA"
         self._lock = threading.Lock()
         self._owner: int | None = None
         self.load_metrics = LoadMetrics(load_ms=0.0, warmup_ms=0.0)
@@ -81,7 +82,8 @@ class Engine:
     def stream(self, prompt, options: GenerationOptions | None = None) -> Generator[str, None, GenerationResult]:
         """Like `generate`, as a generator of text pieces; stopping the iteration stops generation.
         The generator returns the GenerationResult (also kept in `last_result`)."""
-        prepared = prepare(prompt, options or GenerationOptions(), self.tokenizer, self.info.context_length)
+        prepared = prepare(prompt, options or GenerationOptions(), self.tokenizer, self.info.context_length,
+                           as_history=self._history_input)
         return self._run(prepared)
 
     def chat(self, system_prompt: str | None = None, options: GenerationOptions | None = None):
@@ -91,9 +93,11 @@ class Engine:
 
     def _run(self, prepared: PreparedPrompt) -> Generator[str, None, GenerationResult]:
         config = prepared.options.apply_to(self._pipeline.get_generation_config())
+        # genai returns a bare str for a str input; a one-item batch returns results with perf metrics.
+        inputs = [prepared.inputs] if isinstance(prepared.inputs, str) else prepared.inputs
         with self._exclusive():
             pieces = []
-            run = iterate_pieces(lambda streamer: self._pipeline.generate(prepared.inputs, config, streamer))
+            run = iterate_pieces(lambda streamer: self._pipeline.generate(inputs, config, streamer))
             try:
                 while True:
                     piece = next(run)
@@ -130,8 +134,7 @@ class Engine:
         # The first inference after a compile pays one-off costs (weight repacking, kernel
         # selection); one token absorbs them so that the app's first call runs at steady speed.
         start = time.perf_counter()
-        ids = ov.Tensor(np.array([self.tokenizer.encode("Hello")], dtype=np.int64))
         config = GenerationOptions(max_new_tokens=1, apply_chat_template=False).apply_to(self._pipeline.get_generation_config())
         with self._exclusive():
-            self._pipeline.generate(ids, config)
+            self._pipeline.generate("Hello", config)
         return (time.perf_counter() - start) * 1000

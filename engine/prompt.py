@@ -40,14 +40,15 @@ def check_messages(messages) -> list[dict]:
 
 
 def prepare(prompt, options: GenerationOptions, tokenizer: Tokenizer, context_length: int | None,
-            trim: bool = False) -> PreparedPrompt:
+            trim: bool = False, as_history: bool = True) -> PreparedPrompt:
     """Validate `prompt` and fit it to the context: a chat may drop its oldest turns (`trim`,
-    the system prompt kept); anything else that does not fit is a PromptError."""
+    the system prompt kept); anything else that does not fit is a PromptError. Messages go to
+    the pipeline as a ChatHistory, or (`as_history=False`) as the text the template renders."""
     if isinstance(prompt, str):
         if not prompt.strip():
             raise PromptError("The prompt is empty; pass some text.")
         if options.apply_chat_template and tokenizer.chat_template:
-            return prepare([{"role": "user", "content": prompt}], options, tokenizer, context_length)
+            return prepare([{"role": "user", "content": prompt}], options, tokenizer, context_length, trim, as_history)
         return _fit(prompt, tokenizer.count(prompt), options, context_length)
     if isinstance(prompt, (list, tuple, np.ndarray)) and len(prompt) and not isinstance(prompt[0], dict):
         ids = np.asarray(prompt)
@@ -59,15 +60,18 @@ def prepare(prompt, options: GenerationOptions, tokenizer: Tokenizer, context_le
         raise PromptError("Chat messages need the chat template; pass a plain string with apply_chat_template=False.")
     dropped = 0
     while True:
-        count = tokenizer.count(tokenizer.apply_chat_template(messages))
-        if not context_length or count + options.max_new_tokens <= context_length:
-            break
+        text = tokenizer.apply_chat_template(messages)
+        count = tokenizer.count(text)
         first = 1 if messages[0]["role"] == "system" else 0
-        if not trim or len(messages) - first <= 1:
-            break  # nothing left to drop: _fit clamps max_new_tokens or refuses
+        fits = not context_length or count + options.max_new_tokens <= context_length
+        if fits or not trim or len(messages) - first <= 1:
+            break  # fits, or nothing left to drop: _fit clamps max_new_tokens or refuses
         del messages[first]
         dropped += 1
-    fitted = _fit(_history(messages), count, options, context_length)
+    if as_history:
+        fitted = _fit(_history(messages), count, options, context_length)
+    else:
+        fitted = _fit(text, count, replace(options, apply_chat_template=False), context_length)
     return replace(fitted, messages=messages, dropped_messages=dropped)
 
 
