@@ -92,8 +92,8 @@ def generation_options(args, **overrides) -> GenerationOptions:
 
 
 def cmd_generate(args) -> int:
+    options = generation_options(args, apply_chat_template=not args.raw)  # bad flags fail before the load
     engine = load_engine(args)
-    options = generation_options(args, apply_chat_template=not args.raw)
     prompt = args.prompt
     if args.system and not args.raw:
         prompt = [{"role": "system", "content": args.system}, {"role": "user", "content": args.prompt}]
@@ -108,8 +108,9 @@ def cmd_generate(args) -> int:
 
 
 def cmd_chat(args) -> int:
+    options = generation_options(args)
     engine = load_engine(args)
-    session = engine.chat(args.system, generation_options(args))
+    session = engine.chat(args.system, options)
     _progress("ready. /reset clears the history, /exit (or Ctrl-D) leaves, Ctrl-C stops an answer.")
     while True:
         try:
@@ -139,9 +140,10 @@ def cmd_chat(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    options = generation_options(args)
     engine = load_engine(args)
     print(f"[system] {SEED_SYSTEM_PROMPT}\n[user] {SEED_PROMPT}\n[assistant] ", end="", flush=True)
-    session = engine.chat(SEED_SYSTEM_PROMPT, generation_options(args))
+    session = engine.chat(SEED_SYSTEM_PROMPT, options)
     for piece in session.stream(SEED_PROMPT):
         print(piece, end="", flush=True)
     print()

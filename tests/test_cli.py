@@ -1,0 +1,77 @@
+"""The `ovchat` command as a user runs it: a subprocess, its output and exit code."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def ovchat(*args, stdin=None, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "tools.cli", *map(str, args)], input=stdin, capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+@pytest.mark.default_model
+def test_generate_json_has_text_counts_and_metrics(default_model_dir):
+    run = ovchat("generate", "-m", default_model_dir, "-n", "24", "--json", "What is the capital of France?")
+    assert run.returncode == 0, run.stderr
+    data = json.loads(run.stdout)
+    assert "Paris" in data["text"]
+    assert data["output_tokens"] > 0 and data["input_tokens"] > 0
+    assert data["metrics"]["ttft_ms"] > 0 and data["load"]["load_ms"] > 0
+
+
+@pytest.mark.default_model
+def test_chat_streams_answers_resets_and_exits(default_model_dir):
+    run = ovchat("chat", "-m", default_model_dir, "-n", "12", stdin="What is the capital of France?\n/reset\nHi\n/exit\n")
+    assert run.returncode == 0, run.stderr
+    assert "Paris" in run.stdout
+    assert "history cleared" in run.stderr
+
+
+@pytest.mark.default_model
+def test_demo_streams_the_seeds_prompt_and_prints_metrics(default_model_dir):
+    run = ovchat("demo", "-m", default_model_dir, "-n", "16")
+    assert run.returncode == 0, run.stderr
+    assert "can you introduce yourself?" in run.stdout and "TTFT" in run.stdout and "TPOT" in run.stdout
+
+
+def test_devices_lists_the_cpu():
+    run = ovchat("devices")
+    assert run.returncode == 0 and run.stdout.startswith("CPU")
+
+
+def test_without_the_default_model_the_error_names_the_command(tmp_path):
+    import os
+    run = ovchat("generate", "hello", env={**os.environ, "OVCHAT_CACHE": str(tmp_path)})
+    assert run.returncode == 1
+    assert "ovchat export default" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+@pytest.mark.default_model
+def test_an_absent_gpu_is_one_clear_line(default_model_dir):
+    run = ovchat("generate", "-m", default_model_dir, "-d", "GPU.1", "hello")
+    if any(line.startswith("GPU") for line in ovchat("devices").stdout.splitlines()):
+        pytest.skip("this machine has a GPU")
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1].startswith("ovchat: Device GPU.1 is not available")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-n", "0"], "max_new_tokens"),
+    (["--top-p", "1.5"], "top_p"),
+    (["--temperature", "-1"], "temperature"),
+    (["-P", "NOEQUALS"], "KEY=VALUE"),
+])
+def test_invalid_flags_are_one_clear_line(default_model_dir, args, message):
+    run = ovchat("generate", "-m", default_model_dir, *args, "hello")
+    assert run.returncode == 1
+    assert message in run.stderr and "Traceback" not in run.stderr
+
+
+def test_info_describes_a_model(default_model_dir):
+    run = ovchat("info", default_model_dir)
+    data = json.loads(run.stdout)
+    assert data["format"] == "openvino" and data["context_length"] and data["manifest"]["recipe"]
