@@ -54,21 +54,10 @@ class ChatSession:
     def _turn(self, prepared) -> Generator[str, None, GenerationResult]:
         pieces = []
         try:
-            return (yield from _tee(self._engine._run(prepared), pieces))
+            return (yield from self._engine._run(prepared, pieces))
         finally:
             if pieces:
                 self._messages = prepared.messages + [{"role": "assistant", "content": "".join(pieces)}]
             else:  # stopped before a word: as if the turn never happened (older turns may be trimmed)
                 self._messages = prepared.messages[:-1]
 
-
-def _tee(stream, pieces: list):
-    try:
-        while True:
-            piece = next(stream)
-            pieces.append(piece)
-            yield piece
-    except StopIteration as done:
-        return done.value
-    finally:
-        stream.close()

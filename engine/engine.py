@@ -91,22 +91,16 @@ class Engine:
         from .chat import ChatSession
         return ChatSession(self, system_prompt, options)
 
-    def _run(self, prepared: PreparedPrompt) -> Generator[str, None, GenerationResult]:
+    def _run(self, prepared: PreparedPrompt, pieces: list | None = None) -> Generator[str, None, GenerationResult]:
+        """Generate for `prepared`, yielding text pieces; they are also appended to `pieces`,
+        so a caller that stops early still knows what was said."""
+        pieces = [] if pieces is None else pieces
         config = prepared.options.apply_to(self._pipeline.get_generation_config())
         # genai returns a bare str for a str input; a one-item batch returns results with perf metrics.
         inputs = [prepared.inputs] if isinstance(prepared.inputs, str) else prepared.inputs
         with self._exclusive():
-            pieces = []
-            run = iterate_pieces(lambda streamer: self._pipeline.generate(inputs, config, streamer))
-            try:
-                while True:
-                    piece = next(run)
-                    pieces.append(piece)
-                    yield piece
-            except StopIteration as done:
-                results = done.value
-            finally:
-                run.close()  # a consumer that stops early: tell the pipeline to stop, wait for it
+            results = yield from iterate_pieces(lambda streamer: self._pipeline.generate(inputs, config, streamer),
+                                                pieces)
         perf = results.perf_metrics
         output_tokens = perf.get_num_generated_tokens()
         self.last_result = GenerationResult(

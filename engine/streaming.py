@@ -17,8 +17,8 @@ import openvino_genai as ov_genai
 _DONE = object()
 
 
-def iterate_pieces(run: Callable[[Callable[[str], Any]], Any]) -> Generator[str, None, Any]:
-    """Yield the pieces `run(streamer)` streams; return what `run` returns."""
+def iterate_pieces(run: Callable[[Callable[[str], Any]], Any], sink: list | None = None) -> Generator[str, None, Any]:
+    """Yield the pieces `run(streamer)` streams (appending each to `sink`); return what `run` returns."""
     pieces: queue.Queue = queue.Queue()
     stop = threading.Event()
     outcome: dict = {}
@@ -46,6 +46,8 @@ def iterate_pieces(run: Callable[[Callable[[str], Any]], Any]) -> Generator[str,
                 continue
             if piece is _DONE:
                 break
+            if sink is not None:
+                sink.append(piece)
             yield piece
     finally:
         stop.set()

@@ -124,6 +124,17 @@ def test_chat_keeps_history_and_resets(default_engine):
 
 
 @pytest.mark.default_model
+def test_a_chat_answer_stopped_early_keeps_what_was_said(default_engine):
+    chat = default_engine.chat()
+    stream = chat.stream("Count from 1 to 100.", GenerationOptions(max_new_tokens=200))
+    said = "".join(next(stream) for _ in range(3))
+    stream.close()
+    assert chat.messages[-1] == {"role": "assistant", "content": said}
+    chat.stream("Never mind.").close()  # stopped before a word: the turn is not kept
+    assert chat.messages[-1] == {"role": "assistant", "content": said}
+
+
+@pytest.mark.default_model
 def test_a_chat_past_the_context_drops_old_turns(default_model_dir):
     eng = engine.Engine.load(default_model_dir, warmup=False)
     eng.info = engine.ModelInfo(**{**vars(eng.info), "context_length": 160})  # a small window, same model
