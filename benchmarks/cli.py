@@ -78,19 +78,16 @@ def handle(args) -> int:
 
 
 def summary_line(result: dict, out: Path) -> dict:
+    """Counts, where the report is, and the latency ratios (median of per-repetition ratios)."""
     statuses = [e["status"] for e in result["entries"]]
-    ratios = {}
-    for e in result["entries"]:
-        if e["scenario"] == "latency" and e["status"] == "ok" and e["backend"] == "ovchat":
-            ref = next((r for r in result["entries"] if r["scenario"] == "latency" and r["status"] == "ok"
-                        and r["backend"] == "genai" and (r["model"], r["device"]) == (e["model"], e["device"])), None)
-            if ref:
-                mine = [s["tpot_ms"]["median"] for s in e["data"]["summary"].values()]
-                theirs = [s["tpot_ms"]["median"] for s in ref["data"]["summary"].values()]
-                ratios[f"{e['model']}/{e['device']}"] = round(sum(mine) / sum(theirs), 3)
+    ratios: dict[str, dict] = {}
+    for row in result.get("ratios", []):
+        if row["scenario"] == "latency":
+            key = f"{row['model']}/{row['device']} {row['pair']}"
+            ratios.setdefault(key, {})[row["figure"]] = round(row["median"], 3)
     return {"bench": "ovchat", "out": str(out), "ok": statuses.count("ok"), "skipped": statuses.count("skipped"),
             "error": statuses.count("error"), "total_seconds": result["total_seconds"],
-            "ovchat_over_genai_tpot": ratios}
+            "load_average": result.get("load_average"), "latency_ratios": ratios}
 
 
 def main(argv=None) -> int:

@@ -33,12 +33,24 @@ def versions() -> dict:
 
 
 def git_commit() -> str | None:
+    """`git rev-parse --short HEAD` of the measured code, "+dirty" when tracked files are modified."""
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent,
+                              timeout=10).stdout.strip()
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=10)
-        return out.stdout.strip() or None
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
+    return (commit + ("+dirty" if dirty else "")) or None
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages (/proc/loadavg): how busy the machine was."""
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return [round(x, 2) for x in os.getloadavg()]
 
 
 def ov_devices() -> dict:
@@ -57,7 +69,7 @@ def machine_info() -> dict:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "load_average": load_average(),
         "openvino_devices": ov_devices(),
         "versions": versions(),
         "ovchat_commit": git_commit(),

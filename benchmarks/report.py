@@ -1,7 +1,8 @@
 """Write a report: bench.json (everything), bench.md (tables), PNG charts (matplotlib).
 
-Figures are medians with (min–max); ratios are taken against the raw LLMPipeline ("genai")
-measured in the same run, so machine-wide noise cancels as much as it can on 2 cores.
+Figures are medians with (min–max) over repetitions. The ratios come first: ovchat's figure over
+another backend's, taken within each interleaved repetition (benchmarks/pairing.py) and shown as
+the median of those per-repetition ratios with their min–max.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-REFERENCE = "genai"
+from .pairing import PAIRS
 
 
 def write(report: dict, out: Path) -> list[Path]:
@@ -33,17 +34,6 @@ def _ok(report: dict, scenario: str) -> list[dict]:
     return [e for e in report["entries"] if e["scenario"] == scenario and e["status"] == "ok"]
 
 
-def _find(report, scenario, model, device, backend):
-    for e in _ok(report, scenario):
-        if (e["model"], e["device"], e["backend"]) == (model, device, backend):
-            return e
-    return None
-
-
-def _ratio(a, b) -> str:
-    return f"{a / b:.2f}" if a and b else "–"
-
-
 def _table(header: list[str], rows: list[list]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -53,14 +43,41 @@ def machine_section(report: dict) -> list[str]:
     m = report["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     skipped = "; ".join(f"{d}: {r}" for d, r in report["devices"]["skipped"].items()) or "none"
+    load = report.get("load_average") or {"start": m["load_average"]}
     return [f"# ovchat benchmark, {report['date']}", "",
             f"- **Machine**: {m['cpu']}, {m['physical_cores']} physical / {m['logical_cores']} logical cores, "
-            f"{m['memory_gib']} GiB RAM, {m['os']}, Python {m['python']}, load average at start {m['load_average']}",
+            f"{m['memory_gib']} GiB RAM, {m['os']}, Python {m['python']}",
+            f"- **Load average** (1/5/15 min) at start {load['start']}, at end {load.get('end', '– (running)')}",
             f"- **Versions**: {versions}; ovchat {m['ovchat_commit']}",
             f"- **Devices run**: {', '.join(report['devices']['run'])}; **skipped**: {skipped}",
             f"- **Profile**: {json.dumps(report['profile'])}",
             f"- **Total time**: {report['total_seconds'] / 60:.1f} min"
             + (" — **partial report: the run was still going**" if report.get("partial") else ""), ""]
+
+
+def _ratio_cell(row: dict | None) -> str:
+    if not row:
+        return "–"
+    return f"{row['median']:.2f} ({row['min']:.2f}–{row['max']:.2f}, n={row['n']})"
+
+
+def ratios_section(report: dict) -> list[str]:
+    """ovchat over each other backend, paired within interleaved repetitions. < 1: ovchat is faster/smaller."""
+    pairs = [f"{a}/{b}" for a, b in PAIRS]
+    cells: dict[tuple, dict[str, dict]] = {}
+    for row in report.get("ratios", []):
+        key = (row["model"], row["device"], row["scenario"], row["figure"])
+        cells.setdefault(key, {})[row["pair"]] = row
+    used = [p for p in pairs if any(p in c for c in cells.values())]
+    rows = [[*key, *[_ratio_cell(c.get(p)) for p in used]] for key, c in cells.items()]
+    lines = ["## Ratios, paired per repetition", "",
+             "ovchat's figure over the other backend's, measured in the same interleaved repetition (same "
+             "prompts, same minute), then the median (min–max) over repetitions. Below 1: ovchat is faster "
+             "(or smaller). ovchat/genai is our overhead on LLMPipeline and should be ≈1.00; its spread is the "
+             "noise floor of this run.", ""]
+    if not rows:
+        return lines + ["No pair of backends measured in the same repetitions.", ""]
+    return lines + _table(["model", "device", "scenario", "figure", *used], rows) + [""]
 
 
 def roofline_section(report: dict) -> list[str]:
@@ -76,23 +93,17 @@ def roofline_section(report: dict) -> list[str]:
 
 def latency_section(report: dict) -> list[str]:
     lines = ["## Generation latency (greedy, EOS ignored)", "",
-             "TTFT/TPOT in ms, median (min–max); ×genai = ratio to raw LLMPipeline in the same run "
-             "(our overhead: near 1.00); roofline = decode tokens/s as a fraction of the bound.", ""]
+             "TTFT/TPOT in ms, median (min–max) over repetitions; the paired ratios are in the table above; "
+             "roofline = decode tokens/s (1000 / median TPOT) as a fraction of the bound.", ""]
     rows = []
     for e in _ok(report, "latency"):
-        ref = _find(report, "latency", e["model"], e["device"], REFERENCE)
         fmt = "gguf" if e["backend"] == "llamacpp" else "ir"
         bound = report["models"][e["model"]]["roofline"].get(fmt, {}).get("bound_tokens_per_s")
         for length, s in e["data"]["summary"].items():
-            r = ref["data"]["summary"].get(length) if ref else None
             tps = 1000 / s["tpot_ms"]["median"] if s["tpot_ms"]["median"] else None
             rows.append([e["model"], e["device"], e["backend"], length, _fmt(s["ttft_ms"]), _fmt(s["tpot_ms"], 1),
-                         _fmt(s["tokens_per_s"], 1),
-                         _ratio(s["ttft_ms"]["median"], r and r["ttft_ms"]["median"]),
-                         _ratio(s["tpot_ms"]["median"], r and r["tpot_ms"]["median"]),
-                         f"{tps / bound:.0%}" if tps and bound else "–"])
-    header = ["model", "device", "backend", "prompt", "TTFT ms", "TPOT ms", "tokens/s", "TTFT ×genai",
-              "TPOT ×genai", "roofline"]
+                         _fmt(s["tokens_per_s"], 1), f"{tps / bound:.0%}" if tps and bound else "–"])
+    header = ["model", "device", "backend", "prompt", "TTFT ms", "TPOT ms", "tokens/s", "roofline"]
     return lines + _table(header, rows) + [""]
 
 
@@ -128,7 +139,8 @@ def chat_section(report: dict) -> list[str]:
 
 def load_section(report: dict) -> list[str]:
     rows = [[e["model"], e["device"], e["backend"], _fmt(s["cold_load_ms"]), _fmt(s["warm_load_ms"]),
-             _fmt(s["cold_first_token_ms"]), _fmt(s["warm_first_token_ms"]), e["data"]["note"]]
+             _fmt(s["cold_first_token_ms"]), _fmt(s["warm_first_token_ms"]),
+             "no compile cache (CACHE_DIR n/a)" if e["backend"] == "llamacpp" else ""]
             for e in _ok(report, "load") for s in [e["data"]["summary"]]]
     header = ["model", "device", "backend", "load cold ms", "load warm ms", "1st token cold ms",
               "1st token warm ms", "note"]
@@ -182,7 +194,7 @@ def skipped_section(report: dict) -> list[str]:
 
 
 def markdown(report: dict) -> str:
-    lines = machine_section(report) + roofline_section(report)
+    lines = machine_section(report) + ratios_section(report) + roofline_section(report)
     for section in (latency_section, devices_section, chat_section, load_section, memory_section,
                     concurrency_section, coldstart_section, skipped_section):
         lines += section(report)

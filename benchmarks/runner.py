@@ -1,8 +1,11 @@
 """Run the scenarios over models x devices x backends and collect one report dict.
 
-Every measurement runs in its own worker process (benchmarks/worker.py) with a timeout; an
-absent device, an uninstalled backend or a model format a backend can't read becomes a
-"skipped" entry with the reason, a failing measurement an "error" entry: the run goes on.
+For each scenario and device, the backends are interleaved: repetition 1 runs A B C D, the
+next B C D A, and so on (benchmarks/pairing.py), every backend's repetition in its own worker
+process (benchmarks/worker.py) with a timeout, so all backends see the same machine load and
+ovchat's ratios to the others are paired within a repetition. An absent device, an uninstalled
+backend or a model format a backend can't read becomes a "skipped" entry with the reason, a
+failing measurement an "error" entry (that backend's later repetitions are dropped): the run goes on.
 """
 
 from __future__ import annotations
@@ -18,15 +21,12 @@ from pathlib import Path
 
 from . import roofline
 from .backends import BACKENDS, ModelFiles, unavailable
-from .machine import machine_info
-from .scenarios import SCENARIOS, Profile, Skip
+from .machine import load_average, machine_info
+from .pairing import paired_ratios, rotation
+from .scenarios import SCENARIOS, Profile, Skip, WorkerError
 
 DEVICES = ("CPU", "GPU", "NPU")
 PHI3 = "phi3-mini-shaped"
-
-
-class WorkerError(Exception):
-    pass
 
 
 @dataclass
@@ -101,7 +101,7 @@ def model_roofline(files: ModelFiles, bandwidth_gbs: float) -> dict:
 
 def run(models: list[str], devices: list[str] | None, backends: list[str] | None, scenarios: list[str] | None,
         profile: Profile, out: Path, log=print, on_entry=None) -> dict:
-    """The report dict; `on_entry(report)` is called after every measured entry (partial reports)."""
+    """The report dict; `on_entry(report)` is called after every measured repetition (partial reports)."""
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     run_devices, absent = device_plan(devices)
@@ -109,35 +109,70 @@ def run(models: list[str], devices: list[str] | None, backends: list[str] | None
     scenarios = scenarios or list(SCENARIOS)
     bandwidth = roofline.memory_bandwidth_gbs()
     log(f"[bench] memory bandwidth {bandwidth:.1f} GB/s; devices {run_devices}, absent {list(absent)}")
-    report = {"schema": 1, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-              "machine": machine_info(), "profile": asdict(profile), "bandwidth_gbs": bandwidth,
-              "devices": {"run": run_devices, "skipped": absent}, "models": {}, "entries": []}
+    report = {"schema": 2, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+              "machine": machine_info(), "load_average": {"start": load_average()}, "profile": asdict(profile),
+              "bandwidth_gbs": bandwidth, "devices": {"run": run_devices, "skipped": absent}, "models": {},
+              "entries": [], "ratios": []}
+
+    def progress():
+        report["total_seconds"] = round(time.monotonic() - started, 1)
+        if on_entry:
+            on_entry(report)
+
     for model in models:
         files = resolve_model(model)
         report["models"][files.name] = {"files": asdict(files), "roofline": model_roofline(files, bandwidth)}
         for scenario_name in scenarios:
-            scenario = SCENARIOS[scenario_name]
             for device in run_devices + list(absent):
-                for backend in backends:
-                    entry = {"scenario": scenario_name, "model": files.name, "device": device, "backend": backend}
-                    report["entries"].append(entry)
-                    reason = absent.get(device) or unavailable(backend, files, device)
-                    if not reason and scenario.backends and backend not in scenario.backends:
-                        reason = f"{scenario_name} does not apply to {backend}"
-                    if reason:
-                        entry.update(status="skipped", reason=reason)
-                        continue
-                    ctx = Context(profile, out, log_name=f"{scenario_name}-{backend}-{device}")
-                    begin = time.monotonic()
-                    log(f"[bench] {scenario_name} / {files.name} / {device} / {backend} ...")
-                    try:
-                        entry.update(status="ok", data=scenario.run(ctx, files, device, backend))
-                    except (Skip, WorkerError) as error:
-                        entry.update(status="skipped" if isinstance(error, Skip) else "error", reason=str(error))
-                    entry["seconds"] = round(time.monotonic() - begin, 1)
-                    log(f"[bench]   {entry['status']} in {entry['seconds']} s {entry.get('reason', '')}")
-                    if on_entry:
-                        report["total_seconds"] = round(time.monotonic() - started, 1)
-                        on_entry(report)
+                run_interleaved(report, SCENARIOS[scenario_name], files, device, backends, absent,
+                                Context(profile, out), log, progress)
+    report["load_average"]["end"] = load_average()
     report["total_seconds"] = round(time.monotonic() - started, 1)
     return report
+
+
+def run_interleaved(report: dict, scenario, files: ModelFiles, device: str, backends: list[str],
+                    absent: dict, ctx: Context, log, progress) -> None:
+    """One scenario on one device: entries for every backend, repetitions in rotating order,
+    then the ratios paired within each repetition appended to report["ratios"]."""
+    entries, runnable = {}, []
+    for backend in backends:
+        entry = {"scenario": scenario.name, "model": files.name, "device": device, "backend": backend}
+        report["entries"].append(entry)
+        entries[backend] = entry
+        reason = absent.get(device) or unavailable(backend, files, device)
+        if not reason and scenario.backends and backend not in scenario.backends:
+            reason = f"{scenario.name} does not apply to {backend}"
+        if reason:
+            entry.update(status="skipped", reason=reason)
+        else:
+            entry.update(status="pending", seconds=0.0, reps=[])
+            runnable.append(backend)
+    reps = scenario.reps(ctx.profile)
+    for rep in range(reps):
+        order = [b for b in rotation(runnable, rep) if entries[b]["status"] in ("pending", "ok")]
+        for position, backend in enumerate(order):
+            entry = entries[backend]
+            ctx.log_name = f"{scenario.name}-{backend}-{device}"
+            log(f"[bench] {scenario.name} / {files.name} / {device} / rep {rep + 1}/{reps} / {backend} ...")
+            begin = time.monotonic()
+            try:
+                data = scenario.run_rep(ctx, files, device, backend, rep)
+            except (Skip, WorkerError) as error:
+                entry.update(status="skipped" if isinstance(error, Skip) else "error", reason=str(error))
+                data = None
+            seconds = time.monotonic() - begin
+            entry["seconds"] = round(entry["seconds"] + seconds, 1)
+            if data is not None:
+                entry["reps"].append(dict(data, rep=rep, position=position))
+                entry.update(status="ok", data=scenario.summarize(entry["reps"]))
+            log(f"[bench]   {entry['status']} in {seconds:.1f} s {entry.get('reason', '')}")
+            progress()
+    figures = {b: {r["rep"]: scenario.figures(r) for r in entries[b]["reps"]}
+               for b in runnable if entries[b]["status"] == "ok"}
+    report["ratios"] += paired_ratios(figures, {"scenario": scenario.name, "model": files.name, "device": device})
+    for entry in entries.values():  # the summaries keep the samples; keep where each repetition ran
+        reps_run = entry.pop("reps", [])
+        if reps_run:
+            entry["positions"] = [{"rep": r["rep"], "position": r["position"]} for r in reps_run]
+    progress()

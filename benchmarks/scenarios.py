@@ -1,9 +1,17 @@
-"""The scenarios, as a registry: name -> Scenario(title, run).
+"""The scenarios, as a registry: name -> Scenario.
 
-`run(ctx, files, device, backend)` spawns worker processes through `ctx.spawn(job)` and returns
-the entry's data (raw samples plus median/min/max summaries); raising `Skip` records the entry
-as skipped with its reason. Adding a scenario = one function and one `register(...)` line;
-benchmarks/coldstart.py (issue 6) plugs in the same way when it is present.
+A scenario is measured one repetition at a time so the runner can interleave backends (rep 1:
+A B C D, rep 2: B C D A, ...) and every backend sees the same machine load:
+
+  run_rep(ctx, files, device, backend, rep) -> one repetition's raw data (spawns worker
+                                               processes through `ctx.spawn(job)`)
+  summarize(reps)                           -> the entry's data: median/min/max over repetitions
+  figures(rep_data)                         -> {figure name: value} of one repetition, lower is
+                                               better; the runner pairs them across backends
+  reps(profile)                             -> how many repetitions
+
+Raising `Skip` records the entry as skipped with its reason. Adding a scenario = four small
+functions and one `register(...)` line; benchmarks/coldstart.py (issue 6) plugs in the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +29,10 @@ class Skip(Exception):
     """This scenario does not apply to this backend/model/device; the message says why."""
 
 
+class WorkerError(Exception):
+    """A measurement failed (crash, timeout, error in the worker); the message says where to look."""
+
+
 @dataclass(frozen=True)
 class Profile:
     """How much of each scenario to run. `quick` is the CI smoke profile."""
@@ -36,18 +48,23 @@ class Profile:
     concurrency_prompt: int = 128
     concurrency_new_tokens: int = 64
     timeout_s: int = 3600
+    drop_page_cache: bool = True  # coldstart's cold runs (slows the whole machine briefly)
 
 
 FULL = Profile()
 QUICK = Profile(lengths=(32, 128), new_tokens=16, reps=2, chat_turns=6, chat_new_tokens=8, load_reps=1,
-                memory_prompt=128, requests=2, concurrency_prompt=32, concurrency_new_tokens=16, timeout_s=600)
+                memory_prompt=128, requests=2, concurrency_prompt=32, concurrency_new_tokens=16, timeout_s=600,
+                drop_page_cache=False)
 
 
 @dataclass(frozen=True)
 class Scenario:
     name: str
     title: str
-    run: Callable
+    run_rep: Callable
+    summarize: Callable
+    figures: Callable
+    reps: Callable = lambda profile: profile.reps
     backends: tuple[str, ...] = ()  # empty: every backend
 
 
@@ -66,96 +83,159 @@ def stats(values) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
-def _job(ctx, task: str, files, device: str, backend: str, **params) -> dict:
+def _job(task: str, files, device: str, backend: str, **params) -> dict:
     return {"task": task, "backend": backend, "device": device, "model": files.__dict__, "params": params}
 
 
-def latency(ctx, files, device, backend) -> dict:
+# ---- latency: TTFT/TPOT at each prompt length ------------------------------------------------
+
+def latency_rep(ctx, files, device, backend, rep) -> dict:
     p = ctx.profile
-    data = ctx.spawn(_job(ctx, "latency", files, device, backend, lengths=list(p.lengths),
-                          new_tokens=p.new_tokens, warmup=p.warmup, reps=p.reps))
-    data["summary"] = {length: {metric: stats(s[metric] for s in samples)
-                                for metric in ("ttft_ms", "tpot_ms", "tokens_per_s")}
-                       for length, samples in data["lengths"].items()}
-    return data
+    return ctx.spawn(_job("latency", files, device, backend, lengths=list(p.lengths), new_tokens=p.new_tokens,
+                          warmup=p.warmup, reps=1, rep=rep))
 
 
-def chat(ctx, files, device, backend) -> dict:
+def latency_summary(reps: list[dict]) -> dict:
+    lengths = {length: [s for r in reps for s in r["lengths"][length]] for length in reps[0]["lengths"]}
+    summary = {length: {metric: stats(s[metric] for s in samples)
+                        for metric in ("ttft_ms", "tpot_ms", "tokens_per_s")}
+               for length, samples in lengths.items()}
+    return {"lengths": lengths, "summary": summary, "load_ms": stats(r["load_ms"] for r in reps)}
+
+
+def latency_figures(rep: dict) -> dict:
+    out = {}
+    for length, samples in rep["lengths"].items():
+        out[f"TTFT ms @{length}"] = statistics.mean(s["ttft_ms"] for s in samples)
+        out[f"TPOT ms @{length}"] = statistics.mean(s["tpot_ms"] for s in samples)
+    return out
+
+
+# ---- chat: TTFT of each turn as the history grows --------------------------------------------
+
+def chat_rep(ctx, files, device, backend, rep) -> dict:
     p = ctx.profile
-    data = ctx.spawn(_job(ctx, "chat", files, device, backend, turns=p.chat_turns,
-                          new_tokens=p.chat_new_tokens, warmup=p.warmup, reps=p.reps))
-    runs = data["ttft_ms_per_turn"]
-    data["summary"] = [stats(run[turn] for run in runs) for turn in range(p.chat_turns)]
-    first, last = data["summary"][0]["median"], data["summary"][-1]["median"]
-    data["last_over_first"] = last / first if first else None
-    return data
+    return ctx.spawn(_job("chat", files, device, backend, turns=p.chat_turns, new_tokens=p.chat_new_tokens,
+                          warmup=p.warmup, reps=1, rep=rep))
 
 
-def load(ctx, files, device, backend) -> dict:
+def chat_summary(reps: list[dict]) -> dict:
+    runs = [run for r in reps for run in r["ttft_ms_per_turn"]]
+    summary = [stats(run[turn] for run in runs) for turn in range(len(runs[0]))]
+    first, last = summary[0]["median"], summary[-1]["median"]
+    return {"ttft_ms_per_turn": runs, "summary": summary, "last_over_first": last / first if first else None}
+
+
+def chat_figures(rep: dict) -> dict:
+    runs = rep["ttft_ms_per_turn"]
+    return {"TTFT ms, all turns": statistics.mean(sum(run) for run in runs),
+            "TTFT ms, last turn": statistics.mean(run[-1] for run in runs)}
+
+
+# ---- load: cold vs warm CACHE_DIR, a fresh process each --------------------------------------
+
+def load_rep(ctx, files, device, backend, rep) -> dict:
     """Cold: a fresh empty CACHE_DIR; warm: a second fresh process on the same CACHE_DIR.
     llama.cpp has no compile cache: both are plain loads (mmap of a file in the page cache)."""
-    cold, warm = [], []
-    for _ in range(ctx.profile.load_reps):
-        cache_dir = tempfile.mkdtemp(prefix="ovchat-bench-cache-")
-        try:
-            for into in (cold, warm):
-                into.append(ctx.spawn(_job(ctx, "load", files, device, backend, cache_dir=cache_dir)))
-        finally:
-            shutil.rmtree(cache_dir, ignore_errors=True)
-    summary = {}
-    for label, runs in (("cold", cold), ("warm", warm)):
-        for metric in ("load_ms", "first_token_ms"):
-            summary[f"{label}_{metric}"] = stats(r[metric] for r in runs)
-    note = "no compile cache (CACHE_DIR n/a)" if backend == "llamacpp" else ""
-    return {"cold": cold, "warm": warm, "summary": summary, "note": note}
+    cache_dir = tempfile.mkdtemp(prefix="ovchat-bench-cache-")
+    try:
+        return {label: ctx.spawn(_job("load", files, device, backend, cache_dir=cache_dir))
+                for label in ("cold", "warm")}
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
 
 
-def memory(ctx, files, device, backend) -> dict:
+def load_summary(reps: list[dict]) -> dict:
+    cold, warm = [r["cold"] for r in reps], [r["warm"] for r in reps]
+    summary = {f"{label}_{metric}": stats(r[metric] for r in runs)
+               for label, runs in (("cold", cold), ("warm", warm)) for metric in ("load_ms", "first_token_ms")}
+    return {"cold": cold, "warm": warm, "summary": summary}
+
+
+def load_figures(rep: dict) -> dict:
+    return {"load ms, cold CACHE_DIR": rep["cold"]["load_ms"], "load ms, warm CACHE_DIR": rep["warm"]["load_ms"]}
+
+
+# ---- memory: peak RSS, load + one generation -------------------------------------------------
+
+def memory_rep(ctx, files, device, backend, rep) -> dict:
     p = ctx.profile
-    return ctx.spawn(_job(ctx, "memory", files, device, backend, prompt_len=p.memory_prompt,
-                          new_tokens=p.new_tokens))
+    return ctx.spawn(_job("memory", files, device, backend, prompt_len=p.memory_prompt, new_tokens=p.new_tokens))
 
 
-def concurrency(ctx, files, device, backend) -> dict:
+def memory_summary(reps: list[dict]) -> dict:
+    return {"runs": reps, "rss_after_load_mb": statistics.median(r["rss_after_load_mb"] for r in reps),
+            "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in reps)}
+
+
+def memory_figures(rep: dict) -> dict:
+    return {"peak RSS MB": rep["peak_rss_mb"]}
+
+
+# ---- concurrency: several requests at once, LATENCY vs THROUGHPUT ----------------------------
+
+def concurrency_rep(ctx, files, device, backend, rep) -> dict:
     p = ctx.profile
+    return {hint: ctx.spawn(_job("concurrency", files, device, backend, hint=hint, requests=p.requests,
+                                 prompt_len=p.concurrency_prompt, new_tokens=p.concurrency_new_tokens,
+                                 warmup=p.warmup, reps=1, rep=rep))["runs"][0]
+            for hint in HINTS}
+
+
+def concurrency_summary(reps: list[dict]) -> dict:
     out = {}
     for hint in HINTS:
-        data = ctx.spawn(_job(ctx, "concurrency", files, device, backend, hint=hint, requests=p.requests,
-                              prompt_len=p.concurrency_prompt, new_tokens=p.concurrency_new_tokens,
-                              warmup=p.warmup, reps=p.reps))
-        runs = data["runs"]
-        out[hint] = {"runs": runs, "requests": p.requests,
+        runs = [r[hint] for r in reps]
+        out[hint] = {"runs": runs, "requests": len(runs[0]["latency_ms"]),
                      "summary": {"tokens_per_s": stats(r["tokens_per_s"] for r in runs),
                                  "latency_ms": stats(x for r in runs for x in r["latency_ms"]),
                                  "wall_ms": stats(r["wall_ms"] for r in runs)}}
     return out
 
 
-register(Scenario("latency", "Generation latency: TTFT, TPOT, tokens/s by prompt length", latency))
-register(Scenario("chat", "6-turn chat: TTFT per turn as history grows", chat))
-register(Scenario("load", "Model load: cold vs warm CACHE_DIR (fresh process each)", load))
-register(Scenario("memory", "Peak resident memory, each backend in its own process", memory))
+def concurrency_figures(rep: dict) -> dict:
+    return {f"wall ms, {hint}": rep[hint]["wall_ms"] for hint in HINTS}
+
+
+register(Scenario("latency", "Generation latency: TTFT, TPOT, tokens/s by prompt length",
+                  latency_rep, latency_summary, latency_figures))
+register(Scenario("chat", "6-turn chat: TTFT per turn as history grows", chat_rep, chat_summary, chat_figures))
+register(Scenario("load", "Model load: cold vs warm CACHE_DIR (fresh process each)",
+                  load_rep, load_summary, load_figures, reps=lambda p: p.load_reps))
+register(Scenario("memory", "Peak resident memory, each backend in its own process",
+                  memory_rep, memory_summary, memory_figures, reps=lambda p: 1))
 register(Scenario("concurrency", "Several requests at once: PERFORMANCE_HINT LATENCY vs THROUGHPUT",
-                  concurrency, backends=("ovchat", "genai", "optimum")))
+                  concurrency_rep, concurrency_summary, concurrency_figures, backends=("ovchat", "genai", "optimum")))
 
 
 _COLDSTART_BACKENDS = {"ovchat": "engine", "genai": "llmpipeline", "llamacpp": "llama.cpp"}
 
 
-def coldstart(ctx, files, device, backend) -> dict:
-    """Issue 6: process start to first token, fresh process, cold and warm CACHE_DIR
-    (benchmarks/coldstart.py measures; the page cache is dropped on cold runs in full mode only)."""
+def coldstart_rep(ctx, files, device, backend, rep) -> dict:
+    """Issue 6: process start to first token in a fresh process, cold then warm CACHE_DIR
+    (benchmarks/coldstart.py measures; the page cache is dropped on cold runs unless --quick)."""
+    import subprocess
     from . import coldstart as cs
     model = files.gguf if backend == "llamacpp" else (files.ir or files.gguf)
-    out = {}
-    for cache in ("cold", "warm"):
-        runs = [cs.measure(_COLDSTART_BACKENDS[backend], model, device, cache, timeout_s=ctx.profile.timeout_s,
-                           new_tokens=16, drop_caches=ctx.profile is not QUICK and ctx.profile.reps > 1)
-                for _ in range(ctx.profile.load_reps)]
-        out[cache] = {"runs": runs, "summary": {k: stats(r[k] for r in runs)
-                                                for k in ("start_to_first_token_s", "import_s", "load_s",
-                                                          "peak_rss_mb")}}
-    return out
+    try:
+        return {cache: cs.measure(_COLDSTART_BACKENDS[backend], model, device, cache, timeout_s=ctx.profile.timeout_s,
+                                  new_tokens=16, drop_caches=ctx.profile.drop_page_cache)
+                for cache in ("cold", "warm")}
+    except (RuntimeError, subprocess.TimeoutExpired) as error:
+        raise WorkerError(str(error)[-2000:]) from None
+
+
+_COLDSTART_FIGURES = ("start_to_first_token_s", "import_s", "load_s", "peak_rss_mb")
+
+
+def coldstart_summary(reps: list[dict]) -> dict:
+    return {cache: {"runs": [r[cache] for r in reps],
+                    "summary": {k: stats(r[cache][k] for r in reps) for k in _COLDSTART_FIGURES}}
+            for cache in ("cold", "warm")}
+
+
+def coldstart_figures(rep: dict) -> dict:
+    return {f"start→1st token s, {cache}": rep[cache]["start_to_first_token_s"] for cache in ("cold", "warm")}
 
 
 def plug_coldstart() -> None:
@@ -164,7 +244,8 @@ def plug_coldstart() -> None:
     if importlib.util.find_spec("benchmarks.coldstart") is None or "coldstart" in SCENARIOS:
         return
     register(Scenario("coldstart", "Process start to first token (fresh process), cold vs warm CACHE_DIR",
-                      coldstart, backends=tuple(_COLDSTART_BACKENDS)))
+                      coldstart_rep, coldstart_summary, coldstart_figures, reps=lambda p: p.load_reps,
+                      backends=tuple(_COLDSTART_BACKENDS)))
 
 
 plug_coldstart()

@@ -51,29 +51,39 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+WARMUP_NEW_TOKENS = 4  # a warm-up runs the prefill of each length and a few decode steps, not a full answer
+
+
 def task_latency(backend, p: dict) -> dict:
-    """TTFT/TPOT/tokens/s at each prompt length; warm-ups first, a fresh prompt every time."""
+    """TTFT/TPOT/tokens/s at each prompt length; warm-ups first. Repetition `rep` gets the same
+    prompts in every backend's worker (a fair pair), and a new one in every repetition."""
     out = {}
     for length in p["lengths"]:
+        for w in range(p["warmup"]):
+            backend.generate_ids(prompt_ids(length, seed=length * 1000 + 500 + w), WARMUP_NEW_TOKENS)
         samples = []
-        for rep in range(p["warmup"] + p["reps"]):
+        for i in range(p["reps"]):
+            rep = p.get("rep", 0) + i
             sample = backend.generate_ids(prompt_ids(length, seed=length * 1000 + rep), p["new_tokens"])
             log(f"latency len={length} rep={rep}: ttft {sample.ttft_ms:.0f} ms, tpot {sample.tpot_ms:.1f} ms")
-            if rep >= p["warmup"]:
-                samples.append(asdict(sample))
+            samples.append(asdict(sample))
         out[str(length)] = samples
     return {"lengths": out}
 
 
 def task_chat(backend, p: dict) -> dict:
-    """TTFT of each turn of a chat, a new conversation (and new messages) per repetition."""
+    """TTFT of each turn of a chat, a new conversation (and new messages) per repetition;
+    the warm-up is a one-turn conversation."""
+    for w in range(p["warmup"]):
+        backend.chat_reset()
+        backend.chat_turn(chat_message(0, seed=900 + w), WARMUP_NEW_TOKENS)
     runs = []
-    for rep in range(p["warmup"] + p["reps"]):
+    for i in range(p["reps"]):
+        rep = p.get("rep", 0) + i
         backend.chat_reset()
         ttfts = [backend.chat_turn(chat_message(turn, seed=rep), p["new_tokens"]) for turn in range(p["turns"])]
         log(f"chat rep={rep}: ttft per turn " + " ".join(f"{t:.0f}" for t in ttfts))
-        if rep >= p["warmup"]:
-            runs.append(ttfts)
+        runs.append(ttfts)
     return {"ttft_ms_per_turn": runs}
 
 
@@ -90,14 +100,17 @@ def task_memory(backend, p: dict, load_ms: float) -> dict:
 
 
 def task_concurrency(backend, p: dict) -> dict:
+    """`requests` prompts at once; warm-up batches first (their own prompts), then `reps` batches."""
+    seeds = [90000 + w * 100 for w in range(p["warmup"])]
+    seeds += [5000 + (p.get("rep", 0) + i) * 100 for i in range(p["reps"])]
     runs = []
-    for rep in range(p["warmup"] + p["reps"]):
-        batch = [prompt_ids(p["prompt_len"], seed=5000 + rep * 100 + i) for i in range(p["requests"])]
+    for i, seed in enumerate(seeds):
+        batch = [prompt_ids(p["prompt_len"], seed=seed + r) for r in range(p["requests"])]
         start = time.perf_counter()
         latencies = backend.generate_concurrent(batch, p["new_tokens"])
         wall = (time.perf_counter() - start) * 1000
-        log(f"concurrency {p['hint']} rep={rep}: wall {wall:.0f} ms")
-        if rep >= p["warmup"]:
+        log(f"concurrency {p['hint']} seed={seed}: wall {wall:.0f} ms")
+        if i >= p["warmup"]:
             runs.append({"wall_ms": wall, "latency_ms": latencies,
                          "tokens_per_s": p["requests"] * p["new_tokens"] * 1000 / wall})
     return {"runs": runs}

@@ -9,7 +9,8 @@ import pytest
 
 from benchmarks import phi3_shaped, report, runner
 from benchmarks.backends import ModelFiles, unavailable
-from benchmarks.scenarios import QUICK, SCENARIOS, stats
+from benchmarks.pairing import paired_ratios, rotation
+from benchmarks.scenarios import QUICK, SCENARIOS, Scenario, WorkerError, stats
 
 ROOT = Path(__file__).parent.parent
 
@@ -26,7 +27,10 @@ def _fake_report() -> dict:
             "models": {"m": {"files": {}, "roofline": {"ir": {"decode_bytes": 10**9, "bound_tokens_per_s": 10.0}}}},
             "entries": [ok("ovchat"), ok("genai"),
                         {"scenario": "latency", "model": "m", "device": "GPU", "backend": "ovchat",
-                         "status": "skipped", "reason": "no GPU here"}]}
+                         "status": "skipped", "reason": "no GPU here"}],
+            "ratios": [{"scenario": "latency", "model": "m", "device": "CPU", "pair": "ovchat/genai",
+                        "figure": "TPOT ms @32", "per_rep": [0.98, 1.02], "median": 1.0, "min": 0.98, "max": 1.02,
+                        "n": 2}]}
 
 
 def test_stats_gives_median_min_max():
@@ -38,11 +42,64 @@ def test_every_issue_scenario_is_registered():
     assert {"latency", "chat", "load", "memory", "concurrency"} <= set(SCENARIOS)
 
 
-def test_markdown_shows_ratios_and_skipped_devices_in_the_cpu_gpu_table():
+def test_markdown_shows_ratios_first_and_skipped_devices_in_the_cpu_gpu_table():
     text = report.markdown(_fake_report())
-    assert "| m | CPU | ovchat | 32 |" in text and "1.00" in text
+    assert text.index("## Ratios, paired per repetition") < text.index("## Generation latency")
+    assert "| m | CPU | latency | TPOT ms @32 | 1.00 (0.98–1.02, n=2) |" in text
+    assert "| m | CPU | ovchat | 32 |" in text
     assert "## CPU vs GPU" in text and "skipped: no GPU here" in text
     assert "## Roofline" in text and "## Skipped and failed" in text
+
+
+def test_rotation_puts_every_backend_in_every_position_once():
+    backends = ["ovchat", "genai", "optimum", "llamacpp"]
+    orders = [rotation(backends, rep) for rep in range(4)]
+    assert orders[0] == backends and orders[1] == ["genai", "optimum", "llamacpp", "ovchat"]
+    for position in range(4):
+        assert sorted(order[position] for order in orders) == sorted(backends)
+    assert rotation([], 3) == []
+
+
+def test_ratios_are_paired_within_a_repetition_then_summarized():
+    figures = {"ovchat": {0: {"t": 10.0}, 1: {"t": 30.0}, 2: {"t": 5.0}},
+               "genai": {0: {"t": 10.0}, 1: {"t": 20.0}},   # rep 2 missing: not paired
+               "llamacpp": {1: {"t": 60.0}}}
+    rows = {r["pair"]: r for r in paired_ratios(figures, {"scenario": "s"})}
+    assert rows["ovchat/genai"]["per_rep"] == [1.0, 1.5]
+    assert [rows["ovchat/genai"][k] for k in ("median", "min", "max")] == [1.25, 1.0, 1.5]
+    assert rows["ovchat/llamacpp"]["per_rep"] == [0.5] and rows["ovchat/llamacpp"]["scenario"] == "s"
+    assert "ovchat/optimum" not in rows
+
+
+class _FakeContext:
+    profile = QUICK
+    log_name = ""
+
+
+def test_runner_interleaves_backends_and_pairs_their_ratios():
+    calls = []
+
+    def run_rep(ctx, files, device, backend, rep):
+        calls.append((rep, backend))
+        if backend == "optimum" and rep == 1:
+            raise WorkerError("crashed")
+        return {"t": {"ovchat": 1.0, "genai": 2.0, "optimum": 4.0}[backend]}
+
+    scenario = Scenario("fake", "a fake", run_rep, summarize=lambda reps: {"n": len(reps)},
+                        figures=lambda rep: {"t": rep["t"]}, reps=lambda p: 3)
+    rep_report = {"entries": [], "ratios": []}
+    runner.run_interleaved(rep_report, scenario, ModelFiles("m", ir="dir"), "CPU", ["ovchat", "genai", "optimum"],
+                           {}, _FakeContext(), log=lambda m: None, progress=lambda: None)
+    assert calls[:3] == [(0, "ovchat"), (0, "genai"), (0, "optimum")]
+    assert calls[3:6] == [(1, "genai"), (1, "optimum"), (1, "ovchat")]
+    assert calls[6:] == [(2, "ovchat"), (2, "genai")]   # optimum failed in rep 1: dropped afterwards
+    by = {e["backend"]: e for e in rep_report["entries"]}
+    assert by["ovchat"]["status"] == "ok" and by["ovchat"]["data"] == {"n": 3}
+    assert [p["position"] for p in by["ovchat"]["positions"]] == [0, 2, 0]
+    assert by["optimum"]["status"] == "error" and "crashed" in by["optimum"]["reason"]
+    ratios = {r["pair"]: r for r in rep_report["ratios"]}
+    assert ratios["ovchat/genai"]["per_rep"] == [0.5, 0.5, 0.5]
+    assert "ovchat/optimum" not in ratios   # a backend that failed is not paired
 
 
 def test_absent_device_and_missing_files_are_skip_reasons():
@@ -88,4 +145,9 @@ def test_quick_run_writes_the_report_structure(tmp_path, tiny_phi3_dir):
     assert by[("latency", "CPU", "llamacpp")]["status"] == "skipped"  # this model has no GGUF
     if "GPU" not in data["devices"]["run"]:
         assert by[("latency", "GPU", "ovchat")]["status"] == "skipped"
-    assert "## Generation latency" in (out / "bench.md").read_text()
+    assert {"start", "end"} <= set(data["load_average"]) and data["machine"]["ovchat_commit"]
+    pairs = {(r["scenario"], r["pair"], r["figure"]) for r in data["ratios"]}
+    assert ("latency", "ovchat/genai", "TPOT ms @32") in pairs and ("memory", "ovchat/genai", "peak RSS MB") in pairs
+    assert "latency_ratios" in last
+    text = (out / "bench.md").read_text()
+    assert "## Ratios, paired per repetition" in text and "## Generation latency" in text
