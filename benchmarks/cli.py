@@ -51,8 +51,9 @@ def profile_from(args):
     profile = QUICK if args.quick else FULL
     overrides = {"reps": args.reps, "warmup": args.warmup, "lengths": args.lengths,
                  "new_tokens": args.new_tokens, "timeout_s": args.timeout}
-    if args.reps is not None:
+    if args.reps is not None:  # the costly per-process scenarios never repeat more than --reps
         overrides["load_reps"] = max(1, min(args.reps, profile.load_reps))
+        overrides["concurrency_reps"] = max(1, min(args.reps, profile.concurrency_reps))
     return replace(profile, **{k: v for k, v in overrides.items() if v is not None})
 
 
