@@ -81,7 +81,8 @@ def resolve_model(model: str, backend: str) -> Path:
     gguf = backend == "llama.cpp"
     if model == "default":
         if gguf:
-            found = sorted(Path(_default_dir()).glob("*.gguf")) + sorted(Path("/tmp/smol").rglob("*.gguf"))
+            folder = Path(_default_dir())  # `ovchat export default` keeps its GGUF source in <cache>/sources
+            found = sorted(folder.glob("*.gguf")) + sorted((folder.parent.parent / "sources").glob("*.gguf"))
             if not found:
                 raise FileNotFoundError("No GGUF of the default model found for llama.cpp; pass a path.")
             return found[0]
@@ -144,7 +145,7 @@ def _child(spec: dict) -> dict:
     ttft_ms, tpot_ms = run.answer(prompts[2], spec["new_tokens"])
     return {"import_s": imported - t0, "load_s": load_s, "warmup_s": run.warmup_s, "first_ttft_s": first_ttft_s,
             "start_to_first_token_s": first_token_wall - t0, "second_ttft_ms": second_ttft_ms,
-            "ttft_ms": ttft_ms, "tpot_ms": tpot_ms, "peak_rss_mb": _vm_hwm_mb(), "versions": runner.versions()}
+            "ttft_ms": ttft_ms, "tpot_ms": tpot_ms, **_memory_mb(), "versions": runner.versions()}
 
 
 class _PipelineRunner:
@@ -247,17 +248,18 @@ def _argmax(llm) -> int:
     return int(logits.argmax())
 
 
-def _vm_hwm_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def _memory_mb() -> dict:
+    # VmHWM is the peak; RssAnon (heap: repacked weights, KV cache) vs RssFile (mmapped model
+    # files and libraries, reclaimable) says where the resident memory is at the end
+    fields = {"VmHWM:": "peak_rss_mb", "RssAnon:": "rss_anon_mb", "RssFile:": "rss_file_mb"}
+    status = Path("/proc/self/status").read_text().splitlines()
+    return {fields[line.split()[0]]: int(line.split()[1]) / 1024 for line in status if line.split()[0] in fields}
 
 
 # ---- the table -----------------------------------------------------------------------------------
 
 COLUMNS = ("import_s", "load_s", "warmup_s", "first_ttft_s", "start_to_first_token_s", "second_ttft_ms",
-           "ttft_ms", "tpot_ms", "peak_rss_mb")
+           "ttft_ms", "tpot_ms", "peak_rss_mb", "rss_anon_mb", "rss_file_mb")
 
 
 def summarize(runs: list[dict]) -> dict:
