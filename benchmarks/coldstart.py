@@ -13,6 +13,7 @@ line. Figures (seconds unless the name says otherwise):
   second_ttft_ms            the same on a fresh prompt, right after: the steady first-token cost
   ttft_ms, tpot_ms          a third fresh prompt with `new_tokens` new tokens, EOS ignored
   peak_rss_mb               the child's VmHWM at the end (file-backed mmap pages included)
+  rss_anon_mb, rss_file_mb  resident heap vs file-backed (mmapped weights, libraries) at the end
 
 Backends: "engine" (ovchat's Engine), "llmpipeline" (bare openvino_genai.LLMPipeline with the
 engine's default properties: LATENCY, 1 stream) and "llama.cpp" (llama-cpp-python, 2 threads).
