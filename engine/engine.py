@@ -17,6 +17,7 @@ import openvino_genai as ov_genai
 
 from .devices import check_device
 from .errors import BusyError, ModelError
+from .memory import release_mapped_weights
 from .model import ModelInfo, resolve
 from .options import GenerationOptions, LoadOptions
 from .prompt import PreparedPrompt, prepare
@@ -42,7 +43,7 @@ class Engine:
         self._history_input = str(load_options.properties.get("ATTENTION_BACKEND", "PA")).upper() != "SDPA"
         self._lock = threading.Lock()
         self._owner: int | None = None
-        self.load_metrics = LoadMetrics(load_ms=0.0, warmup_ms=0.0)
+        self.load_metrics = LoadMetrics(load_ms=0.0, warmup_ms=0.0, released_mb=0.0)
         self.last_result: GenerationResult | None = None
 
     @classmethod
@@ -54,7 +55,8 @@ class Engine:
         `performance_hint`, `num_streams` and `cache_dir` are the seed's ov.Core compile
         properties; any other OpenVINO or LLMPipeline property passes through `ov_properties`
         (e.g. KV_CACHE_PRECISION="u8", ATTENTION_BACKEND="SDPA"). `warmup` runs one tiny
-        inference now, so the first real call is as fast as the next ones.
+        inference now, so the first real call is as fast as the next ones, then releases the
+        mapped weight pages that inference made redundant (see memory.py).
         """
         info = resolve(model)
         options = LoadOptions(check_device(device), performance_hint, num_streams, cache_dir, warmup, ov_properties)
@@ -68,7 +70,12 @@ class Engine:
             ) from None
         engine = cls(pipeline, info, options)
         load_ms = (time.perf_counter() - start) * 1000
-        engine.load_metrics = LoadMetrics(load_ms=load_ms, warmup_ms=engine._warm_up() if warmup else 0.0)
+        if warmup:
+            warmup_ms = engine._warm_up()
+            released = release_mapped_weights([info.path, options.cache_dir])
+            engine.load_metrics = LoadMetrics(load_ms, warmup_ms, released_mb=released / 2**20)
+        else:
+            engine.load_metrics = LoadMetrics(load_ms, warmup_ms=0.0, released_mb=0.0)
         return engine
 
     def generate(self, prompt, options: GenerationOptions | None = None) -> GenerationResult:

@@ -42,7 +42,7 @@ class LoadOptions:
         if self.num_streams:
             props["NUM_STREAMS"] = str(self.num_streams)
         if self.cache_dir:
-            props["CACHE_DIR"] = str(self.cache_dir)
+            props["CACHE_DIR"] = str(Path(self.cache_dir).expanduser())
         props.update(self.properties)
         return props
 

@@ -26,6 +26,7 @@ class Metrics:
 class LoadMetrics:
     load_ms: float     # import of the files + compile, as the caller waits for it
     warmup_ms: float   # the first inference, paid at load so the first user call is not slower
+    released_mb: float  # mapped weight pages given back after the warm-up (the plugin keeps its own copy)
 
 
 @dataclass(frozen=True)

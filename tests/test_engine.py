@@ -232,3 +232,14 @@ def test_the_runtime_never_imports_transformers_or_torch(default_model_dir):
     run = subprocess.run([sys.executable, "-c", code, str(default_model_dir)], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "HEAVY []" in run.stdout
+
+
+@pytest.mark.default_model
+def test_warm_up_gives_back_the_mapped_weights_and_answers_the_same(default_model_dir, default_engine):
+    if not sys.platform.startswith("linux"):
+        pytest.skip("madvise is Linux only")
+    assert default_engine.load_metrics.released_mb > 0.5 * Path(default_model_dir, "openvino_model.bin").stat().st_size / 2**20
+    plain = engine.Engine.load(default_model_dir, warmup=False)
+    assert plain.load_metrics.released_mb == 0
+    prompt = "Name three rivers."
+    assert plain.generate(prompt, GREEDY).text == default_engine.generate(prompt, GREEDY).text
