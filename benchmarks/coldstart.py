@@ -22,7 +22,8 @@ Phi-3-mini-shaped benchmark model: the IR for OpenVINO backends, the GGUF for ll
 
 Cache states: "none" (no CACHE_DIR), "cold" (a fresh empty CACHE_DIR, and the OS page cache
 dropped first if we may write /proc/sys/vm/drop_caches; `page_cache_dropped` says whether it
-was) and "warm" (a CACHE_DIR populated by an earlier untimed process with the same properties).
+was; deleted afterwards) and "warm" (a CACHE_DIR populated by an earlier untimed process with the
+same properties, kept in <tmp>/ovchat-coldstart-warm/<hash> for the next run).
 llama.cpp has no compile cache: "cold" only drops the page cache.
 
 Prompts are random ids with a new seed per call: LLMPipeline and llama.cpp reuse a cached prompt
@@ -37,6 +38,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -71,7 +73,11 @@ def measure(backend: str, model: str, device: str = "CPU", cache: str = "warm", 
         if backend != "llama.cpp":
             spec["cache_dir"] = tempfile.mkdtemp(prefix="ovchat-coldstart-")
         dropped = drop_caches and drop_page_cache()
-    result = _run_child(spec, timeout_s)
+    try:
+        result = _run_child(spec, timeout_s)
+    finally:
+        if cache == "cold" and spec.get("cache_dir"):  # a compiled blob is as big as the model
+            shutil.rmtree(spec["cache_dir"], ignore_errors=True)
     result.update(backend=backend, model=str(path), device=device, cache=cache, page_cache_dropped=dropped,
                   properties=spec["properties"], prompt_tokens=prompt_tokens, new_tokens=new_tokens)
     return result
