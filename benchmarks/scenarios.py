@@ -165,12 +165,12 @@ def memory_rep(ctx, files, device, backend, rep) -> dict:
 
 
 def memory_summary(reps: list[dict]) -> dict:
-    return {"runs": reps, "rss_after_load_mb": statistics.median(r["rss_after_load_mb"] for r in reps),
-            "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in reps)}
+    return {"runs": reps, **{k: statistics.median(r[k] for r in reps)
+                             for k in ("rss_after_load_mb", "rss_end_mb", "peak_rss_mb")}}
 
 
 def memory_figures(rep: dict) -> dict:
-    return {"peak RSS MB": rep["peak_rss_mb"]}
+    return {"peak RSS MB": rep["peak_rss_mb"], "RSS after generation MB": rep["rss_end_mb"]}
 
 
 # ---- concurrency: several requests at once, LATENCY vs THROUGHPUT ----------------------------

@@ -90,13 +90,14 @@ def task_chat(backend, p: dict) -> dict:
 def task_load(backend, p: dict, load_ms: float) -> dict:
     """Load time (measured by _load) and the first short answer after it."""
     sample = backend.generate_ids(prompt_ids(16, seed=7), 1)
-    return {"load_ms": load_ms, "first_token_ms": sample.ttft_ms}
+    return {"load_ms": load_ms, "warmup_ms": getattr(backend, "warmup_ms", 0.0), "first_token_ms": sample.ttft_ms}
 
 
 def task_memory(backend, p: dict, load_ms: float) -> dict:
-    after_load = rss_mb()
+    after_load = rss_mb()  # the engine's: after its warm-up and the release of redundant pages
     backend.generate_ids(prompt_ids(p["prompt_len"], seed=11), p["new_tokens"])
-    return {"rss_after_load_mb": after_load, "peak_rss_mb": peak_rss_mb(), "load_ms": load_ms}
+    return {"rss_after_load_mb": after_load, "rss_end_mb": rss_mb(), "peak_rss_mb": peak_rss_mb(),
+            "load_ms": load_ms}
 
 
 def task_concurrency(backend, p: dict) -> dict:
