@@ -46,9 +46,7 @@ class ChatSession:
             raise PromptError("The message is empty; say something.")
         options = options or self.options
         turn = self._messages + [{"role": "user", "content": text}]
-        engine = self._engine
-        prepared = prepare(turn, options, engine.tokenizer, engine.info.context_length, trim=True,
-                           as_history=engine._history_input)
+        prepared = prepare(turn, options, self._engine.tokenizer, self._engine.info.context_length, trim=True)
         return self._turn(prepared)
 
     def _turn(self, prepared) -> Generator[str, None, GenerationResult]:

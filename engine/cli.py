@@ -52,7 +52,8 @@ def _add_model_flags(p) -> None:
     g.add_argument("-d", "--device", default="CPU", help="CPU, GPU, GPU.N, NPU, AUTO, HETERO:... (default: CPU)")
     g.add_argument("--hint", default="LATENCY", help="PERFORMANCE_HINT (default: LATENCY)")
     g.add_argument("--streams", type=int, default=1, help="NUM_STREAMS (default: 1)")
-    g.add_argument("--cache-dir", help="CACHE_DIR for compiled blobs: faster second load")
+    g.add_argument("--cache-dir", help="CACHE_DIR for compiled models (default: ovchat's cache)")
+    g.add_argument("--no-cache", action="store_true", help="compile from the IR every time, cache nothing")
     g.add_argument("-P", "--property", action="append", default=[], metavar="KEY=VALUE",
                    help="any other OpenVINO/LLMPipeline property, repeatable")
     g.add_argument("--no-warmup", action="store_true", help="skip the warm-up inference at load")
@@ -80,7 +81,8 @@ def load_engine(args) -> Engine:
         properties[key] = value
     _progress(f"loading {args.model or 'the default model'} on {args.device}…")
     return Engine.load(args.model, device=args.device, performance_hint=args.hint, num_streams=args.streams,
-                       cache_dir=args.cache_dir, warmup=not args.no_warmup, **properties)
+                       cache_dir=False if args.no_cache else (args.cache_dir or True), warmup=not args.no_warmup,
+                       **properties)
 
 
 def generation_options(args, **overrides) -> GenerationOptions:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Generator
@@ -17,13 +18,16 @@ import openvino_genai as ov_genai
 
 from .devices import check_device
 from .errors import BusyError, ModelError
-from .memory import release_mapped_weights
+from .memory import releasing_mapped_weights
 from .model import ModelInfo, resolve
 from .options import GenerationOptions, LoadOptions
 from .prompt import PreparedPrompt, prepare
 from .results import GenerationResult, LoadMetrics, Metrics
 from .streaming import iterate_pieces
 from .tokenizer import Tokenizer, _first_line
+
+
+WARMUP_PROMPT = "The quick brown fox jumps over the lazy dog, then rests by the river until noon."
 
 
 class Engine:
@@ -38,9 +42,7 @@ class Engine:
             config = pipeline.get_generation_config()
             config.stop_token_ids = set(config.stop_token_ids) | set(info.eos_token_ids)
             pipeline.set_generation_config(config)
-        # With the SDPA backend, genai 2026.4 hangs or crashes on a ChatHistory that follows a
-        # text or token-id call (measured); so there the engine sends every chat as rendered text.
-        self._history_input = str(load_options.properties.get("ATTENTION_BACKEND", "PA")).upper() != "SDPA"
+        self._chat_mode: bool | None = None  # was the last call a ChatHistory? (see _run)
         self._lock = threading.Lock()
         self._owner: int | None = None
         self.load_metrics = LoadMetrics(load_ms=0.0, warmup_ms=0.0, released_mb=0.0)
@@ -48,15 +50,17 @@ class Engine:
 
     @classmethod
     def load(cls, model: str | Path | None = None, device: str = "CPU", performance_hint: str | None = "LATENCY",
-             num_streams: int | None = 1, cache_dir: str | Path | None = None, warmup: bool = True,
+             num_streams: int | None = 1, cache_dir: str | Path | bool = True, warmup: bool = True,
              **ov_properties) -> "Engine":
         """Load `model` (an exported folder, a .gguf file, or None for the default model) on `device`.
 
         `performance_hint`, `num_streams` and `cache_dir` are the seed's ov.Core compile
-        properties; any other OpenVINO or LLMPipeline property passes through `ov_properties`
-        (e.g. KV_CACHE_PRECISION="u8", ATTENTION_BACKEND="SDPA"). `warmup` runs one tiny
-        inference now, so the first real call is as fast as the next ones, then releases the
-        mapped weight pages that inference made redundant (see memory.py).
+        properties; `cache_dir=True` (the default) keeps compiled models in ovchat's cache
+        (`engine.paths.compile_cache_dir()`), `False` turns caching off. Any other OpenVINO or
+        LLMPipeline property passes through `ov_properties` (e.g. KV_CACHE_PRECISION="u8",
+        ATTENTION_BACKEND="PA"; the engine uses SDPA on CPU and GPU, see options.py).
+        `warmup` runs a short inference now, so the first real call is as fast as the next
+        ones, and releases the mapped weight pages it made redundant (see memory.py).
         """
         info = resolve(model)
         options = LoadOptions(check_device(device), performance_hint, num_streams, cache_dir, warmup, ov_properties)
@@ -71,8 +75,7 @@ class Engine:
         engine = cls(pipeline, info, options)
         load_ms = (time.perf_counter() - start) * 1000
         if warmup:
-            warmup_ms = engine._warm_up()
-            released = release_mapped_weights([info.path, options.cache_dir])
+            warmup_ms, released = engine._warm_up([info.path, options.compile_cache])
             engine.load_metrics = LoadMetrics(load_ms, warmup_ms, released_mb=released / 2**20)
         else:
             engine.load_metrics = LoadMetrics(load_ms, warmup_ms=0.0, released_mb=0.0)
@@ -89,8 +92,7 @@ class Engine:
     def stream(self, prompt, options: GenerationOptions | None = None) -> Generator[str, None, GenerationResult]:
         """Like `generate`, as a generator of text pieces; stopping the iteration stops generation.
         The generator returns the GenerationResult (also kept in `last_result`)."""
-        prepared = prepare(prompt, options or GenerationOptions(), self.tokenizer, self.info.context_length,
-                           as_history=self._history_input)
+        prepared = prepare(prompt, options or GenerationOptions(), self.tokenizer, self.info.context_length)
         return self._run(prepared)
 
     def chat(self, system_prompt: str | None = None, options: GenerationOptions | None = None):
@@ -106,6 +108,7 @@ class Engine:
         # genai returns a bare str for a str input; a one-item batch returns results with perf metrics.
         inputs = [prepared.inputs] if isinstance(prepared.inputs, str) else prepared.inputs
         with self._exclusive():
+            self._enter_mode(isinstance(inputs, ov_genai.ChatHistory))
             results = yield from iterate_pieces(lambda streamer: self._pipeline.generate(inputs, config, streamer),
                                                 pieces)
         perf = results.perf_metrics
@@ -131,11 +134,24 @@ class Engine:
             finally:
                 self._owner = None
 
-    def _warm_up(self) -> float:
-        # The first inference after a compile pays one-off costs (weight repacking, kernel
-        # selection); one token absorbs them so that the app's first call runs at steady speed.
+    def _enter_mode(self, chat: bool) -> None:
+        # With a ChatHistory the stateful pipeline keeps the conversation's KV cache between
+        # calls. Switching between that and plain text or token ids without ending the chat
+        # hangs or crashes genai 2026.4 with SDPA (measured); finish_chat() ends it cleanly.
+        if self._chat_mode is not None and chat != self._chat_mode:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._pipeline.finish_chat()
+        self._chat_mode = chat
+
+    def _warm_up(self, weight_folders: list) -> tuple[float, int]:
+        # The first inference after a compile repacks every weight into the CPU kernels' layout
+        # (~85 % of its time, measured): pay it here, on a short prompt and two decode steps so
+        # both paths are ready, and give back the mapped originals as they are repacked.
+        config = GenerationOptions(max_new_tokens=2, ignore_eos=True, apply_chat_template=False).apply_to(
+            self._pipeline.get_generation_config())
         start = time.perf_counter()
-        config = GenerationOptions(max_new_tokens=1, apply_chat_template=False).apply_to(self._pipeline.get_generation_config())
-        with self._exclusive():
-            self._pipeline.generate("Hello", config)
-        return (time.perf_counter() - start) * 1000
+        with self._exclusive(), releasing_mapped_weights(weight_folders) as released:
+            self._enter_mode(False)
+            self._pipeline.generate([WARMUP_PROMPT], config)
+        return (time.perf_counter() - start) * 1000, released()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 MADV_DONTNEED = 4
@@ -42,3 +44,25 @@ def release_mapped_weights(folders: list[Path]) -> int:
         if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_DONTNEED) == 0:
             released += end - start
     return released
+
+
+@contextmanager
+def releasing_mapped_weights(folders: list, every_s: float = 0.1):
+    """Release mapped weights every `every_s` while the block runs (the repack reads them once,
+    so the process never holds both copies in full) and once at the end. Yields a callable
+    that returns the bytes released by the final pass."""
+    done = threading.Event()
+    final = []
+
+    def keep_releasing():
+        while not done.wait(every_s):
+            release_mapped_weights(folders)
+
+    worker = threading.Thread(target=keep_releasing, name="ovchat-release", daemon=True)
+    worker.start()
+    try:
+        yield lambda: final[0] if final else 0
+    finally:
+        done.set()
+        worker.join()
+        final.append(release_mapped_weights(folders))

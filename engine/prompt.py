@@ -40,15 +40,14 @@ def check_messages(messages) -> list[dict]:
 
 
 def prepare(prompt, options: GenerationOptions, tokenizer: Tokenizer, context_length: int | None,
-            trim: bool = False, as_history: bool = True) -> PreparedPrompt:
+            trim: bool = False) -> PreparedPrompt:
     """Validate `prompt` and fit it to the context: a chat may drop its oldest turns (`trim`,
-    the system prompt kept); anything else that does not fit is a PromptError. Messages go to
-    the pipeline as a ChatHistory, or (`as_history=False`) as the text the template renders."""
+    the system prompt kept); anything else that does not fit is a PromptError."""
     if isinstance(prompt, str):
         if not prompt.strip():
             raise PromptError("The prompt is empty; pass some text.")
         if options.apply_chat_template and tokenizer.chat_template:
-            return prepare([{"role": "user", "content": prompt}], options, tokenizer, context_length, trim, as_history)
+            return prepare([{"role": "user", "content": prompt}], options, tokenizer, context_length, trim)
         return _fit(prompt, tokenizer.count(prompt), options, context_length)
     if isinstance(prompt, (list, tuple, np.ndarray)) and len(prompt) and not isinstance(prompt[0], dict):
         ids = np.asarray(prompt)
@@ -68,10 +67,7 @@ def prepare(prompt, options: GenerationOptions, tokenizer: Tokenizer, context_le
             break  # fits, or nothing left to drop: _fit clamps max_new_tokens or refuses
         del messages[first]
         dropped += 1
-    if as_history:
-        fitted = _fit(_history(messages), count, options, context_length)
-    else:
-        fitted = _fit(text, count, replace(options, apply_chat_template=False), context_length)
+    fitted = _fit(_history(messages), count, options, context_length)
     return replace(fitted, messages=messages, dropped_messages=dropped)
 
 

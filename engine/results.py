@@ -32,7 +32,7 @@ class LoadMetrics:
 @dataclass(frozen=True)
 class GenerationResult:
     text: str
-    input_tokens: int
+    input_tokens: int   # prompt tokens fed this call: a chat turn that reuses the KV cache counts its new ones
     output_tokens: int
     finish_reason: str  # "stop" (EOS or stop string), "length" (max_new_tokens) or "cancelled"
     metrics: Metrics

@@ -41,7 +41,18 @@ def test_sampling_options_reach_the_generation_config():
 def test_load_options_become_the_seeds_compile_properties():
     props = LoadOptions(cache_dir="/tmp/x", properties={"KV_CACHE_PRECISION": "u8"}).to_properties()
     assert props == {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "CACHE_DIR": "/tmp/x",
-                     "KV_CACHE_PRECISION": "u8"}
+                     "ATTENTION_BACKEND": "SDPA", "KV_CACHE_PRECISION": "u8"}
+
+
+def test_the_compile_cache_is_on_by_default_and_can_be_turned_off(tmp_path, monkeypatch):
+    monkeypatch.setenv("OVCHAT_CACHE", str(tmp_path))
+    assert LoadOptions().to_properties()["CACHE_DIR"] == str(tmp_path / "compiled")
+    assert "CACHE_DIR" not in LoadOptions(cache_dir=False).to_properties()
+
+
+def test_user_properties_win_over_engine_defaults():
+    assert LoadOptions(properties={"ATTENTION_BACKEND": "PA"}).to_properties()["ATTENTION_BACKEND"] == "PA"
+    assert "ATTENTION_BACKEND" not in LoadOptions(device="NPU").to_properties()
 
 
 @pytest.mark.parametrize("kwargs", [{"performance_hint": "FAST"}, {"num_streams": 0}])

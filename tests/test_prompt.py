@@ -73,8 +73,3 @@ def test_a_prompt_longer_than_the_context_is_a_clear_error():
     with pytest.raises(PromptError, match="context holds 10"):
         prepare([1] * 11, GenerationOptions(), WordTokenizer(), 10)
 
-
-def test_messages_can_go_as_rendered_text_for_backends_without_chat_history():
-    prepared = prepare("hello there", GenerationOptions(), WordTokenizer(), None, as_history=False)
-    assert prepared.inputs == "user: hello there assistant:"
-    assert prepared.options.apply_chat_template is False
