@@ -66,13 +66,20 @@ def create(backend: str):
             "llamacpp": LlamaCppBackend}[backend]()
 
 
-def _ov_properties(hint: str, cache_dir: str | None) -> dict:
-    # Exactly what the engine sends (its LoadOptions, defaults included), so "genai" measures the
-    # same compile as "ovchat" even when the engine's defaults change.
+def _engine_properties(hint: str, cache_dir: str | None) -> dict:
+    """Exactly what the engine sends (its LoadOptions, defaults such as ATTENTION_BACKEND
+    included), so "genai" measures the same compile as "ovchat" when the engine's defaults change."""
     import engine
-    props = engine.LoadOptions(performance_hint=hint, num_streams=1 if hint == "LATENCY" else None,
-                               cache_dir=cache_dir or None, warmup=False).to_properties()
-    props.setdefault("CACHE_DIR", "")   # "" disables it (optimum would default to the model dir)
+    return engine.LoadOptions(performance_hint=hint, num_streams=1 if hint == "LATENCY" else None,
+                              cache_dir=cache_dir or False, warmup=False).to_properties()
+
+
+def _seed_properties(hint: str, cache_dir: str | None) -> dict:
+    """The seed's ov_config for OVModelForCausalLM (plain ov.Core properties, no LLMPipeline ones)."""
+    props = {"PERFORMANCE_HINT": hint}
+    if hint == "LATENCY":
+        props["NUM_STREAMS"] = "1"
+    props["CACHE_DIR"] = cache_dir or ""   # "" disables it (optimum would default to the model dir)
     return props
 
 
@@ -105,7 +112,7 @@ class OvchatBackend:
         import engine
         self._engine_mod = engine
         self.eng = engine.Engine.load(files.ir or files.gguf, device=device, performance_hint=hint,
-                                      num_streams=1 if hint == "LATENCY" else None, cache_dir=cache_dir)
+                                      num_streams=1 if hint == "LATENCY" else None, cache_dir=cache_dir or False)
         self.warmup_ms = self.eng.load_metrics.warmup_ms
         return self.eng.load_metrics.load_ms
 
@@ -139,7 +146,7 @@ class GenaiBackend:
     def load(self, files: ModelFiles, device: str, hint: str, cache_dir: str | None) -> float:
         import openvino_genai as ov_genai
         start = time.perf_counter()
-        self.pipe = ov_genai.LLMPipeline(files.ir or files.gguf, device, **_ov_properties(hint, cache_dir))
+        self.pipe = ov_genai.LLMPipeline(files.ir or files.gguf, device, **_engine_properties(hint, cache_dir))
         return (time.perf_counter() - start) * 1000
 
     def _config(self, n: int):
@@ -210,7 +217,7 @@ class OptimumBackend:
         start = time.perf_counter()
         self.tokenizer = AutoTokenizer.from_pretrained(files.ir)
         self.model = OVModelForCausalLM.from_pretrained(files.ir, device=device,
-                                                        ov_config=_ov_properties(hint, cache_dir))
+                                                        ov_config=_seed_properties(hint, cache_dir))
         return (time.perf_counter() - start) * 1000
 
     def _generate(self, input_ids, n: int):
