@@ -5,7 +5,6 @@ Without -m they use the embedded default model (`ovchat export default` prepares
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
