@@ -55,7 +55,7 @@ class Profile:
 FULL = Profile()
 QUICK = Profile(lengths=(32, 128), new_tokens=16, reps=2, chat_turns=6, chat_new_tokens=8, load_reps=1,
                 memory_prompt=128, requests=2, concurrency_prompt=32, concurrency_new_tokens=16, concurrency_reps=1,
-                timeout_s=600, drop_page_cache=False)  # ~4.5 min on 2 busy cores (CI's budget: 6)
+                timeout_s=600, drop_page_cache=False)  # 3.6 min on 2 busy cores (CI's budget: 6)
 
 
 @dataclass(frozen=True)
