@@ -74,11 +74,8 @@ class Engine:
             ) from None
         engine = cls(pipeline, info, options)
         load_ms = (time.perf_counter() - start) * 1000
-        if warmup:
-            warmup_ms, released = engine._warm_up([info.path, options.compile_cache])
-            engine.load_metrics = LoadMetrics(load_ms, warmup_ms, released_mb=released / 2**20)
-        else:
-            engine.load_metrics = LoadMetrics(load_ms, warmup_ms=0.0, released_mb=0.0)
+        warmup_ms, released = engine._warm_up([info.path, options.compile_cache]) if warmup else (0.0, 0)
+        engine.load_metrics = LoadMetrics(load_ms, warmup_ms, released_mb=released / 2**20)
         return engine
 
     def generate(self, prompt, options: GenerationOptions | None = None) -> GenerationResult:

@@ -18,5 +18,5 @@ def default_model_dir() -> Path:
 
 
 def compile_cache_dir() -> Path:
-    """Where compiled blobs go when the user asks for a CACHE_DIR without naming one."""
+    """Where compiled blobs go by default (`Engine.load(cache_dir=True)`): one model-sized blob per model and device."""
     return cache_root() / "compiled"
