@@ -7,7 +7,7 @@
     backend.generate_concurrent(batch, n)        -> per-request latencies in ms
 
 Backends: "ovchat" (our engine), "genai" (raw openvino_genai.LLMPipeline, the same properties),
-"optimum" (the seed's path: optimum-intel OVModelForCausalLM + a transformers tokenizer),
+"genai-pa" (the same, on LLMPipeline's own default attention backend, PagedAttention), "optimum" (the seed's path: optimum-intel OVModelForCausalLM + a transformers tokenizer),
 "llamacpp" (llama-cpp-python on the GGUF). Heavy imports happen inside the adapters: the
 parent process only calls `unavailable()`, which looks packages up without importing them.
 """
@@ -20,9 +20,10 @@ import threading
 import time
 from dataclasses import dataclass
 
-BACKENDS = ("ovchat", "genai", "optimum", "llamacpp")
-_PACKAGES = {"ovchat": "openvino_genai", "genai": "openvino_genai", "optimum": "optimum.intel",
-             "llamacpp": "llama_cpp"}
+BACKENDS = ("ovchat", "genai", "optimum", "llamacpp", "genai-pa")
+MAIN_BACKENDS = BACKENDS[:4]  # what every scenario measures; genai-pa only where the backends differ
+_PACKAGES = {"ovchat": "openvino_genai", "genai": "openvino_genai", "genai-pa": "openvino_genai",
+             "optimum": "optimum.intel", "llamacpp": "llama_cpp"}
 _INSTALL = {"optimum": "install the export extra (tools/install.sh)",
             "llamacpp": "pip install llama-cpp-python (the bench extra; compiles llama.cpp, ~10 min)"}
 
@@ -62,8 +63,8 @@ def unavailable(backend: str, files: ModelFiles, device: str) -> str | None:
 
 
 def create(backend: str):
-    return {"ovchat": OvchatBackend, "genai": GenaiBackend, "optimum": OptimumBackend,
-            "llamacpp": LlamaCppBackend}[backend]()
+    return {"ovchat": OvchatBackend, "genai": GenaiBackend, "genai-pa": GenaiPagedBackend,
+            "optimum": OptimumBackend, "llamacpp": LlamaCppBackend}[backend]()
 
 
 def _engine_properties(hint: str, cache_dir: str | None) -> dict:
@@ -146,8 +147,11 @@ class GenaiBackend:
     def load(self, files: ModelFiles, device: str, hint: str, cache_dir: str | None) -> float:
         import openvino_genai as ov_genai
         start = time.perf_counter()
-        self.pipe = ov_genai.LLMPipeline(files.ir or files.gguf, device, **_engine_properties(hint, cache_dir))
+        self.pipe = ov_genai.LLMPipeline(files.ir or files.gguf, device, **self.properties(hint, cache_dir))
         return (time.perf_counter() - start) * 1000
+
+    def properties(self, hint: str, cache_dir: str | None) -> dict:
+        return _engine_properties(hint, cache_dir)
 
     def _config(self, n: int):
         config = self.pipe.get_generation_config()
@@ -205,6 +209,14 @@ class _FirstTokenTimer:
 
     def end(self):
         self.last = time.perf_counter()
+
+
+class GenaiPagedBackend(GenaiBackend):
+    """The same LLMPipeline on its own default attention backend (PagedAttention) instead of the
+    engine's SDPA: the chat scenario shows what that choice costs or buys as history grows."""
+
+    def properties(self, hint: str, cache_dir: str | None) -> dict:
+        return dict(_engine_properties(hint, cache_dir), ATTENTION_BACKEND="PA")
 
 
 class OptimumBackend:

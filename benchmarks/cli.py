@@ -16,6 +16,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from .backends import BACKENDS
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -25,8 +27,8 @@ def setup_arg_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                              "folder or a .gguf; repeatable (default: default)")
     parser.add_argument("--device", action="append", metavar="DEVICE",
                         help="CPU, GPU, NPU; repeatable (default: every one present)")
-    parser.add_argument("--backend", action="append", choices=["ovchat", "genai", "optimum", "llamacpp"],
-                        help="repeatable (default: all four; missing ones are reported as skipped)")
+    parser.add_argument("--backend", action="append", choices=BACKENDS,
+                        help="repeatable (default: all; missing ones are reported as skipped)")
     parser.add_argument("--scenario", action="append", metavar="NAME",
                         help="latency, chat, load, memory, concurrency (+ coldstart when present); repeatable")
     parser.add_argument("--quick", action="store_true", help="the CI smoke profile: short prompts, few repetitions")

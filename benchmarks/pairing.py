@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 
-PAIRS = (("ovchat", "genai"), ("ovchat", "llamacpp"), ("ovchat", "optimum"))
+PAIRS = (("ovchat", "genai"), ("ovchat", "llamacpp"), ("ovchat", "optimum"), ("ovchat", "genai-pa"))
 
 
 def rotation(backends: list[str], rep: int) -> list[str]:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import roofline
-from .backends import BACKENDS, ModelFiles, unavailable
+from .backends import BACKENDS, MAIN_BACKENDS, ModelFiles, unavailable
 from .machine import load_average, machine_info
 from .pairing import paired_ratios, rotation
 from .scenarios import SCENARIOS, Profile, Skip, WorkerError
@@ -136,6 +136,8 @@ def run_interleaved(report: dict, scenario, files: ModelFiles, device: str, back
     then the ratios paired within each repetition appended to report["ratios"]."""
     entries, runnable = {}, []
     for backend in backends:
+        if backend not in MAIN_BACKENDS and backend not in scenario.backends:
+            continue  # an extra backend (genai-pa) appears only in the scenarios that ask for it
         entry = {"scenario": scenario.name, "model": files.name, "device": device, "backend": backend}
         report["entries"].append(entry)
         entries[backend] = entry

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import phi3_shaped, report, runner
-from benchmarks.backends import ModelFiles, unavailable
+from benchmarks.backends import BACKENDS, MAIN_BACKENDS, ModelFiles, create, unavailable
 from benchmarks.pairing import paired_ratios, rotation
 from benchmarks.scenarios import QUICK, SCENARIOS, Scenario, WorkerError, stats
 
@@ -102,6 +102,26 @@ def test_runner_interleaves_backends_and_pairs_their_ratios():
     assert "ovchat/optimum" not in ratios   # a backend that failed is not paired
 
 
+def test_an_extra_backend_runs_only_where_a_scenario_asks_for_it():
+    def run_rep(ctx, files, device, backend, rep):
+        return {"t": 1.0}
+
+    for backends, expected in ((MAIN_BACKENDS, ["ovchat"]), (BACKENDS, ["ovchat", "genai-pa"])):
+        scenario = Scenario("fake", "a fake", run_rep, summarize=lambda reps: {}, figures=lambda rep: {"t": rep["t"]},
+                            reps=lambda p: 1, backends=backends)
+        rep_report = {"entries": [], "ratios": []}
+        runner.run_interleaved(rep_report, scenario, ModelFiles("m", ir="dir"), "CPU", ["ovchat", "genai-pa"],
+                               {}, _FakeContext(), log=lambda m: None, progress=lambda: None)
+        assert [e["backend"] for e in rep_report["entries"]] == expected
+
+
+def test_genai_pa_differs_from_genai_only_by_its_attention_backend():
+    genai = create("genai").properties("LATENCY", None)
+    paged = create("genai-pa").properties("LATENCY", None)
+    assert genai["ATTENTION_BACKEND"] == "SDPA" and paged.pop("ATTENTION_BACKEND") == "PA"
+    assert {k: v for k, v in genai.items() if k != "ATTENTION_BACKEND"} == paged
+
+
 def test_absent_device_and_missing_files_are_skip_reasons():
     assert "GPU" in unavailable("llamacpp", ModelFiles("m", gguf="x.gguf"), "GPU")
     assert "no GGUF" in unavailable("llamacpp", ModelFiles("m", ir="dir"), "CPU") or \
@@ -126,7 +146,8 @@ def test_phi3_vocabulary_is_deterministic_and_mergeable():
 def test_quick_run_writes_the_report_structure(tmp_path, tiny_phi3_dir):
     out = tmp_path / "bench"
     cmd = [sys.executable, "-m", "benchmarks", "--quick", "--model", str(tiny_phi3_dir), "--backend", "ovchat",
-           "--backend", "genai", "--backend", "llamacpp", "--scenario", "latency", "--scenario", "memory",
+           "--backend", "genai", "--backend", "llamacpp", "--backend", "genai-pa",
+           "--scenario", "latency", "--scenario", "memory", "--scenario", "chat",
            "--device", "CPU", "--device", "GPU", "--reps", "1", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -148,6 +169,10 @@ def test_quick_run_writes_the_report_structure(tmp_path, tiny_phi3_dir):
     assert {"start", "end"} <= set(data["load_average"]) and data["machine"]["ovchat_commit"]
     pairs = {(r["scenario"], r["pair"], r["figure"]) for r in data["ratios"]}
     assert ("latency", "ovchat/genai", "TPOT ms @32") in pairs and ("memory", "ovchat/genai", "peak RSS MB") in pairs
+    # genai-pa (PagedAttention) is measured in the chat only, where the attention backends differ
+    assert by[("chat", "CPU", "genai-pa")]["status"] == "ok" and ("latency", "CPU", "genai-pa") not in by
+    assert len(by[("chat", "CPU", "genai-pa")]["data"]["summary"]) == QUICK.chat_turns
+    assert ("chat", "ovchat/genai-pa", "TTFT ms, last turn") in pairs
     assert "latency_ratios" in last
     text = (out / "bench.md").read_text()
     assert "## Ratios, paired per repetition" in text and "## Generation latency" in text
