@@ -18,7 +18,8 @@ from .paths import compile_cache_dir
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 # Measured (issue 6): with a warm CACHE_DIR, SDPA loads 3-6x faster than the default PA backend
 # (Phi-3-mini shape: 1.5 s vs 8.7-17.7 s), at the same TPOT. The price is in long chats: a turn's
-# prefill over SDPA slows as the history grows (Phi-3 shape, 6 turns: 1.8 -> 6.0 s; PA ~3 s flat).
+# prefill over SDPA slows as the history grows (Phi-3 shape, 6 turns: 1.8 -> 6.0 s; PA ~3 s flat):
+# the CPU plugin runs a prompt that has a past through its one-token (decode) attention kernel.
 # ATTENTION_BACKEND="PA" in the properties restores openvino.genai's default.
 DEFAULT_ATTENTION_BACKEND = "SDPA"
 
