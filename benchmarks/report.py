@@ -81,7 +81,7 @@ def ratios_section(report: dict) -> list[str]:
 
 
 def roofline_section(report: dict) -> list[str]:
-    lines = ["## Roofline", "", f"Measured memory bandwidth (numpy copy, read+write): "
+    lines = ["## Roofline", "", f"Measured memory read bandwidth (every core summing a 1 GiB buffer): "
              f"**{report['bandwidth_gbs']:.1f} GB/s**. A decode step reads every weight once "
              "(the token-embedding table only when tied to the output layer), so tokens/s ≤ bandwidth / bytes.", ""]
     rows = []
