@@ -20,8 +20,13 @@ PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 # (Phi-3-mini shape: 1.5 s vs 8.7-17.7 s), at the same TPOT. The price is in long chats: a turn's
 # prefill over SDPA slows as the history grows (Phi-3 shape, 6 turns: 1.8 -> 6.0 s; PA ~3 s flat):
 # the CPU plugin runs a prompt that has a past through its one-token (decode) attention kernel.
-# ATTENTION_BACKEND="PA" in the properties restores openvino.genai's default.
+# ATTENTION_BACKEND="PA" in the properties restores openvino.genai's default (`ovchat chat` does).
 DEFAULT_ATTENTION_BACKEND = "SDPA"
+
+
+def has_attention_backends(device: str) -> bool:
+    """Whether LLMPipeline offers a choice of SDPA and PA on `device` (CPU and GPU do)."""
+    return device.split(":")[0].split(".")[0] in ("CPU", "GPU")
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class LoadOptions:
             props["NUM_STREAMS"] = str(self.num_streams)
         if self.compile_cache:
             props["CACHE_DIR"] = str(self.compile_cache)
-        if self.device.split(":")[0].split(".")[0] in ("CPU", "GPU"):
+        if has_attention_backends(self.device):
             props["ATTENTION_BACKEND"] = DEFAULT_ATTENTION_BACKEND
         props.update(self.properties)
         return props

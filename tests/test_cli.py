@@ -28,6 +28,15 @@ def test_chat_streams_answers_resets_and_exits(default_model_dir):
     assert run.returncode == 0, run.stderr
     assert "Paris" in run.stdout
     assert "history cleared" in run.stderr
+    assert "attention: PA" in run.stderr   # long chats stay fast on PagedAttention (cli.cmd_chat)
+
+
+@pytest.mark.default_model
+def test_chat_attention_backend_can_be_chosen(default_model_dir):
+    run = ovchat("chat", "-m", default_model_dir, "-n", "12", "-P", "ATTENTION_BACKEND=SDPA",
+                 stdin="What is the capital of France?\n/exit\n")
+    assert run.returncode == 0, run.stderr
+    assert "attention: SDPA" in run.stderr and "Paris" in run.stdout
 
 
 @pytest.mark.default_model
