@@ -7,7 +7,8 @@
     backend.generate_concurrent(batch, n)        -> per-request latencies in ms
 
 Backends: "ovchat" (our engine), "genai" (raw openvino_genai.LLMPipeline, the same properties),
-"genai-pa" (the same, on LLMPipeline's own default attention backend, PagedAttention), "optimum" (the seed's path: optimum-intel OVModelForCausalLM + a transformers tokenizer),
+"genai-pa" (the same on LLMPipeline's default attention backend, PagedAttention; chat only),
+"optimum" (the seed's path: optimum-intel OVModelForCausalLM + a transformers tokenizer),
 "llamacpp" (llama-cpp-python on the GGUF). Heavy imports happen inside the adapters: the
 parent process only calls `unavailable()`, which looks packages up without importing them.
 """

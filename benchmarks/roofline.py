@@ -1,7 +1,7 @@
 """The decode roofline: each new token reads every weight once, so tokens/s <= bandwidth / bytes.
 
 `memory_bandwidth_gbs()` measures how fast this machine reads memory, on every core at once, as
-a decode step does (a single-thread copy underestimated it: llama.cpp "reached" 99 % of it).
+a decode step does (a single-thread copy underestimated it: llama.cpp "reached" ~100 % of it).
 `decode_bytes()` counts the bytes one decode step must read: the weight file minus the token
 embedding table when the output layer has its own (a step reads one row of it, not the table).
 The KV cache read is reported separately; at these prompt lengths it is small next to the weights.

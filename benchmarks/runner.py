@@ -142,7 +142,7 @@ def run_interleaved(report: dict, scenario, files: ModelFiles, device: str, back
         report["entries"].append(entry)
         entries[backend] = entry
         reason = absent.get(device) or unavailable(backend, files, device)
-        if not reason and scenario.backends and backend not in scenario.backends:
+        if not reason and backend not in scenario.backends:
             reason = f"{scenario.name} does not apply to {backend}"
         if reason:
             entry.update(status="skipped", reason=reason)

@@ -115,7 +115,8 @@ def cmd_chat(args) -> int:
     options = generation_options(args)
     # An interactive chat runs many turns: on PagedAttention a turn's prefill stays flat as the
     # history grows, on SDPA (the engine's default) it slows, 2x by the 6th turn at Phi-3 scale.
-    # PA's price is a slower start (Phi-3 shape: 15.9 vs 12.5 s), repaid within ~3 turns (measured).
+    # PA's price is a slower start (Phi-3 shape: 15.9 vs 12.5 s, measured); from the measured
+    # per-turn growth we estimate it is repaid within ~3 turns.
     engine = load_engine(args, defaults=CHAT_PROPERTIES if has_attention_backends(args.device) else None)
     session = engine.chat(args.system, options)
     attention = engine.load_options.to_properties().get("ATTENTION_BACKEND")
