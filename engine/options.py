@@ -26,7 +26,7 @@ DEFAULT_ATTENTION_BACKEND = "SDPA"
 
 def has_attention_backends(device: str) -> bool:
     """Whether LLMPipeline offers a choice of SDPA and PA on `device` (CPU and GPU do)."""
-    return device.split(":")[0].split(".")[0] in ("CPU", "GPU")
+    return device.strip().upper().split(":")[0].split(".")[0] in ("CPU", "GPU")
 
 
 @dataclass(frozen=True)

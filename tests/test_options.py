@@ -59,3 +59,9 @@ def test_user_properties_win_over_engine_defaults():
 def test_invalid_load_options_raise(kwargs):
     with pytest.raises(OptionsError):
         LoadOptions(**kwargs)
+
+
+def test_attention_backends_exist_on_cpu_and_gpu_whatever_the_spelling():
+    from engine.options import has_attention_backends
+    assert all(has_attention_backends(d) for d in ("CPU", "cpu", " gpu.1 ", "GPU"))
+    assert not any(has_attention_backends(d) for d in ("NPU", "AUTO:GPU,CPU", "hetero:GPU,CPU"))
