@@ -1,4 +1,4 @@
-"""`python -m benchmarks ...`: the same as `ovchat bench ...`."""
+"""`python -m ovchat.benchmarks ...`: the same as `ovchat bench ...`."""
 
 import sys
 

@@ -71,7 +71,7 @@ def create(backend: str):
 def _engine_properties(hint: str, cache_dir: str | None) -> dict:
     """Exactly what the engine sends (its LoadOptions, defaults such as ATTENTION_BACKEND
     included), so "genai" measures the same compile as "ovchat" when the engine's defaults change."""
-    import engine
+    from .. import engine
     return engine.LoadOptions(performance_hint=hint, num_streams=1 if hint == "LATENCY" else None,
                               cache_dir=cache_dir or False, warmup=False).to_properties()
 
@@ -111,7 +111,7 @@ class OvchatBackend:
     releases after it, issue 6) included; `warmup_ms` is reported apart from the load."""
 
     def load(self, files: ModelFiles, device: str, hint: str, cache_dir: str | None) -> float:
-        import engine
+        from .. import engine
         self._engine_mod = engine
         self.eng = engine.Engine.load(files.ir or files.gguf, device=device, performance_hint=hint,
                                       num_streams=1 if hint == "LATENCY" else None, cache_dir=cache_dir or False)

@@ -94,5 +94,5 @@ def summary_line(result: dict, out: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = setup_arg_parser(argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0]))
+    parser = setup_arg_parser(argparse.ArgumentParser(prog="python -m ovchat.benchmarks", description=__doc__.split("\n")[0]))
     return handle(parser.parse_args(argv))

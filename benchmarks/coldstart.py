@@ -95,7 +95,7 @@ def resolve_model(model: str, backend: str) -> Path:
             return found[0]
         return Path(_default_dir())
     if model == "phi3":
-        from benchmarks import phi3_shaped
+        from . import phi3_shaped
         return phi3_shaped.gguf_path() if gguf else phi3_shaped.ir_dir()
     return Path(model)
 
@@ -111,7 +111,7 @@ def drop_page_cache() -> bool:
 
 
 def _default_dir() -> Path:
-    from engine import default_model_dir
+    from ..engine import default_model_dir
     return default_model_dir()
 
 
@@ -122,7 +122,7 @@ def _warm_cache_dir(spec: dict) -> Path:
 
 def _run_child(spec: dict, timeout_s: float) -> dict:
     spec = dict(spec, spawn_wall=time.time())
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.coldstart", "--child", json.dumps(spec)],
+    proc = subprocess.run([sys.executable, "-m", "ovchat.benchmarks.coldstart", "--child", json.dumps(spec)],
                           capture_output=True, text=True, timeout=timeout_s, cwd=Path(__file__).parent.parent)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -187,7 +187,7 @@ class _EngineRunner:
     @staticmethod
     def import_backend():
         global engine
-        import engine
+        from .. import engine
 
     @staticmethod
     def versions() -> dict:
@@ -285,7 +285,7 @@ def print_table(rows: list[tuple[str, dict]]) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.coldstart", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ovchat.benchmarks.coldstart", description=__doc__.split("\n")[0])
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--model", default="default", help='a path, "default" or "phi3"')
     parser.add_argument("--backends", default="engine,llmpipeline,llama.cpp")

@@ -10,7 +10,7 @@ does not depend on the weights' values, only on their shapes and formats. This m
 `<cache>` is `engine.cache_root()` ($OVCHAT_CACHE or ~/.cache/ovchat). Both are created once,
 atomically (a tmp path renamed into place), under an exclusive lock file, because one build needs
 ~11 GB of RAM and this is a 24 GiB machine shared with other processes. Others may call
-`ensure_ir()` / `ensure_gguf()`, or run `python -m benchmarks.phi3_shaped`.
+`ensure_ir()` / `ensure_gguf()`, or run `python -m ovchat.benchmarks.phi3_shaped`.
 
 The tokenizer is synthetic (a byte-fallback BPE over generated pieces, ids < 32000, Phi-3's
 special tokens at 32000+): text works end to end, and speed runs use token ids anyway.
@@ -60,9 +60,9 @@ TINY = Shape(layers=2, hidden=256, intermediate=512, heads=4, kv_heads=4)  # for
 
 def bench_dir() -> Path:
     try:
-        from engine import cache_root
+        from ..engine import cache_root
     except ImportError:  # engine's public surface not landed yet: same rule as engine/paths.py
-        from engine.paths import cache_root
+        from ..engine.paths import cache_root
     return cache_root() / "bench"
 
 
@@ -286,7 +286,7 @@ def ensure_gguf(shape: Shape = PHI3_MINI, name: str = NAME, log=lambda m: print(
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.phi3_shaped",
+    parser = argparse.ArgumentParser(prog="python -m ovchat.benchmarks.phi3_shaped",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("what", nargs="*", help="ir, gguf or both (default)")
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model of the same kind")

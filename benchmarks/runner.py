@@ -35,7 +35,7 @@ class Context:
     log_name: str = "worker"
 
     def spawn(self, job: dict) -> dict:
-        """Run one job in a fresh `python -m benchmarks.worker` process; its data or WorkerError."""
+        """Run one job in a fresh `python -m ovchat.benchmarks.worker` process; its data or WorkerError."""
         logs = self.out / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log_path = logs / f"{self.log_name}.log"
@@ -43,7 +43,7 @@ class Context:
             log.write(f"\n== {json.dumps(job)}\n")
             log.flush()
             try:
-                proc = subprocess.run([sys.executable, "-m", "benchmarks.worker", json.dumps(job)],
+                proc = subprocess.run([sys.executable, "-m", "ovchat.benchmarks.worker", json.dumps(job)],
                                       stdout=subprocess.PIPE, stderr=log, text=True,
                                       timeout=self.profile.timeout_s, cwd=Path(__file__).parent.parent)
             except subprocess.TimeoutExpired:
@@ -60,7 +60,7 @@ class Context:
 def resolve_model(name: str, build: bool = True) -> ModelFiles:
     """`default`, `phi3-mini-shaped` (built on first use), an IR folder or a .gguf file."""
     if name == "default":
-        import engine
+        from .. import engine
         ir = engine.default_model_dir()
         gguf = engine.cache_root() / "sources" / "SmolLM2-135M-Instruct.Q4_1.gguf"  # tools/default_model.py
         return ModelFiles("default (SmolLM2-135M)", str(ir) if (ir / "openvino_model.xml").exists() else None,
@@ -81,7 +81,7 @@ def resolve_model(name: str, build: bool = True) -> ModelFiles:
 
 def device_plan(requested: list[str] | None) -> tuple[list[str], dict[str, str]]:
     """(devices to run, {absent device: reason}). Default: every present one of CPU, GPU, NPU."""
-    import engine
+    from .. import engine
     present = engine.available_devices()
     wanted = requested or [d for d in DEVICES if d in present] or ["CPU"]
     absent = {d: f"OpenVINO finds no {d} device on this machine (devices: {', '.join(present)})"

@@ -245,9 +245,8 @@ def coldstart_figures(rep: dict) -> dict:
 
 
 def plug_coldstart() -> None:
-    """Issue 6's "process start to first token" scenario, if benchmarks/coldstart.py exists."""
-    import importlib.util
-    if importlib.util.find_spec("benchmarks.coldstart") is None or "coldstart" in SCENARIOS:
+    """Issue 6's "process start to first token" scenario (benchmarks/coldstart.py)."""
+    if "coldstart" in SCENARIOS:
         return
     register(Scenario("coldstart", "Process start to first token (fresh process), cold vs warm CACHE_DIR",
                       coldstart_rep, coldstart_summary, coldstart_figures, reps=lambda p: p.load_reps,

@@ -1,4 +1,4 @@
-"""One measurement in a fresh process: `python -m benchmarks.worker '<job json>'`.
+"""One measurement in a fresh process: `python -m ovchat.benchmarks.worker '<job json>'`.
 
 The job names a task, a backend, a model's files, a device and parameters. The worker loads the
 model, runs the task, and prints one JSON line on stdout (everything else, including C-level

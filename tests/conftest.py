@@ -2,6 +2,8 @@
 
 tiny_phi3_dir      a tiny random Phi-3 (Phi-3 chat template, <|end|> as a stop token) built here
                    with no hub access and exported with the seed's recipe through `tools.export`.
+tiny_phi3_end_dir  the same, forced to answer <|end|> first: its final norm is zeroed, so every
+                   logit is exactly 0 and greedy picks the lowest id, which is <|end|>'s here.
 default_model_dir  the embedded default model, exported by `ovchat export default` on first use.
 
 Both live under $OVCHAT_CACHE (default ~/.cache/ovchat): test-models/<name>-<version>/.
@@ -30,13 +32,14 @@ _CORPUS = [
 
 
 def _models_root() -> Path:
-    from engine import cache_root
+    from ovchat.engine import cache_root
 
     return cache_root() / "test-models"
 
 
-def build_tiny_phi3_source(out: Path, hidden: int = 128, intermediate: int = 256) -> None:
-    """A random Phi-3 in `out`; by default hidden 128, intermediate 256: the recipe's group 128 fits."""
+def build_tiny_phi3_source(out: Path, hidden: int = 128, intermediate: int = 256, forced_end: bool = False) -> None:
+    """A random Phi-3 in `out`; by default hidden 128, intermediate 256: the recipe's group 128 fits.
+    `forced_end`: <|end|> gets id 0 and the final norm is zeroed, so greedy always answers <|end|>."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM, PreTrainedTokenizerFast
@@ -44,7 +47,8 @@ def build_tiny_phi3_source(out: Path, hidden: int = 128, intermediate: int = 256
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=PHI3_SPECIAL_TOKENS,
+    special = ["<|end|>"] + [t for t in PHI3_SPECIAL_TOKENS if t != "<|end|>"] if forced_end else PHI3_SPECIAL_TOKENS
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=special,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tokenizer.train_from_iterator(_CORPUS * 4, trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
@@ -59,6 +63,9 @@ def build_tiny_phi3_source(out: Path, hidden: int = 128, intermediate: int = 256
     )
     torch.manual_seed(0)
     model = Phi3ForCausalLM(config).eval()
+    if forced_end:
+        with torch.no_grad():
+            model.model.norm.weight.zero_()
     model.generation_config = GenerationConfig(
         bos_token_id=ids["<|endoftext|>"], eos_token_id=[ids["<|endoftext|>"], ids["<|end|>"]],
         pad_token_id=ids["<|endoftext|>"],
@@ -90,7 +97,7 @@ def tiny_phi3_source() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_phi3_dir(tiny_phi3_source) -> Path:
-    from tools.export import export, is_valid_export
+    from ovchat.tools.export import export, is_valid_export
 
     out = _models_root() / f"tiny-phi3-ov-{TINY_PHI3_VERSION}"
     if not is_valid_export(out):
@@ -99,8 +106,22 @@ def tiny_phi3_dir(tiny_phi3_source) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_phi3_end_dir() -> Path:
+    from ovchat.tools.export import export, is_valid_export
+
+    root = _models_root()
+    root.mkdir(parents=True, exist_ok=True)
+    source = _build_once(root / f"tiny-phi3-end-hf-{TINY_PHI3_VERSION}",
+                         lambda out: build_tiny_phi3_source(out, forced_end=True))
+    out = root / f"tiny-phi3-end-ov-{TINY_PHI3_VERSION}"
+    if not is_valid_export(out):
+        export(source, out, force=True, check=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def default_model_dir() -> Path:
-    from tools import default_model
+    from ovchat.tools import default_model
 
     return default_model.ensure()
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import phi3_shaped, report, runner
-from benchmarks.backends import BACKENDS, MAIN_BACKENDS, ModelFiles, create, unavailable
-from benchmarks.pairing import paired_ratios, rotation
-from benchmarks.scenarios import QUICK, SCENARIOS, Scenario, WorkerError, stats
+from ovchat.benchmarks import phi3_shaped, report, runner
+from ovchat.benchmarks.backends import BACKENDS, MAIN_BACKENDS, ModelFiles, create, unavailable
+from ovchat.benchmarks.pairing import paired_ratios, rotation
+from ovchat.benchmarks.scenarios import QUICK, SCENARIOS, Scenario, WorkerError, stats
 
 ROOT = Path(__file__).parent.parent
 
@@ -145,7 +145,7 @@ def test_phi3_vocabulary_is_deterministic_and_mergeable():
 @pytest.mark.slow
 def test_quick_run_writes_the_report_structure(tmp_path, tiny_phi3_dir):
     out = tmp_path / "bench"
-    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--model", str(tiny_phi3_dir), "--backend", "ovchat",
+    cmd = [sys.executable, "-m", "ovchat.benchmarks", "--quick", "--model", str(tiny_phi3_dir), "--backend", "ovchat",
            "--backend", "genai", "--backend", "llamacpp", "--backend", "genai-pa",
            "--scenario", "latency", "--scenario", "memory", "--scenario", "chat",
            "--device", "CPU", "--device", "GPU", "--reps", "1", "--out", str(out)]

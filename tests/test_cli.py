@@ -8,7 +8,7 @@ import pytest
 
 
 def ovchat(*args, stdin=None, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "tools.cli", *map(str, args)], input=stdin, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ovchat", *map(str, args)], input=stdin, capture_output=True,
                           text=True, env=env, timeout=timeout)
 
 

@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 
-from benchmarks import coldstart
+from ovchat.benchmarks import coldstart
 
 FIGURES = ("import_s", "load_s", "warmup_s", "first_ttft_s", "start_to_first_token_s", "second_ttft_ms",
            "ttft_ms", "tpot_ms", "peak_rss_mb")
@@ -42,7 +42,7 @@ def test_scheduler_config_passes_through_json(tiny_phi3_dir):
 
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
 def test_llama_cpp_cold_start_on_a_tiny_gguf():
-    from benchmarks import phi3_shaped
+    from ovchat.benchmarks import phi3_shaped
     gguf = phi3_shaped.ensure_gguf(phi3_shaped.TINY, phi3_shaped.NAME + "-tiny", log=lambda *_: None)
     result = coldstart.measure("llama.cpp", str(gguf), cache="none", prompt_tokens=8, new_tokens=4)
     _check_figures(result)

@@ -3,8 +3,8 @@ No machine here has an Intel GPU, so the GPU path is covered by its error."""
 
 import pytest
 
-from engine import DeviceError, available_devices
-from engine.devices import check_device
+from ovchat.engine import DeviceError, available_devices
+from ovchat.engine.devices import check_device
 
 
 def test_cpu_is_always_there():

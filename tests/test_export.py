@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import EngineError
-from tools import export as export_mod
-from tools import export_cli, fidelity
-from tools.export import ExportError, export, is_valid_export
-from tools.recipe import Recipe, RecipeError, fit_group_size, input_channels
+from ovchat.engine import EngineError
+from ovchat.tools import export as export_mod
+from ovchat.tools import export_cli, fidelity
+from ovchat.tools.export import ExportError, export, is_valid_export
+from ovchat.tools.recipe import Recipe, RecipeError, fit_group_size, input_channels
 
 
 def run_cli(argv):

@@ -11,7 +11,7 @@ from pathlib import Path
 import openvino_genai as ov_genai
 import pytest
 
-from tools import default_model, gguf_convert
+from ovchat.tools import default_model, gguf_convert
 
 pytestmark = pytest.mark.default_model
 
@@ -89,7 +89,7 @@ def test_the_exported_model_keeps_the_gguf_chat_template_and_stop_token(default_
 def test_export_default_is_a_no_op_when_the_model_is_there(default_model_dir):
     manifest = Path(default_model_dir) / "ovchat.json"
     before = manifest.stat().st_mtime_ns
-    run = subprocess.run([sys.executable, "-m", "tools.cli", "export", "default"], capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-m", "ovchat", "export", "default"], capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 0, run.stderr
     assert "already exported" in run.stderr
@@ -97,7 +97,7 @@ def test_export_default_is_a_no_op_when_the_model_is_there(default_model_dir):
 
 
 def test_an_existing_out_is_refused_in_one_line(default_model_dir):
-    run = subprocess.run([sys.executable, "-m", "tools.cli", "export", str(default_model.gguf_path()),
+    run = subprocess.run([sys.executable, "-m", "ovchat", "export", str(default_model.gguf_path()),
                           str(default_model_dir)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 1
     assert run.stderr.strip() == f"ovchat: {default_model_dir} already exists; pass --force to replace it"

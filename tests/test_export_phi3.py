@@ -6,9 +6,9 @@ import json
 import openvino_genai as ov_genai
 import pytest
 
-from tools import fidelity
-from tools.export import EXPORTED_FILES, ExportError, export
-from tools.recipe import Recipe
+from ovchat.tools import fidelity
+from ovchat.tools.export import EXPORTED_FILES, ExportError, export
+from ovchat.tools.recipe import Recipe
 
 from conftest import build_tiny_phi3_source
 

@@ -5,9 +5,9 @@ import struct
 
 import pytest
 
-from engine import Engine, ModelError
-from engine.gguf_meta import read_metadata
-from engine.model import resolve
+from ovchat.engine import Engine, ModelError
+from ovchat.engine.gguf_meta import read_metadata
+from ovchat.engine.model import resolve
 
 
 def gguf_bytes(pairs):

@@ -3,7 +3,7 @@
 import openvino_genai as ov_genai
 import pytest
 
-from engine import GenerationOptions, LoadOptions, OptionsError
+from ovchat.engine import GenerationOptions, LoadOptions, OptionsError
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -62,6 +62,6 @@ def test_invalid_load_options_raise(kwargs):
 
 
 def test_attention_backends_exist_on_cpu_and_gpu_whatever_the_spelling():
-    from engine.options import has_attention_backends
+    from ovchat.engine.options import has_attention_backends
     assert all(has_attention_backends(d) for d in ("CPU", "cpu", " gpu.1 ", "GPU"))
     assert not any(has_attention_backends(d) for d in ("NPU", "AUTO:GPU,CPU", "hetero:GPU,CPU"))

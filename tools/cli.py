@@ -8,13 +8,13 @@ benchmarks/cli.py (bench). Each module's `register(subparsers)` adds its parsers
 import argparse
 import sys
 
-from engine import EngineError
+from ..engine.errors import EngineError  # stdlib only: parsing flags imports no OpenVINO
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine import cli as engine_cli
-    from tools import export_cli
-    from benchmarks import cli as bench_cli
+    from ..engine import cli as engine_cli
+    from . import export_cli
+    from ..benchmarks import cli as bench_cli
 
     parser = argparse.ArgumentParser(prog="ovchat", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -12,7 +12,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from engine import cache_root, default_model_dir
+from ..engine import cache_root, default_model_dir
 
 from .export import ExportError, export, is_valid_export, sha256
 from .recipe import Recipe

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine import EngineError
+from ..engine import EngineError
 
 from . import fidelity, gguf_convert, recipe as recipes
 
@@ -266,7 +266,7 @@ def _check_fidelity(float_dir: Path, model_dir: Path, used: recipes.Recipe) -> d
 
 
 def _check_answers(model_dir: Path, checks) -> list:
-    import engine
+    from .. import engine
 
     model = engine.Engine.load(model_dir, device="CPU")
     results = []

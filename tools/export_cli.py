@@ -70,7 +70,7 @@ def handler(args: argparse.Namespace) -> int:
 def _require_export_extra() -> None:
     import importlib.util
 
-    from engine import EngineError
+    from ..engine import EngineError
 
     missing = []
     for name in EXPORT_MODULES:

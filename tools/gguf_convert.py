@@ -15,7 +15,7 @@ refused with one line (GgufError) rather than exported with a tokenizer we canno
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import EngineError
+from ..engine import EngineError
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 # llama.cpp's pre-tokenizer names -> whether digits are split one by one before the GPT-2

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from engine import EngineError
+from ..engine import EngineError
 
 WEIGHT_FORMATS = ("int4", "int8", "fp16", "fp32")
 # Group sizes tried, largest first, when the requested one does not divide every layer's
