@@ -1,30 +1,59 @@
-"""ovchat's runtime: chat LLMs on OpenVINO with openvino_genai.LLMPipeline.
+"""ovchat's runtime: chat LLMs on OpenVINO with openvino_genai.
 
-    import engine
-    eng = engine.Engine.load("path/to/exported-model")     # or a .gguf file; None: the default model
+    import ovchat
+    eng = ovchat.Engine.load("path/to/exported-model")     # or a .gguf file; None: the default model
     print(eng.generate("What is the capital of France?").text)
-    for piece in eng.stream("Tell me a story", engine.GenerationOptions(max_new_tokens=64)):
-        print(piece, end="", flush=True)
+    with eng.stream("Tell me a story", ovchat.GenerationOptions(max_new_tokens=64)) as stream:
+        for piece in stream:
+            print(piece, end="", flush=True)
+    print(stream.result.finish_reason)
     chat = eng.chat(system_prompt="You are a helpful AI assistant.")
     chat.send("can you introduce yourself?")
 
-Imports only openvino, openvino_genai, openvino_tokenizers, numpy and the standard library.
+Imports only openvino, openvino_genai, openvino_tokenizers, numpy and the standard library, and
+only when a name is first used: `from ovchat.engine import EngineError` costs no OpenVINO import,
+so a command-line client of a running server starts in milliseconds.
 """
 
-from .chat import ChatSession
-from .devices import available_devices
-from .engine import Engine
-from .errors import BusyError, DeviceError, EngineError, ModelError, OptionsError, PromptError
-from .model import ModelInfo
-from .options import GenerationOptions, LoadOptions
-from .paths import cache_root, default_model_dir
-from .results import GenerationResult, LoadMetrics, Metrics
-from .tokenizer import Tokenizer
+from __future__ import annotations
 
-load = Engine.load
+import importlib
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "BusyError", "ChatSession", "DeviceError", "Engine", "EngineError", "GenerationOptions", "GenerationResult",
-    "LoadMetrics", "LoadOptions", "Metrics", "ModelError", "ModelInfo", "OptionsError", "PromptError", "Tokenizer",
-    "available_devices", "cache_root", "default_model_dir", "load",
-]
+_EXPORTS = {
+    "BatchOptions": "options", "GenerationOptions": "options", "LoadOptions": "options",
+    "BusyError": "errors", "DeviceError": "errors", "EngineError": "errors", "ModelError": "errors",
+    "OptionsError": "errors", "PromptError": "errors",
+    "ChatSession": "chat", "Engine": "engine", "EngineStats": "engine", "ModelInfo": "model",
+    "GenerationResult": "results", "LoadMetrics": "results", "Metrics": "results",
+    "TextStream": "stream", "Tokenizer": "tokenizer", "available_devices": "devices",
+    "cache_root": "paths", "default_model_dir": "paths",
+}
+__all__ = sorted([*_EXPORTS, "load"])
+
+
+def __getattr__(name: str):
+    if name == "load":
+        return __getattr__("Engine").load
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])
+
+
+if TYPE_CHECKING:  # what editors and type checkers see
+    from .chat import ChatSession
+    from .devices import available_devices
+    from .engine import Engine, EngineStats
+    from .errors import BusyError, DeviceError, EngineError, ModelError, OptionsError, PromptError
+    from .model import ModelInfo
+    from .options import BatchOptions, GenerationOptions, LoadOptions
+    from .paths import cache_root, default_model_dir
+    from .results import GenerationResult, LoadMetrics, Metrics
+    from .stream import TextStream
+    from .tokenizer import Tokenizer

@@ -8,12 +8,11 @@ and the turn's result says how many messages went.
 
 from __future__ import annotations
 
-from typing import Generator
-
-from .errors import PromptError
+from .errors import BusyError, PromptError
 from .options import GenerationOptions
-from .prompt import prepare
+from .prompt import PreparedPrompt, prepare
 from .results import GenerationResult
+from .stream import TextStream
 
 
 class ChatSession:
@@ -22,6 +21,7 @@ class ChatSession:
         self.system_prompt = system_prompt
         self.options = options or GenerationOptions()
         self._messages: list[dict] = []
+        self._open: TextStream | None = None
         self.reset()
 
     @property
@@ -35,27 +35,26 @@ class ChatSession:
 
     def send(self, text: str, options: GenerationOptions | None = None) -> GenerationResult:
         """One turn, answered in full."""
-        stream = self.stream(text, options)
-        for _ in stream:
-            pass
-        return self._engine.last_result
+        with self.stream(text, options) as stream:
+            for _ in stream:
+                pass
+        return stream.result
 
-    def stream(self, text: str, options: GenerationOptions | None = None) -> Generator[str, None, GenerationResult]:
-        """One turn as text pieces. Stopping early keeps the partial answer in the history."""
+    def stream(self, text: str, options: GenerationOptions | None = None) -> TextStream:
+        """One turn as a TextStream. Closing it early keeps the partial answer in the history."""
         if not isinstance(text, str) or not text.strip():
             raise PromptError("The message is empty; say something.")
-        options = options or self.options
+        if self._open is not None and not self._open.done:
+            raise BusyError("This chat's previous answer is still streaming; finish or close it first.")
         turn = self._messages + [{"role": "user", "content": text}]
-        prepared = prepare(turn, options, self._engine.tokenizer, self._engine.info.context_length, trim=True)
-        return self._turn(prepared)
+        prepared = prepare(turn, options or self.options, self._engine.tokenizer, self._engine.info.context_length,
+                           trim=True)
+        self._open = self._engine.submit(prepared)
+        self._open.add_done_callback(lambda result: self._record(prepared, result))
+        return self._open
 
-    def _turn(self, prepared) -> Generator[str, None, GenerationResult]:
-        pieces = []
-        try:
-            return (yield from self._engine._run(prepared, pieces))
-        finally:
-            if pieces:
-                self._messages = prepared.messages + [{"role": "assistant", "content": "".join(pieces)}]
-            else:  # stopped before a word: as if the turn never happened (older turns may be trimmed)
-                self._messages = prepared.messages[:-1]
-
+    def _record(self, prepared: PreparedPrompt, result: GenerationResult) -> None:
+        if result.text:
+            self._messages = prepared.messages + [{"role": "assistant", "content": result.text}]
+        else:  # stopped before a word: as if the turn never happened (older turns may be trimmed)
+            self._messages = prepared.messages[:-1]

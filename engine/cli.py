@@ -1,6 +1,7 @@
 """Runtime subcommands of `ovchat`: generate, chat, demo, devices, info.
 
 Without -m they use the embedded default model (`ovchat export default` prepares it).
+OpenVINO is imported inside the handlers, when a command needs a model, not to parse flags.
 """
 
 from __future__ import annotations
@@ -8,10 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from . import Engine, GenerationOptions, available_devices
 from .errors import OptionsError
-from .model import resolve
-from .options import has_attention_backends
 
 SEED_SYSTEM_PROMPT = "You are a helpful AI assistant."
 SEED_PROMPT = "can you introduce yourself?"
@@ -61,20 +59,21 @@ def _add_model_flags(p) -> None:
 
 
 def _add_generation_flags(p) -> None:
-    d = GenerationOptions()
+    # No defaults here: a flag left out takes GenerationOptions' default.
     g = p.add_argument_group("generation")
-    g.add_argument("-n", "--max-new-tokens", type=int, default=d.max_new_tokens)
+    g.add_argument("-n", "--max-new-tokens", type=int, help="default: 256")
     g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    g.add_argument("--temperature", type=float, default=d.temperature)
-    g.add_argument("--top-p", type=float, default=d.top_p)
-    g.add_argument("--top-k", type=int, default=d.top_k)
-    g.add_argument("--repetition-penalty", type=float, default=d.repetition_penalty)
+    g.add_argument("--temperature", type=float)
+    g.add_argument("--top-p", type=float)
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--repetition-penalty", type=float)
     g.add_argument("--seed", type=int)
     g.add_argument("--stop", action="append", default=[], help="a stop string, repeatable")
 
 
-def load_engine(args, defaults: dict | None = None) -> Engine:
+def load_engine(args, defaults: dict | None = None):
     """The engine the flags ask for; `defaults` are properties that -P KEY=VALUE overrides."""
+    from . import Engine
     properties = dict(defaults or {})
     for item in args.property:
         key, sep, value = item.partition("=")
@@ -87,11 +86,12 @@ def load_engine(args, defaults: dict | None = None) -> Engine:
                        **properties)
 
 
-def generation_options(args, **overrides) -> GenerationOptions:
-    values = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
-                  top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty,
-                  seed=args.seed, stop=tuple(args.stop))
-    values.update(overrides)
+def generation_options(args, **overrides):
+    from . import GenerationOptions
+    given = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                 top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
+    values = {key: value for key, value in given.items() if value is not None}
+    values.update(do_sample=args.sample, stop=tuple(args.stop), **overrides)
     return GenerationOptions(**values)
 
 
@@ -105,8 +105,9 @@ def cmd_generate(args) -> int:
         result = engine.generate(prompt, options)
         print(json.dumps({**result.to_dict(), "load": vars(engine.load_metrics), "device": engine.load_options.device}))
         return 0
-    for piece in engine.stream(prompt, options):
-        print(piece, end="", flush=True)
+    with engine.stream(prompt, options) as stream:
+        for piece in stream:
+            print(piece, end="", flush=True)
     print()
     return 0
 
@@ -117,6 +118,7 @@ def cmd_chat(args) -> int:
     # history grows, on SDPA (the engine's default) it slows, 2x by the 6th turn at Phi-3 scale.
     # PA's price is a slower start (Phi-3 shape: 15.9 vs 12.5 s, measured); from the measured
     # per-turn growth we estimate it is repaid within ~3 turns.
+    from .options import has_attention_backends
     engine = load_engine(args, defaults=CHAT_PROPERTIES if has_attention_backends(args.device) else None)
     session = engine.chat(args.system, options)
     attention = engine.load_options.to_properties().get("ATTENTION_BACKEND")
@@ -138,13 +140,13 @@ def cmd_chat(args) -> int:
             continue
         stream = session.stream(text)
         try:
-            for piece in stream:
-                print(piece, end="", flush=True)
+            with stream:
+                for piece in stream:
+                    print(piece, end="", flush=True)
         except KeyboardInterrupt:
-            stream.close()
             print("\n[stopped]", end="")
         print()
-        result = engine.last_result
+        result = stream.result
         if result and result.dropped_messages:
             _progress(f"(the oldest {result.dropped_messages} messages were dropped to fit the context)")
 
@@ -154,10 +156,11 @@ def cmd_demo(args) -> int:
     engine = load_engine(args)
     print(f"[system] {SEED_SYSTEM_PROMPT}\n[user] {SEED_PROMPT}\n[assistant] ", end="", flush=True)
     session = engine.chat(SEED_SYSTEM_PROMPT, options)
-    for piece in session.stream(SEED_PROMPT):
-        print(piece, end="", flush=True)
+    with session.stream(SEED_PROMPT) as stream:
+        for piece in stream:
+            print(piece, end="", flush=True)
     print()
-    r, load = engine.last_result, engine.load_metrics
+    r, load = stream.result, engine.load_metrics
     print(f"\nmodel {engine.info.path} on {engine.load_options.device}\n"
           f"load {load.load_ms:.0f} ms (+ warm-up {load.warmup_ms:.0f} ms) | prompt {r.input_tokens} tokens, "
           f"answer {r.output_tokens} tokens ({r.finish_reason}) | TTFT {r.metrics.ttft_ms:.1f} ms | "
@@ -167,7 +170,7 @@ def cmd_demo(args) -> int:
 
 def cmd_devices(args) -> int:
     import openvino as ov
-    from .devices import core
+    from .devices import available_devices, core
     for name in available_devices():
         print(f"{name}\t{core().get_property(name, 'FULL_DEVICE_NAME')}")
     print(f"(OpenVINO {ov.get_version()}; GPU and NPU appear only with an Intel device and its driver)")
@@ -175,6 +178,7 @@ def cmd_devices(args) -> int:
 
 
 def cmd_info(args) -> int:
+    from .model import resolve
     info = resolve(args.model)
     data = {k: (str(v) if k == "path" else v) for k, v in vars(info).items()}
     print(json.dumps(data, indent=2, default=str))

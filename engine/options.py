@@ -30,6 +30,34 @@ def has_attention_backends(device: str) -> bool:
 
 
 @dataclass(frozen=True)
+class BatchOptions:
+    """The batching mode (`Engine.load(batching=...)`): ContinuousBatchingPipeline on PagedAttention.
+
+    Requests from many threads run together; each sequence advances one token per step."""
+    max_sequences: int = 16           # sequences decoded together in one step
+    max_batched_tokens: int = 2048    # tokens one step may process (prefill chunks included)
+    kv_cache_gb: int = 0              # KV-cache size in GB; 0 lets the CPU plugin grow it as needed
+    prefix_caching: bool = True       # reuse the KV cache of a prompt prefix already seen (chat turns)
+
+    def __post_init__(self):
+        _check(isinstance(self.max_sequences, int) and self.max_sequences >= 1,
+               f"max_sequences={self.max_sequences!r} must be a whole number >= 1.")
+        _check(isinstance(self.max_batched_tokens, int) and self.max_batched_tokens >= 1,
+               f"max_batched_tokens={self.max_batched_tokens!r} must be a whole number >= 1.")
+        _check(isinstance(self.kv_cache_gb, int) and self.kv_cache_gb >= 0,
+               f"kv_cache_gb={self.kv_cache_gb!r} must be a whole number of GB >= 0 (0: grow as needed).")
+
+    def to_scheduler_config(self) -> ov_genai.SchedulerConfig:
+        config = ov_genai.SchedulerConfig()
+        config.max_num_seqs = self.max_sequences
+        config.max_num_batched_tokens = self.max_batched_tokens
+        config.cache_size = self.kv_cache_gb
+        config.enable_prefix_caching = self.prefix_caching
+        config.dynamic_split_fuse = True
+        return config
+
+
+@dataclass(frozen=True)
 class LoadOptions:
     device: str = "CPU"
     performance_hint: str | None = "LATENCY"
@@ -37,6 +65,7 @@ class LoadOptions:
     cache_dir: str | Path | bool = True   # True: ovchat's compile cache; False: none
     warmup: bool = True
     properties: dict = field(default_factory=dict)
+    batching: BatchOptions | None = None  # None: the single-stream mode (LLMPipeline)
 
     def __post_init__(self):
         if self.performance_hint is not None and self.performance_hint.upper() not in PERFORMANCE_HINTS:
@@ -55,7 +84,7 @@ class LoadOptions:
             props["NUM_STREAMS"] = str(self.num_streams)
         if self.compile_cache:
             props["CACHE_DIR"] = str(self.compile_cache)
-        if has_attention_backends(self.device):
+        if has_attention_backends(self.device) and self.batching is None:  # batching always runs on PA
             props["ATTENTION_BACKEND"] = DEFAULT_ATTENTION_BACKEND
         props.update(self.properties)
         return props

@@ -20,8 +20,11 @@ ROLES = ("system", "user", "assistant", "tool")
 class PreparedPrompt:
     inputs: object                 # str, ov_genai.ChatHistory or ov.Tensor of token ids
     options: GenerationOptions     # max_new_tokens clamped to the room left in the context
-    messages: list | None          # the messages actually sent, after trimming
-    dropped_messages: int
+    input_tokens: int              # what the model is fed: the templated prompt's tokens
+    text: str | None = None        # the prompt as the model sees it (templated); None for token ids
+    templated: bool = False        # text came from the chat template (which writes its own special tokens)
+    messages: list | None = None   # the messages actually sent, after trimming
+    dropped_messages: int = 0
 
 
 def check_messages(messages) -> list[dict]:
@@ -48,7 +51,7 @@ def prepare(prompt, options: GenerationOptions, tokenizer: Tokenizer, context_le
             raise PromptError("The prompt is empty; pass some text.")
         if options.apply_chat_template and tokenizer.chat_template:
             return prepare([{"role": "user", "content": prompt}], options, tokenizer, context_length, trim)
-        return _fit(prompt, tokenizer.count(prompt), options, context_length)
+        return _fit(prompt, tokenizer.count(prompt), options, context_length, text=prompt)
     if isinstance(prompt, (list, tuple, np.ndarray)) and len(prompt) and not isinstance(prompt[0], dict):
         ids = np.asarray(prompt)
         if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any():
@@ -60,18 +63,29 @@ def prepare(prompt, options: GenerationOptions, tokenizer: Tokenizer, context_le
     dropped = 0
     while True:
         text = tokenizer.apply_chat_template(messages)
-        count = tokenizer.count(text)
+        count = tokenizer.count(text, add_special_tokens=False)  # as genai feeds a templated chat
         first = 1 if messages[0]["role"] == "system" else 0
         fits = not context_length or count + options.max_new_tokens <= context_length
         if fits or not trim or len(messages) - first <= 1:
             break  # fits, or nothing left to drop: _fit clamps max_new_tokens or refuses
-        del messages[first]
-        dropped += 1
-    fitted = _fit(_history(messages), count, options, context_length)
+        dropped += _drop_oldest_exchange(messages, first)
+    fitted = _fit(_history(messages), count, options, context_length, text=text, templated=True)
     return replace(fitted, messages=messages, dropped_messages=dropped)
 
 
-def _fit(inputs, prompt_tokens: int, options: GenerationOptions, context_length: int | None) -> PreparedPrompt:
+def _drop_oldest_exchange(messages: list[dict], first: int) -> int:
+    """Drop the oldest message after the system prompt, and whatever follows it until a user
+    message leads again: strict templates want user, assistant, user... after the system prompt.
+    The last message always stays."""
+    dropped = 0
+    while len(messages) - first > 1 and (dropped == 0 or messages[first]["role"] != "user"):
+        del messages[first]
+        dropped += 1
+    return dropped
+
+
+def _fit(inputs, prompt_tokens: int, options: GenerationOptions, context_length: int | None,
+         text: str | None = None, templated: bool = False) -> PreparedPrompt:
     if context_length:
         room = context_length - prompt_tokens
         if room < 1:
@@ -80,7 +94,7 @@ def _fit(inputs, prompt_tokens: int, options: GenerationOptions, context_length:
                 "shorten it (or start a new chat)."
             )
         options = replace(options, max_new_tokens=min(options.max_new_tokens, room))
-    return PreparedPrompt(inputs, options, None, 0)
+    return PreparedPrompt(inputs, options, prompt_tokens, text, templated)
 
 
 def _history(messages: list[dict]) -> ov_genai.ChatHistory:

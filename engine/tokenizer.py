@@ -30,10 +30,11 @@ class Tokenizer:
                     "Re-export the model with a matching openvino-tokenizers."
                 ) from None
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of `text`, with the special tokens the model's tokenizer adds (BOS...)."""
-        if self._encoder is None:
-            return self._genai.encode(text).input_ids.data[0].tolist()
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of `text`, with the special tokens the model's tokenizer adds (BOS...) unless
+        `add_special_tokens=False` (how genai encodes a templated chat: the template writes them)."""
+        if self._encoder is None or not add_special_tokens:  # genai's Tokenizer runs the same exported model
+            return self._genai.encode(text, add_special_tokens=add_special_tokens).input_ids.data[0].tolist()
         outputs = self._encoder.create_infer_request().infer([np.array([text])])
         return outputs["input_ids"][0].tolist()
 
@@ -44,8 +45,8 @@ class Tokenizer:
             return self._genai.decode(ids.tolist())[0]
         return str(self._decoder.create_infer_request().infer([ids])["string_output"][0])
 
-    def count(self, text: str) -> int:
-        return len(self.encode(text))
+    def count(self, text: str, add_special_tokens: bool = True) -> int:
+        return len(self.encode(text, add_special_tokens))
 
     @property
     def chat_template(self) -> str:
@@ -55,7 +56,12 @@ class Tokenizer:
         """The prompt text the model sees for `messages`."""
         if not self.chat_template:
             raise PromptError("This model has no chat template; pass a plain prompt with apply_chat_template=False.")
-        return self._genai.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+        try:
+            return self._genai.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+        except RuntimeError as error:  # the template's own raise_exception(), or a Jinja error
+            raise PromptError(f"The model's chat template refused these messages: {_first_line(error)}. "
+                              "Check the roles and their order (most templates want user and assistant "
+                              "turns to alternate after an optional system prompt).") from None
 
 
 def _first_line(error: Exception) -> str:

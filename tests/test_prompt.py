@@ -4,14 +4,14 @@ one token per word, a template that joins the messages)."""
 import openvino as ov
 import pytest
 
-from engine import GenerationOptions, PromptError
-from engine.prompt import prepare
+from ovchat.engine import GenerationOptions, PromptError
+from ovchat.engine.prompt import prepare
 
 
 class WordTokenizer:
     chat_template = "{{ messages }}"
 
-    def count(self, text):
+    def count(self, text, add_special_tokens=True):
         return len(text.split())
 
     def apply_chat_template(self, messages, add_generation_prompt=True):
@@ -73,3 +73,23 @@ def test_a_prompt_longer_than_the_context_is_a_clear_error():
     with pytest.raises(PromptError, match="context holds 10"):
         prepare([1] * 11, GenerationOptions(), WordTokenizer(), 10)
 
+
+
+def test_trimming_keeps_user_first_after_the_system_prompt():
+    # A history whose oldest turn after the system prompt would be the assistant's is refused by
+    # strict templates (Phi-3's, Mistral's): drop whole exchanges instead.
+    messages = chat(6, words=7)
+    for room in range(20, 90, 3):
+        prepared = prepare(messages, GenerationOptions(max_new_tokens=5), WordTokenizer(), room, trim=True)
+        roles = [m["role"] for m in prepared.messages]
+        assert roles[0] == "system" and roles[1] == "user", (room, roles)
+        assert all(a != b for a, b in zip(roles[1:], roles[2:])), roles  # user and assistant alternate
+
+
+def test_a_chat_after_an_assistant_opening_still_trims_to_a_user_turn():
+    messages = [{"role": "system", "content": "s"}, {"role": "assistant", "content": "hello " * 20},
+                {"role": "user", "content": "q " * 5}, {"role": "assistant", "content": "a " * 5},
+                {"role": "user", "content": "last"}]
+    prepared = prepare(messages, GenerationOptions(max_new_tokens=2), WordTokenizer(), 20, trim=True)
+    assert [m["role"] for m in prepared.messages][:2] == ["system", "user"]
+    assert prepared.dropped_messages == len(messages) - len(prepared.messages)

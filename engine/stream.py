@@ -1,0 +1,154 @@
+"""One request's stream of text: the only channel between a caller and the thread that generates.
+
+A runner (single.py, batch.py) owns the pipeline on its own thread and feeds each request's
+`TextStream` through `Feed`: text pieces with the running token count, then one end event with
+the request's own GenerationResult (or an error). The caller iterates pieces; `result` holds the
+request's result once it has ended. `close()` (or leaving a `with` block, Ctrl-C included, or
+dropping the stream) cancels: the runner stops that request at its next token and frees what it
+held, and the result says "cancelled" with the text and token count the caller received. The
+caller never holds the pipeline, so no abandoned or interrupted stream blocks other callers or
+lets two generations into one pipeline.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .results import GenerationResult, Metrics
+
+_POLL_S = 0.1  # waits wake this often, so Ctrl-C reaches a caller blocked on the next piece
+
+
+@dataclass(frozen=True)
+class _End:
+    result: GenerationResult | None
+    error: BaseException | None
+
+
+class Feed:
+    """The runner's side of a stream: put pieces, then end it once (later calls are ignored).
+    It holds the stream's queue and cancel flag, not the stream, so a stream its caller drops
+    is collected, and its cancel flag set, while the runner still works on it."""
+
+    def __init__(self, stream: "TextStream"):
+        self._events = stream._events
+        self._cancel = stream._cancel
+        self._ended = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def piece(self, text: str, output_tokens: int) -> None:
+        if text:
+            self._events.put((text, output_tokens))
+
+    def end(self, result: GenerationResult | None = None, error: BaseException | None = None) -> None:
+        if not self._ended:
+            self._ended = True
+            self._events.put(_End(result, error))
+
+
+class TextStream:
+    """Text pieces of one generation, as they are produced; `result` once it has ended.
+
+        with engine.stream("Tell me a story") as stream:
+            for piece in stream:
+                print(piece, end="")
+        print(stream.result.finish_reason, stream.result.output_tokens)
+    """
+
+    def __init__(self, input_tokens: int, dropped_messages: int = 0, on_cancel: Callable[[], None] | None = None):
+        self._events: queue.Queue = queue.Queue()
+        self._cancel = threading.Event()
+        self._on_cancel = on_cancel
+        self._pieces: list[str] = []
+        self._tokens = 0
+        self._input_tokens = input_tokens
+        self._dropped = dropped_messages
+        self._started = time.perf_counter()
+        self._first_piece_at: float | None = None
+        self._on_result: list[Callable[[GenerationResult], None]] = []
+        self.result: GenerationResult | None = None
+
+    @property
+    def text(self) -> str:
+        """What has streamed so far (the whole answer once the stream has ended)."""
+        return "".join(self._pieces)
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None
+
+    def add_done_callback(self, callback: Callable[[GenerationResult], None]) -> None:
+        """Call `callback(result)` once the stream has ended (on the caller's thread)."""
+        self._on_result.append(callback)
+
+    def __iter__(self) -> "TextStream":
+        return self
+
+    def __next__(self) -> str:
+        if self.result is not None:
+            raise StopIteration
+        event = self._next_event()
+        if isinstance(event, _End):
+            self._finish(event)
+            raise StopIteration
+        piece, self._tokens = event
+        if self._first_piece_at is None:
+            self._first_piece_at = time.perf_counter()
+        self._pieces.append(piece)
+        return piece
+
+    def close(self) -> None:
+        """Stop generating. Unless the stream had already ended, the result is "cancelled" and
+        holds what the caller received: its text and token count. Never waits for the runner."""
+        if self.result is not None:
+            return
+        self._cancel.set()
+        if self._on_cancel:
+            self._on_cancel()
+        self._set_result(self._measured("cancelled"))
+
+    def __enter__(self) -> "TextStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        if self.result is None:
+            self._cancel.set()  # abandoned: let the runner drop it at its next token
+            if self._on_cancel:
+                self._on_cancel()
+
+    def _next_event(self):
+        while True:
+            try:
+                return self._events.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+
+    def _finish(self, end: _End) -> None:
+        if end.error is not None:
+            self._set_result(self._measured("error"))
+            raise end.error
+        self._set_result(end.result)
+
+    def _set_result(self, result: GenerationResult) -> None:
+        self.result = result
+        for callback in self._on_result:
+            callback(result)
+
+    def _measured(self, reason: str) -> GenerationResult:
+        now = time.perf_counter()
+        first = self._first_piece_at
+        tpot = (now - first) * 1000 / (self._tokens - 1) if first and self._tokens > 1 else 0.0
+        metrics = Metrics(ttft_ms=((first or now) - self._started) * 1000, tpot_ms=tpot,
+                          tokens_per_s=1000 / tpot if tpot else 0.0, generate_ms=(now - self._started) * 1000)
+        return GenerationResult(text=self.text, input_tokens=self._input_tokens, output_tokens=self._tokens,
+                                finish_reason=reason, metrics=metrics, dropped_messages=self._dropped)
