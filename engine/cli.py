@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .errors import OptionsError
+from .errors import EngineError, OptionsError
 
 SEED_SYSTEM_PROMPT = "You are a helpful AI assistant."
 SEED_PROMPT = "can you introduce yourself?"
@@ -138,13 +138,17 @@ def cmd_chat(args) -> int:
             continue
         if not text.strip():
             continue
-        stream = session.stream(text)
         try:
+            stream = session.stream(text)
             with stream:
                 for piece in stream:
                     print(piece, end="", flush=True)
         except KeyboardInterrupt:
             print("\n[stopped]", end="")
+        except EngineError as error:  # this turn failed (too long, a template refusal...): the chat goes on
+            print()
+            _progress(f"ovchat: {error}")
+            continue
         print()
         result = stream.result
         if result and result.dropped_messages:

@@ -12,6 +12,12 @@ _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<
 _STRING, _ARRAY = 8, 9
 
 
+def stop_token_ids(eos_id: int | None, eot_id: int | None) -> list[int]:
+    """The ids that end an answer: EOS and, where the GGUF names one, end-of-turn. One rule for a
+    GGUF run directly and for its export (tools/gguf_convert.py writes these into generation_config.json)."""
+    return sorted({int(i) for i in (eos_id, eot_id) if i is not None})
+
+
 def read_metadata(path: Path) -> dict:
     """The header's scalar and string values, keyed by name; arrays become their length."""
     try:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelError
-from .gguf_meta import read_metadata
+from .gguf_meta import read_metadata, stop_token_ids
 from .paths import default_model_dir
 
 REQUIRED_FILES = ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_detokenizer.xml")
@@ -69,13 +69,12 @@ def _describe_folder(path: Path) -> ModelInfo:
 def _describe_gguf(path: Path) -> ModelInfo:
     meta = read_metadata(path)
     arch = meta.get("general.architecture")
-    eos = meta.get("tokenizer.ggml.eos_token_id")
     return ModelInfo(
         path=path,
         format="gguf",
         architecture=arch,
         context_length=meta.get(f"{arch}.context_length"),
-        eos_token_ids=(eos,) if eos is not None else (),
+        eos_token_ids=tuple(stop_token_ids(meta.get("tokenizer.ggml.eos_token_id"), meta.get("tokenizer.ggml.eot_token_id"))),
         size_bytes=path.stat().st_size,
         manifest=None,
     )

@@ -84,3 +84,19 @@ def test_info_describes_a_model(default_model_dir):
     run = ovchat("info", default_model_dir)
     data = json.loads(run.stdout)
     assert data["format"] == "openvino" and data["context_length"] and data["manifest"]["recipe"]
+
+
+def test_an_unforeseen_failure_is_one_line_and_the_traceback_is_on_demand(monkeypatch, capsys):
+    from ovchat.engine import cli as engine_cli
+    from ovchat.tools import cli
+
+    def broken(args):
+        raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:84:\nmore")
+
+    monkeypatch.setattr(engine_cli, "cmd_devices", broken)
+    assert cli.main(["devices"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ovchat: unexpected RuntimeError: Exception from src/inference")
+    monkeypatch.setenv("OVCHAT_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        cli.main(["devices"])

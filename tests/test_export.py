@@ -195,3 +195,17 @@ def test_a_failing_optimum_run_is_reported_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(export_mod, "_optimum_command", lambda args: ["/bin/sh", "-c", "echo noise; echo 'ValueError: bad model' >&2; exit 3"])
     with pytest.raises(ExportError, match=r"optimum-cli export failed: ValueError: bad model \(full log: "):
         export_mod.run_optimum([], log)
+
+
+def test_a_converter_crash_is_one_line_naming_the_step(tmp_path, monkeypatch, capsys):
+    src, out = write_hf_folder(tmp_path / "src"), tmp_path / "out"
+
+    def crash(args, log_path):
+        raise ValueError("Unrecognized configuration class\nwith a long second line")
+
+    monkeypatch.setattr(export_mod, "run_optimum", crash)
+    assert run_cli([str(src), str(out), "--no-check"]) == 1
+    said = capsys.readouterr().out.strip().splitlines()
+    assert said == [said[0]] and said[0].startswith("ovchat: export failed while ")
+    assert "ValueError: Unrecognized configuration class" in said[0] and "nothing was written" in said[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

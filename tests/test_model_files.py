@@ -39,6 +39,16 @@ def test_gguf_header_values_are_read_and_arrays_skipped(tmp_path):
     assert (info.format, info.architecture, info.context_length, info.eos_token_ids) == ("gguf", "llama", 2048, (2,))
 
 
+def test_a_gguf_run_directly_stops_on_the_ids_its_export_would(tmp_path):
+    from ovchat.tools.gguf_convert import GgufVocab, stop_token_ids
+    path = tmp_path / "m.gguf"
+    path.write_bytes(gguf_bytes({"general.architecture": (8, "llama"), "tokenizer.ggml.eos_token_id": (4, 2),
+                                 "tokenizer.ggml.eot_token_id": (4, 7)}))
+    vocab = GgufVocab(tokens=[], merges=[], token_types=[], pre="default", bos_id=1, eos_id=2, unk_id=None, pad_id=None,
+                      eot_id=7, add_bos=False, chat_template=None)
+    assert list(resolve(path).eos_token_ids) == stop_token_ids(vocab) == [2, 7]
+
+
 def test_a_file_that_is_not_gguf_is_refused(tmp_path):
     path = tmp_path / "m.gguf"
     path.write_bytes(b"PK\x03\x04 not a gguf")

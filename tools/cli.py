@@ -6,6 +6,7 @@ benchmarks/cli.py (bench). Each module's `register(subparsers)` adds its parsers
 `func`; heavy imports happen inside the handlers, so `ovchat generate` never loads torch."""
 
 import argparse
+import os
 import sys
 
 from ..engine.errors import EngineError  # stdlib only: parsing flags imports no OpenVINO
@@ -34,6 +35,13 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\novchat: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # not foreseen: still one line for the user, the traceback on demand
+        if os.environ.get("OVCHAT_DEBUG"):
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        print(f"ovchat: unexpected {type(error).__name__}: {first}. This is a bug in ovchat: rerun with "
+              "OVCHAT_DEBUG=1 to see where it happened, and report it.", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

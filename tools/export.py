@@ -56,7 +56,10 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     _last: float = field(default_factory=time.monotonic)
 
+    current: str = "starting"
+
     def __call__(self, message: str) -> None:
+        self.current = message
         if self.step:
             print(f"    done ({time.monotonic() - self._last:.0f} s)", file=sys.stderr)
         self.step += 1
@@ -206,6 +209,13 @@ def export(
     except OSError as error:
         where = f" ({error.filename})" if error.filename else ""
         raise ExportError(f"export failed: {error.strerror or error}{where}; nothing was written to {out}") from error
+    except EngineError:
+        raise
+    except Exception as error:  # a converter or checker failing on this source: one line, the step it was in
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ExportError(f"export failed while {progress.current}: {type(error).__name__}: {first}; nothing was "
+                          f"written to {out}. Check the source is a supported chat model (rerun with "
+                          "OVCHAT_DEBUG=1 for the traceback)") from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     progress.finish(f"exported {out}")

@@ -15,7 +15,7 @@ refused with one line (GgufError) rather than exported with a tokenizer we canno
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine import EngineError
+from ..engine import EngineError, gguf_meta
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 # llama.cpp's pre-tokenizer names -> whether digits are split one by one before the GPT-2
@@ -167,7 +167,7 @@ def save_tokenizer(vocab: GgufVocab, out_dir: Path) -> None:
 
 
 def stop_token_ids(vocab: GgufVocab) -> list:
-    return sorted({i for i in (vocab.eos_id, vocab.eot_id) if i is not None})
+    return gguf_meta.stop_token_ids(vocab.eos_id, vocab.eot_id)  # the rule the engine applies to a GGUF it runs
 
 
 def convert(gguf_path: Path, out_dir: Path) -> dict:
