@@ -11,7 +11,6 @@ seconds, cancel the rest (their streams end cleanly), close the engine, exit 0.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -49,6 +48,7 @@ def cmd_serve(args) -> int:
     except ImportError as error:
         raise EngineError(f"`ovchat serve` needs the serve extra ({error.name} is missing): "
                           "pip install 'ovchat[serve]'.") from None
+    import logging
     from ..engine import BatchOptions
 
     if args.max_concurrency < 1 or args.max_queue < 0 or not 0 <= args.port <= 65535:

@@ -151,6 +151,17 @@ def test_the_cli_client_streams_from_the_server_without_importing_openvino(fake_
     assert refused.returncode == 1 and "401" in refused.stderr and "API key" in refused.stderr
 
 
+@pytest.mark.parametrize("imports, banned", [
+    ("ovchat.server.app, ovchat.server.cli, ovchat.engine.engine", ("torch", "transformers", "optimum")),
+    ("ovchat.engine.engine, ovchat.engine.batch", ("starlette", "uvicorn", "prometheus_client", "anyio")),
+])
+def test_the_server_process_has_no_torch_and_the_engine_no_web_framework(imports, banned):
+    script = (f"import sys, {imports}; found = sorted(m for m in sys.modules if m.split('.')[0] in {banned!r}); "
+              "assert not found, found")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def _open_stream(url: str) -> http.client.HTTPConnection:
     host, port = url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
