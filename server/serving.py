@@ -127,8 +127,8 @@ class Run:
         remaining = self.n
         while remaining:
             index, kind, payload = await self._events.get()
-            if kind == "error":
-                raise server_error(str(payload))
+            if kind == "error":  # a prompt the KV cache cannot hold is the request's fault, the rest ours
+                raise (bad_request if isinstance(payload, PromptError) else server_error)(str(payload))
             if kind == "piece" and self.first_piece_at is None:
                 self.first_piece_at = time.perf_counter()
                 self._serving.metrics.ttft.observe(self.first_piece_at - self.started)
