@@ -7,6 +7,7 @@ OpenVINO is imported inside the handlers, when a command needs a model, not to p
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from .errors import EngineError, OptionsError
@@ -18,22 +19,24 @@ CHAT_PROPERTIES = {"ATTENTION_BACKEND": "PA"}  # see cmd_chat
 
 def register(sub) -> None:
     p = sub.add_parser("generate", help="answer one prompt")
-    _add_model_flags(p)
+    add_model_flags(p)
     _add_generation_flags(p)
     p.add_argument("prompt")
     p.add_argument("--system", help="a system prompt")
     p.add_argument("--raw", action="store_true", help="send the prompt as is, without the chat template")
     p.add_argument("--json", action="store_true", help="print text, token counts and metrics as JSON")
+    _add_server_flags(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("chat", help="interactive chat, streamed (/reset, /exit; Ctrl-C stops an answer)")
-    _add_model_flags(p)
+    add_model_flags(p)
     _add_generation_flags(p)
     p.add_argument("--system", default=SEED_SYSTEM_PROMPT, help="the system prompt (default: %(default)r)")
+    _add_server_flags(p)
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("demo", help="the seed's job: stream an answer to its prompt, then print the metrics")
-    _add_model_flags(p)
+    add_model_flags(p)
     _add_generation_flags(p)
     p.set_defaults(func=cmd_demo)
 
@@ -45,7 +48,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_info)
 
 
-def _add_model_flags(p) -> None:
+def add_model_flags(p) -> None:
     g = p.add_argument_group("model and device")
     g.add_argument("-m", "--model", help="exported folder or .gguf file (default: the embedded default model)")
     g.add_argument("-d", "--device", default="CPU", help="CPU, GPU, GPU.N, NPU, AUTO, HETERO:... (default: CPU)")
@@ -56,6 +59,14 @@ def _add_model_flags(p) -> None:
     g.add_argument("-P", "--property", action="append", default=[], metavar="KEY=VALUE",
                    help="any other OpenVINO/LLMPipeline property, repeatable")
     g.add_argument("--no-warmup", action="store_true", help="skip the warm-up inference at load")
+
+
+def _add_server_flags(p) -> None:
+    g = p.add_argument_group("client of a running `ovchat serve` (no model is loaded here)")
+    g.add_argument("--server", metavar="URL", default=os.environ.get("OVCHAT_SERVER") or None,
+                   help="send the request to this server, e.g. http://127.0.0.1:8000 (default: $OVCHAT_SERVER)")
+    g.add_argument("--api-key", default=os.environ.get("OVCHAT_API_KEY") or None,
+                   help="the server's API key (default: $OVCHAT_API_KEY)")
 
 
 def _add_generation_flags(p) -> None:
@@ -71,8 +82,9 @@ def _add_generation_flags(p) -> None:
     g.add_argument("--stop", action="append", default=[], help="a stop string, repeatable")
 
 
-def load_engine(args, defaults: dict | None = None):
-    """The engine the flags ask for; `defaults` are properties that -P KEY=VALUE overrides."""
+def load_engine(args, defaults: dict | None = None, **load_options):
+    """The engine the flags ask for; `defaults` are properties that -P KEY=VALUE overrides;
+    `load_options` go to Engine.load as they are (e.g. batching=...)."""
     from . import Engine
     properties = dict(defaults or {})
     for item in args.property:
@@ -83,7 +95,7 @@ def load_engine(args, defaults: dict | None = None):
     _progress(f"loading {args.model or 'the default model'} on {args.device}…")
     return Engine.load(args.model, device=args.device, performance_hint=args.hint, num_streams=args.streams,
                        cache_dir=False if args.no_cache else (args.cache_dir or True), warmup=not args.no_warmup,
-                       **properties)
+                       **load_options, **properties)
 
 
 def generation_options(args, **overrides):
@@ -96,6 +108,9 @@ def generation_options(args, **overrides):
 
 
 def cmd_generate(args) -> int:
+    if args.server:  # a client of a running server: no OpenVINO in this process
+        from ..server.client import run_generate
+        return run_generate(args)
     options = generation_options(args, apply_chat_template=not args.raw)  # bad flags fail before the load
     engine = load_engine(args)
     prompt = args.prompt
@@ -113,6 +128,9 @@ def cmd_generate(args) -> int:
 
 
 def cmd_chat(args) -> int:
+    if args.server:
+        from ..server.client import run_chat
+        return run_chat(args)
     options = generation_options(args)
     # An interactive chat runs many turns: on PagedAttention a turn's prefill stays flat as the
     # history grows, on SDPA (the engine's default) it slows, 2x by the 6th turn at Phi-3 scale.

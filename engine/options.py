@@ -104,6 +104,8 @@ class GenerationOptions:
     top_p: float = 1.0
     top_k: int = 0
     repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0     # subtracted from a token's logit once it has appeared (OpenAI's sense)
+    frequency_penalty: float = 0.0    # subtracted once per time it has appeared
     seed: int | None = None
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
@@ -120,6 +122,9 @@ class GenerationOptions:
                f"top_k={self.top_k!r} must be a whole number >= 0; 0 disables it.")
         _check(_is_number(self.repetition_penalty) and self.repetition_penalty > 0,
                f"repetition_penalty={self.repetition_penalty!r} must be > 0; 1 disables it.")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            _check(_is_number(value) and -2 <= value <= 2, f"{name}={value!r} must be in [-2, 2]; 0 disables it.")
         _check(self.seed is None or (isinstance(self.seed, int) and self.seed >= 0),
                f"seed={self.seed!r} must be a whole number >= 0 or None.")
         if isinstance(self.stop, str):
@@ -141,6 +146,8 @@ class GenerationOptions:
             if self.seed is not None:
                 config.rng_seed = self.seed
         config.repetition_penalty = float(self.repetition_penalty)
+        config.presence_penalty = float(self.presence_penalty)
+        config.frequency_penalty = float(self.frequency_penalty)
         config.stop_strings = set(self.stop)
         config.ignore_eos = self.ignore_eos
         config.apply_chat_template = self.apply_chat_template

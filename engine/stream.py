@@ -134,6 +134,8 @@ class TextStream:
                 continue
 
     def _finish(self, end: _End) -> None:
+        if self.result is not None:  # close()d from another thread while this one waited: keep "cancelled"
+            return
         if end.error is not None:
             self._set_result(self._measured("error"))
             raise end.error

@@ -10,6 +10,7 @@ from ovchat.engine import GenerationOptions, LoadOptions, OptionsError
     {"max_new_tokens": 0}, {"max_new_tokens": -5}, {"max_new_tokens": 1.5},
     {"temperature": -0.1}, {"top_p": 0}, {"top_p": 1.01}, {"top_k": -1},
     {"repetition_penalty": 0}, {"seed": -1}, {"stop": ("",)},
+    {"presence_penalty": 2.5}, {"frequency_penalty": -3}, {"frequency_penalty": "1"},
 ])
 def test_invalid_generation_options_raise_with_the_field_name(kwargs):
     with pytest.raises(OptionsError) as error:
@@ -30,11 +31,13 @@ def test_greedy_options_turn_off_sampling():
 
 def test_sampling_options_reach_the_generation_config():
     options = GenerationOptions(do_sample=True, temperature=0.5, top_p=0.9, top_k=40, seed=3,
-                                repetition_penalty=1.1, stop="END", ignore_eos=True)
+                                repetition_penalty=1.1, presence_penalty=0.5, frequency_penalty=-0.25,
+                                stop="END", ignore_eos=True)
     config = options.apply_to(ov_genai.GenerationConfig())
     assert config.do_sample and config.top_k == 40 and config.rng_seed == 3 and config.ignore_eos
     assert config.temperature == pytest.approx(0.5) and config.top_p == pytest.approx(0.9)
     assert config.repetition_penalty == pytest.approx(1.1)
+    assert (config.presence_penalty, config.frequency_penalty) == pytest.approx((0.5, -0.25))
     assert config.stop_strings == {"END"}
 
 

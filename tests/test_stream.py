@@ -109,3 +109,21 @@ def test_a_feed_ends_once():
     feed.end(result_of("", 0))
     feed.end(error=RuntimeError("late"))  # ignored
     assert list(stream) == [] and stream.result.output_tokens == 0
+
+
+def test_closing_from_another_thread_while_one_waits_keeps_the_cancelled_result():
+    # A server reads a stream on one thread and closes it from another when its client leaves.
+    stream = TextStream(input_tokens=3)
+    feed = Feed(stream)
+    feed.piece("a", 1)
+    pieces, seen = [], []
+    stream.add_done_callback(seen.append)
+    reader = threading.Thread(target=lambda: pieces.extend(stream), daemon=True)
+    reader.start()
+    time.sleep(0.05)  # the reader now waits for the next piece
+    stream.close()
+    feed.end(None)    # the runner's end for a cancelled request
+    reader.join(timeout=2)
+    assert not reader.is_alive() and pieces == ["a"]
+    assert stream.result.finish_reason == "cancelled" and stream.result.text == "a"
+    assert [r.finish_reason for r in seen] == ["cancelled"]

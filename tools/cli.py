@@ -2,7 +2,7 @@
 
 This module only wires subcommands; each lives beside the code it drives:
 engine/cli.py (generate, chat, devices, info, demo), tools/export_cli.py (export),
-benchmarks/cli.py (bench). Each module's `register(subparsers)` adds its parsers and sets
+benchmarks/cli.py (bench), server/cli.py (serve). Each module's `register(subparsers)` adds its parsers and sets
 `func`; heavy imports happen inside the handlers, so `ovchat generate` never loads torch."""
 
 import argparse
@@ -16,12 +16,14 @@ def build_parser() -> argparse.ArgumentParser:
     from ..engine import cli as engine_cli
     from . import export_cli
     from ..benchmarks import cli as bench_cli
+    from ..server import cli as server_cli
 
     parser = argparse.ArgumentParser(prog="ovchat", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     engine_cli.register(sub)
     export_cli.register(sub)
     bench_cli.register(sub)
+    server_cli.register(sub)
     return parser
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install ovchat into ./.venv (or $OVCHAT_VENV) on a fresh machine, idempotently.
-#   tools/install.sh            runtime + export + bench + test extras (what CI and the README use)
+#   tools/install.sh            runtime + export + bench + serve + test extras (what CI and the README use)
 #   tools/install.sh runtime    runtime only: openvino, openvino-genai, openvino-tokenizers, numpy
 #
 # Why two pip steps: optimum-intel requires torchvision, but PyPI's torchvision fails to
@@ -18,7 +18,7 @@ if [ "${1:-full}" = runtime ]; then
   pip install -e .
   exit 0
 fi
-pip install -e ".[export,bench,test]"
+pip install -e ".[export,bench,serve,test]"
 pip install --no-deps "optimum-intel==2.2.0"
 # A torchvision from elsewhere would break transformers' import (see above).
 "$venv/bin/python" -m pip uninstall -y -q torchvision 2>/dev/null || true

@@ -1,0 +1,13 @@
+"""`ovchat serve`: an OpenAI-compatible HTTP server over the engine's batching mode, its
+stdlib-only client for the CLI, and a one-file chat page.
+
+protocol.py  request/response shapes, validation, the OpenAI error shape (one place)
+serving.py   requests onto the engine: admission limits, streams read off the event loop, cancellation
+metrics.py   Prometheus metrics (prometheus_client)
+app.py       Starlette routes, API key, health, metrics, loading and shutdown
+cli.py       the `serve` subcommand (uvicorn)
+client.py    the client `ovchat generate/chat --server URL` uses: standard library only
+static/index.html  the chat page served at /
+
+Nothing here is imported by ovchat.engine; the server uses only the engine's public API.
+"""

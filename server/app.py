@@ -1,0 +1,279 @@
+"""The HTTP layer: routes, API-key check, health, metrics, model loading and shutdown, on Starlette.
+
+    app = create_app(lambda: Engine.load(batching=True), ServerConfig(api_key="..."))
+
+The app starts answering at once and loads the model on a thread: /health says 503 until the
+engine is ready, and API calls get a 503 "loading" error meanwhile. Every API error, whatever
+raised it, leaves through `_error_response` in the OpenAI shape (built in protocol.py). A client
+that disconnects stops its request: while it waits for a slot or for a non-streamed answer (a
+watcher on the ASGI receive channel), or mid-stream (the streaming response's own listener);
+either way its Run is closed and the engine cancels the generations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import threading
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from . import protocol
+from .metrics import ServerMetrics
+from .protocol import SSE_DONE, APIError, Reply, sse, usage
+from .serving import Run, Serving
+
+log = logging.getLogger("ovchat.server")
+PAGE = Path(__file__).parent / "static" / "index.html"
+CLIENT_LEFT = 499  # nginx's "client closed request", for the metrics: nobody reads it
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    api_key: str | None = None        # None: no check; else every route but /health and / needs it
+    model_name: str | None = None     # the id clients send as "model"; None: the model folder's name
+    max_concurrency: int = 16         # generations at once (the engine's batch size)
+    max_queue: int = 64               # requests waiting for a slot; more get a 429
+    max_body_bytes: int = 1 << 20
+    shutdown_grace_s: float = 5.0     # on SIGTERM, in-flight requests get this long, then are cancelled
+
+
+class ServerState:
+    """What the routes share: the engine once loaded, or why it failed."""
+
+    def __init__(self, config: ServerConfig):
+        self.config = config
+        self.metrics = ServerMetrics()
+        self.serving: Serving | None = None
+        self.load_error: str | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def load(self, load_engine: Callable, on_failure: Callable[[str], None] | None) -> None:
+        try:
+            engine = load_engine()
+        except Exception as error:  # an EngineError, or anything the plugin raised: tell, then stop
+            self.load_error = str(error)
+            log.error("ovchat serve: could not load the model: %s", error)
+            if on_failure:
+                on_failure(self.load_error)
+            return
+        name = self.config.model_name or _model_name(engine)
+        serving = Serving(engine, name, self.config.max_concurrency, self.config.max_queue, self.metrics)
+        self.loop.call_soon_threadsafe(setattr, self, "serving", serving)
+        log.info("ovchat serve: %s ready (%s mode)", name, engine.mode)
+
+    def ready(self) -> Serving:
+        if self.serving is None:
+            if self.load_error:
+                raise protocol.unavailable(f"The model failed to load: {self.load_error}", code="load_failed", retry_after_s=60)
+            raise protocol.unavailable("The model is loading; retry in a few seconds.", code="loading")
+        self.serving.check_open()
+        return self.serving
+
+    def begin_shutdown(self) -> None:
+        """Stop taking requests and cancel those in flight after the grace period (any thread)."""
+        if self.loop is not None and self.serving is not None:
+            self.loop.call_soon_threadsafe(self.serving.drain, self.config.shutdown_grace_s)
+
+
+def _model_name(engine) -> str:
+    path = Path(engine.info.path)
+    return path.stem if path.suffix == ".gguf" else path.name
+
+
+def create_app(load_engine: Callable, config: ServerConfig = ServerConfig(),
+               on_load_failure: Callable[[str], None] | None = None) -> Starlette:
+    """The ASGI app. `load_engine()` runs on a thread at start-up and returns a loaded Engine."""
+    state = ServerState(config)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        state.loop = asyncio.get_running_loop()
+        threading.Thread(target=state.load, args=(load_engine, on_load_failure), name="ovchat-load", daemon=True).start()
+        yield
+        if state.serving is not None:
+            await anyio.to_thread.run_sync(state.serving.engine.close)
+
+    def api(endpoint: str, needs_engine: bool = True):
+        """The common path of every API route: key, readiness, errors, the request counter."""
+        def wrap(handler):
+            async def route(request: Request) -> Response:
+                try:
+                    _check_key(request, config.api_key)
+                    serving = state.ready() if needs_engine else state.serving
+                    response = await handler(request, serving)
+                except APIError as error:
+                    response = _error_response(error)
+                except Exception:  # a bug here must cost one request, never the server
+                    log.exception("ovchat serve: %s failed", endpoint)
+                    response = _error_response(protocol.server_error("The server failed on this request; see its log."))
+                state.metrics.requests.labels(endpoint, str(response.status_code)).inc()
+                return response
+            return route
+        return wrap
+
+    @api("chat")
+    async def chat_completions(request: Request, serving: Serving) -> Response:
+        parsed = protocol.parse_chat(await _read_json(request, config.max_body_bytes), serving.max_concurrency)
+        return await _unless_client_leaves(request, _generate(serving, parsed, parsed.messages, chat=True))
+
+    @api("completions")
+    async def completions(request: Request, serving: Serving) -> Response:
+        parsed = protocol.parse_completion(await _read_json(request, config.max_body_bytes), serving.max_concurrency)
+        return await _unless_client_leaves(request, _generate(serving, parsed, parsed.prompt, chat=False))
+
+    @api("models")
+    async def models(request: Request, serving: Serving) -> Response:
+        card = _model_card(serving)
+        wanted = request.path_params.get("model")
+        if wanted is None:
+            return JSONResponse({"object": "list", "data": [card]})
+        if wanted != serving.model_name:
+            raise protocol.model_not_found(wanted, serving.model_name)
+        return JSONResponse(card)
+
+    @api("metrics", needs_engine=False)
+    async def metrics(request: Request, serving: Serving | None) -> Response:
+        return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
+    async def health(request: Request) -> Response:
+        try:
+            serving = state.ready()
+        except APIError as error:
+            return JSONResponse({"status": error.code, "message": error.message}, status_code=503,
+                                headers=error.headers)
+        return JSONResponse({"status": "ok", "model": serving.model_name, "mode": serving.engine.mode})
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        if error.status_code == 404:
+            return _error_response(protocol.not_found(request.url.path))
+        return _error_response(APIError(error.status_code, str(error.detail), code="http_error"))
+
+    routes = [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/models/{model:path}", models, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/", page, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app.state.ovchat = state
+    return app
+
+
+async def _generate(serving: Serving, parsed, prompt, chat: bool) -> Response:
+    if parsed.model is not None and parsed.model != serving.model_name:
+        raise protocol.model_not_found(parsed.model, serving.model_name)
+    reply = Reply("chat" if chat else "completion", serving.model_name)
+    run = await serving.open(prompt, parsed.sampling, chat)
+    if parsed.sampling.stream:
+        return _EventStream(_chunks(run, reply, chat, parsed.sampling.include_usage), run)
+    try:
+        choices = await run.collect()
+    finally:
+        run.close()
+    return JSONResponse(reply.full(choices, run.prompt_tokens))
+
+
+async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):
+    """SSE as the OpenAI client reads it: each choice's role delta (chat), text deltas, each
+    choice's end with its finish_reason, the usage (its own chunk with include_usage, else on
+    the last end), then [DONE]. A generation that fails mid-stream ends with an error event."""
+    prompt_tokens = completion_tokens = ended = 0
+    try:
+        if chat:
+            for index in range(run.n):
+                yield reply.chunk(index, role=True)
+        async for index, kind, payload in run.events():
+            if kind == "piece":
+                yield reply.chunk(index, text=payload)
+                continue
+            prompt_tokens, completion_tokens, ended = payload.input_tokens, completion_tokens + payload.output_tokens, ended + 1
+            last_usage = usage(prompt_tokens, completion_tokens) if ended == run.n and not include_usage else None
+            yield reply.chunk(index, finish_reason=payload.finish_reason, usage=last_usage)
+        if include_usage:
+            yield reply.usage_chunk(usage(prompt_tokens, completion_tokens))
+    except APIError as error:
+        yield sse(error.body())
+    yield SSE_DONE
+
+
+class _EventStream(StreamingResponse):
+    """A streamed response that closes its Run however it ends: done, failed, or the client gone."""
+
+    def __init__(self, chunks, run: Run):
+        super().__init__(chunks, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._run = run
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._run.close()
+
+
+async def _unless_client_leaves(request: Request, work) -> Response:
+    """Await `work`, cancelling it if the client disconnects first (the body is already read)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_client_left(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        return Response(status_code=CLIENT_LEFT)
+    return task.result()
+
+
+async def _client_left(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _read_json(request: Request, limit: int) -> dict:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise protocol.too_large(limit)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise protocol.too_large(limit)
+    return protocol.parse_json(bytes(body))
+
+
+def _check_key(request: Request, api_key: str | None) -> None:
+    if api_key is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+        raise protocol.unauthorized()
+
+
+def _error_response(error: APIError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def _model_card(serving: Serving) -> dict:
+    info = serving.engine.info
+    return {"id": serving.model_name, "object": "model", "created": 0, "owned_by": "ovchat",
+            "context_length": info.context_length, "architecture": info.architecture}

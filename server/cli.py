@@ -1,0 +1,103 @@
+"""`ovchat serve`: the OpenAI-compatible server, on uvicorn, over the engine's batching mode.
+
+    ovchat serve                                  the default model on http://127.0.0.1:8000
+    ovchat serve -m phi3-int4 --port 9000 --api-key "$KEY" --max-concurrency 8
+
+Starlette and uvicorn are imported inside the handler (the `serve` extra), so other commands
+need neither. Ctrl-C or SIGTERM: stop taking requests, give those in flight --shutdown-grace
+seconds, cancel the rest (their streams end cleanly), close the engine, exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+
+from ..engine.cli import add_model_flags, load_engine
+from ..engine.errors import EngineError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (continuous batching) with a chat page at /")
+    add_model_flags(p)
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    g.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+    g.add_argument("--api-key", default=os.environ.get("OVCHAT_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' on every route but /health and / "
+                        "(default: $OVCHAT_API_KEY; unset: no key)")
+    g.add_argument("--served-model-name", help="the model id clients send (default: the model folder's name)")
+    g.add_argument("--max-concurrency", type=int, default=16,
+                   help="generations run together, the engine's batch (default: %(default)s)")
+    g.add_argument("--max-queue", type=int, default=64,
+                   help="requests that may wait for a slot; more get a 429 (default: %(default)s)")
+    g.add_argument("--max-body-mb", type=float, default=1.0, help="largest request body (default: %(default)s MB)")
+    g.add_argument("--shutdown-grace", type=float, default=5.0,
+                   help="seconds in-flight requests get on Ctrl-C/SIGTERM before they are cancelled (default: %(default)s)")
+    g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    try:
+        import uvicorn
+        from .app import ServerConfig, create_app
+    except ImportError as error:
+        raise EngineError(f"`ovchat serve` needs the serve extra ({error.name} is missing): "
+                          "pip install 'ovchat[serve]'.") from None
+    import logging
+    from ..engine import BatchOptions
+
+    if args.max_concurrency < 1 or args.max_queue < 0 or not 0 <= args.port <= 65535:
+        raise EngineError("--max-concurrency must be >= 1, --max-queue >= 0, --port in 0..65535.")
+    config = ServerConfig(api_key=args.api_key or None, model_name=args.served_model_name,
+                          max_concurrency=args.max_concurrency, max_queue=args.max_queue,
+                          max_body_bytes=int(args.max_body_mb * 2**20), shutdown_grace_s=args.shutdown_grace)
+    batching = BatchOptions(max_sequences=args.max_concurrency)
+    logging.basicConfig(format="%(levelname)s:     %(message)s", level=args.log_level.upper())
+
+    server = None
+
+    def stop_on_failure(message: str) -> None:
+        server.should_exit = True
+
+    app = create_app(lambda: load_engine(args, batching=batching), config, on_load_failure=stop_on_failure)
+    state = app.state.ovchat
+    server = _graceful_server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                             timeout_graceful_shutdown=int(args.shutdown_grace) + 5),
+                              on_stop=state.begin_shutdown)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
+        print(f"ovchat serve: listening on {args.host} with no --api-key: anyone who can reach it can use it.",
+              file=sys.stderr)
+    server.run()
+    if state.load_error:
+        raise EngineError(f"the server stopped: {state.load_error}")
+    return 0
+
+
+def _graceful_server(config, on_stop):
+    """A uvicorn.Server whose signal-asked stop drains the engine first (`on_stop`) and ends the
+    process with 0: uvicorn itself re-raises the signal after its graceful stop (exit status -15)."""
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            on_stop()
+            super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return GracefulServer(config)

@@ -1,0 +1,339 @@
+"""The OpenAI wire format: requests parsed and validated, responses and SSE chunks built, and
+the error shape `{"error": {"message", "type", "param", "code"}}` built here and nowhere else.
+
+Parsing is strict. Every field of a request must be in the table of its endpoint: a field the
+server does not support is refused with a 400 that names it, never silently ignored; a field
+whose value changes nothing here (`"logprobs": false`, `"n": 1`, `"tools": []`) is accepted.
+The checks are plain functions over that table rather than pydantic models: the server needs
+a few dozen fields, and the table reads as the list of what is supported.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+MAX_STOP_STRINGS = 4  # as OpenAI's API
+
+
+class APIError(Exception):
+    """A request the server answers with an error: the status, and the OpenAI error shape."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def unsupported(param: str, why: str = "") -> APIError:
+    return bad_request(f"'{param}' is not supported by this server{why}; remove it from the request.",
+                       param=param, code="unsupported_parameter")
+
+
+def unauthorized() -> APIError:
+    return APIError(401, "Missing or wrong API key: send the header 'Authorization: Bearer <key>'.",
+                    type="authentication_error", code="invalid_api_key")
+
+
+def model_not_found(name: str, served: str) -> APIError:
+    return APIError(404, f"The model {name!r} does not exist here; this server runs {served!r} (see GET /v1/models).",
+                    param="model", code="model_not_found")
+
+
+def not_found(path: str) -> APIError:
+    return APIError(404, f"No route {path}; see /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics.",
+                    code="not_found")
+
+
+def too_large(limit_bytes: int) -> APIError:
+    return APIError(413, f"The request body is over {limit_bytes} bytes; send a shorter one.", code="request_too_large")
+
+
+def queue_full(retry_after_s: int) -> APIError:
+    return APIError(429, "The server is at its concurrency and queue limits; retry shortly.", type="rate_limit_error",
+                    code="queue_full", headers={"Retry-After": str(retry_after_s)})
+
+
+def unavailable(message: str, code: str, retry_after_s: int = 1) -> APIError:
+    return APIError(503, message, type="server_error", code=code, headers={"Retry-After": str(retry_after_s)})
+
+
+def server_error(message: str) -> APIError:
+    return APIError(500, message, type="server_error", code="internal_error")
+
+
+# ---- requests ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sampling:
+    """What a request asks of generation, as given (None: not given)."""
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float | None = None
+    n: int = 1
+    stream: bool = False
+    include_usage: bool = False
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str | None
+    messages: list[dict]
+    sampling: Sampling = field(default_factory=Sampling)
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    model: str | None
+    prompt: str | list[int]
+    sampling: Sampling = field(default_factory=Sampling)
+
+
+def _int(low: int, high: int | None = None):
+    def check(value, name):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+            span = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise bad_request(f"'{name}' must be a whole number {span}, got {value!r}.", param=name)
+        return value
+    return check
+
+
+def _number(low: float, high: float, low_open: bool = False):
+    def check(value, name):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok or value > high or value < low or (low_open and value == low):
+            span = f"in ({low}, {high}]" if low_open else f"in [{low}, {high}]"
+            raise bad_request(f"'{name}' must be a number {span}, got {value!r}.", param=name)
+        return float(value)
+    return check
+
+
+def _bool(value, name):
+    if not isinstance(value, bool):
+        raise bad_request(f"'{name}' must be true or false, got {value!r}.", param=name)
+    return value
+
+
+def _str(value, name):
+    if not isinstance(value, str):
+        raise bad_request(f"'{name}' must be a string, got {value!r}.", param=name)
+    return value
+
+
+def _stop(value, name):
+    stops = [value] if isinstance(value, str) else value
+    if not isinstance(stops, list) or len(stops) > MAX_STOP_STRINGS or not all(isinstance(s, str) and s for s in stops):
+        raise bad_request(f"'{name}' must be a non-empty string or a list of up to {MAX_STOP_STRINGS} of them.", param=name)
+    return tuple(stops)
+
+
+def _stream_options(value, name):
+    if not isinstance(value, dict):
+        raise bad_request(f"'{name}' must be an object, got {value!r}.", param=name)
+    for key in value:
+        if key != "include_usage":
+            raise unsupported(f"{name}.{key}")
+    return _bool(value.get("include_usage", False), f"{name}.include_usage")
+
+
+def _only(*accepted, why: str = " (only its default value is)"):
+    """A field accepted only with a value that changes nothing here."""
+    def check(value, name):
+        if value not in accepted:
+            raise unsupported(name, why)
+        return None
+    return check
+
+
+_SAMPLING_FIELDS = {
+    "max_tokens": _int(1), "temperature": _number(0, 2), "top_p": _number(0, 1, low_open=True),
+    "top_k": _int(-1), "seed": _int(0, 2**63 - 1), "stop": _stop,
+    "presence_penalty": _number(-2, 2), "frequency_penalty": _number(-2, 2), "repetition_penalty": _number(0, 10, low_open=True),
+    "n": _int(1), "stream": _bool, "stream_options": _stream_options,
+    "user": _str,  # an end-user id for the caller's own records; nothing here depends on it
+    "logit_bias": _only({}), "best_of": _only(1),
+}
+_CHAT_FIELDS = {
+    **_SAMPLING_FIELDS, "model": _str, "messages": None, "max_completion_tokens": _int(1),
+    "logprobs": _only(False), "top_logprobs": _only(0), "tools": _only([]), "tool_choice": _only("none"),
+    "parallel_tool_calls": _bool, "response_format": _only({"type": "text"}), "store": _only(False),
+}
+_COMPLETION_FIELDS = {
+    **_SAMPLING_FIELDS, "model": _str, "prompt": None,
+    "logprobs": _only(0), "echo": _only(False), "suffix": _only(""),
+}
+
+
+def _fields(body: dict, table: dict) -> dict:
+    values = {}
+    for name, value in body.items():
+        if name not in table:
+            raise unsupported(name)
+        if value is None or table[name] is None:  # null means "not given", as in OpenAI's API
+            values[name] = value
+            continue
+        values[name] = table[name](value, name)
+    return values
+
+
+def _sampling(values: dict, max_n: int) -> Sampling:
+    max_tokens, max_completion = values.get("max_tokens"), values.get("max_completion_tokens")
+    if max_tokens is not None and max_completion is not None and max_tokens != max_completion:
+        raise bad_request("'max_tokens' and 'max_completion_tokens' disagree; send one of them.", param="max_tokens")
+    n = values.get("n") or 1
+    if n > max_n:
+        raise bad_request(f"'n' is {n}, but this server runs at most {max_n} sequences at once.", param="n")
+    stream = bool(values.get("stream"))
+    if values.get("stream_options") is not None and not stream:
+        raise bad_request("'stream_options' needs 'stream': true.", param="stream_options")
+    top_k = values.get("top_k")
+    return Sampling(
+        max_tokens=max_tokens if max_tokens is not None else max_completion,
+        temperature=values.get("temperature"), top_p=values.get("top_p"),
+        top_k=None if top_k in (None, -1) else top_k, seed=values.get("seed"), stop=values.get("stop") or (),
+        presence_penalty=values.get("presence_penalty") or 0.0, frequency_penalty=values.get("frequency_penalty") or 0.0,
+        repetition_penalty=values.get("repetition_penalty"), n=n, stream=stream,
+        include_usage=bool(values.get("stream_options")),
+    )
+
+
+def _message(message, i: int) -> dict:
+    where = f"messages[{i}]"
+    if not isinstance(message, dict):
+        raise bad_request(f"{where} must be an object with 'role' and 'content'.", param=where)
+    for key in message:
+        if key not in ("role", "content"):
+            raise unsupported(f"{where}.{key}")
+    role = message.get("role")
+    if role not in ROLES:
+        raise bad_request(f"{where}.role is {role!r}; use one of {', '.join(ROLES)}.", param=f"{where}.role")
+    return {"role": ROLES[role], "content": _content(message.get("content"), f"{where}.content")}
+
+
+def _content(content, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: text only, joined as one text
+        texts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise unsupported(f"{where}[{j}]", " (only text parts are: {'type': 'text', 'text': ...})")
+            texts.append(part["text"])
+        return "\n".join(texts)
+    raise bad_request(f"{where} must be a string or a list of text parts.", param=where)
+
+
+def parse_chat(body: dict, max_n: int) -> ChatRequest:
+    """A /v1/chat/completions body, checked; raises APIError(400) naming the first bad field."""
+    values = _fields(body, _CHAT_FIELDS)
+    messages = values.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise bad_request("'messages' must be a non-empty list of {'role', 'content'} objects.", param="messages")
+    checked = [_message(message, i) for i, message in enumerate(messages)]
+    if not checked[-1]["content"].strip():
+        raise bad_request("The last message is empty; say something.", param=f"messages[{len(checked) - 1}].content")
+    return ChatRequest(values.get("model"), checked, _sampling(values, max_n))
+
+
+def parse_completion(body: dict, max_n: int) -> CompletionRequest:
+    """A /v1/completions body, checked; the prompt is one string or one list of token ids."""
+    values = _fields(body, _COMPLETION_FIELDS)
+    prompt = values.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
+        prompt = prompt[0]  # a batch of one
+    is_ids = isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0
+                                                         for t in prompt)
+    if not is_ids and not (isinstance(prompt, str) and prompt):
+        raise bad_request("'prompt' must be a non-empty string or a list of token ids (one prompt per request).",
+                          param="prompt")
+    return CompletionRequest(values.get("model"), prompt, _sampling(values, max_n))
+
+
+def parse_json(body: bytes) -> dict:
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise bad_request(f"The body is not valid JSON: {error}.", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise bad_request("The body must be a JSON object.", code="invalid_json")
+    return data
+
+
+# ---- responses ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Choice:
+    index: int
+    text: str
+    finish_reason: str  # "stop", "length", or "cancelled" (the client left or the server stopped)
+    completion_tokens: int
+
+
+class Reply:
+    """The ids and stamps shared by every chunk of one response."""
+
+    def __init__(self, kind: str, model: str):
+        self.chat = kind == "chat"
+        self.id = f"{'chatcmpl' if self.chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+        self.model = model
+
+    def _envelope(self, choices: list, usage: dict | None, chunk: bool) -> dict:
+        kind = ("chat.completion.chunk" if chunk else "chat.completion") if self.chat else "text_completion"
+        body = {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": choices}
+        if usage is not None:
+            body["usage"] = usage
+        return body
+
+    def full(self, choices: list[Choice], prompt_tokens: int) -> dict:
+        """The non-streaming response."""
+        if self.chat:
+            items = [{"index": c.index, "message": {"role": "assistant", "content": c.text}, "logprobs": None,
+                      "finish_reason": c.finish_reason} for c in choices]
+        else:
+            items = [{"index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
+                     for c in choices]
+        return self._envelope(items, usage(prompt_tokens, sum(c.completion_tokens for c in choices)), chunk=False)
+
+    def chunk(self, index: int, text: str | None = None, finish_reason: str | None = None, role: bool = False,
+              usage: dict | None = None) -> bytes:
+        """One SSE event: the role (chat's first delta), a text delta, or the choice's end."""
+        if self.chat:
+            delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
+            item = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        else:
+            item = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+        return sse(self._envelope([item], usage, chunk=True))
+
+    def usage_chunk(self, usage: dict) -> bytes:
+        """stream_options.include_usage: a last chunk with no choices and the request's usage."""
+        return sse(self._envelope([], usage, chunk=True))
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def sse(data: dict) -> bytes:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+
+
+SSE_DONE = b"data: [DONE]\n\n"

@@ -1,0 +1,229 @@
+"""Requests onto the engine: admission, options, streaming with cancellation, usage.
+
+- Admission (`Slots`): at most `max_concurrency` generations run, at most `max_queue` requests
+  wait for a slot; one more is refused at once with a 429 and Retry-After. A request with n > 1
+  takes n slots. The engine (batching mode) is loaded with as many sequences as there are
+  slots, so it never queues behind the server's back.
+- A `Run` is one request's n generations. The engine's TextStream is a blocking iterator, so
+  each stream gets a thread that reads it and hands its pieces to the event loop; the loop
+  never blocks on the engine. Closing a Run (the client left, the response ended, or the server
+  is draining) closes its streams: the engine cancels those requests at their next token and
+  frees their KV-cache blocks, and the slots go to the next request at once.
+- Prompts over the context are refused by the engine before anything runs (PromptError): 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+
+import anyio
+
+from ..engine import GenerationOptions
+from ..engine.errors import EngineError, OptionsError, PromptError
+from .metrics import ServerMetrics
+from .protocol import Choice, Sampling, bad_request, queue_full, server_error, unavailable
+
+RETRY_AFTER_S = 1
+
+
+class Slots:
+    """FIFO admission on the event loop: `limit` slots, at most `queue_limit` requests waiting."""
+
+    def __init__(self, limit: int, queue_limit: int):
+        self.limit, self.queue_limit = limit, queue_limit
+        self.in_use = 0
+        self._waiters: deque[tuple[int, asyncio.Future]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def acquire(self, n: int = 1) -> None:
+        if not self._waiters and self.in_use + n <= self.limit:
+            self.in_use += n
+            return
+        if len(self._waiters) >= self.queue_limit:
+            raise queue_full(RETRY_AFTER_S)
+        entry = (n, asyncio.get_running_loop().create_future())
+        self._waiters.append(entry)
+        try:
+            await entry[1]
+        except BaseException:  # the client left while waiting: give the place (or the slots) back
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+            elif entry[1].done() and not entry[1].cancelled():
+                self.release(n)
+            raise
+
+    def release(self, n: int = 1) -> None:
+        self.in_use -= n
+        while self._waiters and self.in_use + self._waiters[0][0] <= self.limit:
+            n_next, future = self._waiters.popleft()
+            if not future.done():
+                self.in_use += n_next
+                future.set_result(None)
+
+
+def generation_options(sampling: Sampling, default_max_tokens: int, chat: bool, index: int = 0) -> GenerationOptions:
+    """The engine's options for choice `index` of a request. Greedy unless the request asks for
+    sampling: a temperature > 0, or top_p / top_k without a temperature (OpenAI's default
+    temperature is 1). A seed is offset per choice, so n sampled choices differ."""
+    given_t = sampling.temperature
+    sample = given_t > 0 if given_t is not None else (sampling.top_p is not None or sampling.top_k is not None)
+    try:
+        return GenerationOptions(
+            max_new_tokens=sampling.max_tokens or default_max_tokens, do_sample=sample,
+            temperature=given_t if sample and given_t is not None else 1.0,
+            top_p=sampling.top_p if sampling.top_p is not None else 1.0, top_k=sampling.top_k or 0,
+            repetition_penalty=sampling.repetition_penalty or 1.0, presence_penalty=sampling.presence_penalty,
+            frequency_penalty=sampling.frequency_penalty, seed=None if sampling.seed is None else sampling.seed + index,
+            stop=sampling.stop, apply_chat_template=chat)
+    except OptionsError as error:
+        raise bad_request(str(error)) from None
+
+
+class Run:
+    """One request's generations; their events reach the event loop through `events()`."""
+
+    def __init__(self, serving: "Serving", n: int):
+        self._serving = serving
+        self.n = n
+        self.streams: list = []
+        self.started = time.perf_counter()
+        self.first_piece_at: float | None = None
+        self._loop = asyncio.get_running_loop()
+        self._events: asyncio.Queue = asyncio.Queue()
+        self._closed = False
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.streams[0].result.input_tokens if self.streams and self.streams[0].result else 0
+
+    def start(self, stream) -> None:
+        """Read `stream` on its own thread (called from a worker thread)."""
+        index = len(self.streams)
+        self.streams.append(stream)
+        threading.Thread(target=self._pump, args=(stream, index), name=f"ovchat-pump-{index}", daemon=True).start()
+
+    def _pump(self, stream, index: int) -> None:
+        try:
+            for piece in stream:
+                self._post((index, "piece", piece))
+            self._post((index, "end", stream.result))
+        except EngineError as error:  # the generation failed in OpenVINO: this request only
+            self._post((index, "error", error))
+
+    def _post(self, event) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._events.put_nowait, event)
+        except RuntimeError:  # the loop has closed: the server is gone, nobody is listening
+            pass
+
+    async def events(self):
+        """(index, "piece", text) and (index, "end", GenerationResult), until every choice ended."""
+        remaining = self.n
+        while remaining:
+            index, kind, payload = await self._events.get()
+            if kind == "error":  # a prompt the KV cache cannot hold is the request's fault, the rest ours
+                raise (bad_request if isinstance(payload, PromptError) else server_error)(str(payload))
+            if kind == "piece" and self.first_piece_at is None:
+                self.first_piece_at = time.perf_counter()
+                self._serving.metrics.ttft.observe(self.first_piece_at - self.started)
+            remaining -= kind == "end"
+            yield index, kind, payload
+
+    async def collect(self) -> list[Choice]:
+        """Every choice in full (the non-streaming response)."""
+        choices = []
+        async for index, kind, result in self.events():
+            if kind == "end":
+                choices.append(Choice(index, result.text, result.finish_reason, result.output_tokens))
+        return sorted(choices, key=lambda c: c.index)
+
+    def cancel(self) -> None:
+        """Stop generating; the streams end with "cancelled" and their events still arrive."""
+        for stream in self.streams:
+            stream.close()
+
+    def close(self) -> None:
+        """Cancel what still runs, give the slots back and count the run. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.cancel()
+        self._serving.finished(self)
+
+
+class Serving:
+    """The engine behind the API: opens Runs within the admission limits."""
+
+    def __init__(self, engine, model_name: str, max_concurrency: int, max_queue: int, metrics: ServerMetrics):
+        self.engine = engine
+        self.model_name = model_name
+        self.max_concurrency = max_concurrency
+        self.slots = Slots(max_concurrency, max_queue)
+        self.metrics = metrics
+        self.default_max_tokens = engine.info.context_length or 4096  # the engine clamps to the room left
+        self.draining = False
+        self._runs: set[Run] = set()
+        metrics.watch(running=lambda: engine.stats().running,
+                      waiting=lambda: self.slots.waiting + engine.stats().waiting,
+                      kv_cache=lambda: engine.stats().kv_cache_usage or 0.0)
+
+    async def open(self, prompt, sampling: Sampling, chat: bool) -> Run:
+        """Wait for slots, then start the request's generations. Raises APIError: 429 when the
+        queue is full, 400 when the prompt does not fit, 503 while draining."""
+        n = sampling.n
+        options = [generation_options(sampling, self.default_max_tokens, chat, i) for i in range(n)]
+        await self.slots.acquire(n)
+        run = Run(self, n)
+        self._runs.add(run)
+        try:
+            if self.draining:
+                raise unavailable("The server is shutting down.", code="shutting_down")
+            # The engine templates and counts the prompt before it returns: off the event loop.
+            await anyio.to_thread.run_sync(self._start_all, run, prompt, options, chat)
+        except BaseException:
+            run.close()
+            raise
+        return run
+
+    def _start_all(self, run: Run, prompt, options: list[GenerationOptions], chat: bool) -> None:
+        try:
+            for choice_options in options:
+                run.start(self.engine.stream(prompt, choice_options))
+        except PromptError as error:
+            raise bad_request(str(error), param="messages" if chat else "prompt", code="invalid_prompt") from None
+        except OptionsError as error:
+            raise bad_request(str(error)) from None
+
+    def finished(self, run: Run) -> None:
+        self._runs.discard(run)
+        self.slots.release(run.n)
+        results = [s.result for s in run.streams if s.result is not None]
+        if results:
+            self.metrics.prompt_tokens.inc(results[0].input_tokens)
+        for result in results:
+            self.metrics.generated_tokens.inc(result.output_tokens)
+            self.metrics.finished.labels(result.finish_reason).inc()
+            if result.output_tokens > 1:
+                self.metrics.tpot.observe(result.metrics.tpot_ms / 1000)
+
+    def drain(self, grace_s: float) -> None:
+        """Stop taking requests; cancel those still running after `grace_s` (on the loop)."""
+        if self.draining:
+            return
+        self.draining = True
+        asyncio.get_running_loop().call_later(grace_s, self._cancel_all)
+
+    def _cancel_all(self) -> None:
+        for run in list(self._runs):
+            run.cancel()
+
+    def check_open(self) -> None:
+        if self.draining:
+            raise unavailable("The server is shutting down; retry on another instance.", code="shutting_down")
+

@@ -1,0 +1,132 @@
+"""Helpers for the server's tests: an in-process `ovchat serve` app on uvicorn (127.0.0.1, an
+ephemeral port, stopped on exit), a fake engine that streams canned pieces, and small HTTP
+helpers on the standard library."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+from ovchat.engine.errors import PromptError
+from ovchat.engine.results import GenerationResult, Metrics
+from ovchat.engine.stream import Feed, TextStream
+
+
+@contextmanager
+def running_server(load_engine, startup_timeout_s: float = 180, wait_ready: bool = True, **config):
+    """Serve create_app(load_engine, ServerConfig(**config)) on a thread; yield (url, app)."""
+    import uvicorn
+    from ovchat.server.app import ServerConfig, create_app
+
+    app = create_app(load_engine, ServerConfig(**config))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                           timeout_graceful_shutdown=5))
+    thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout_s
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.02)
+    url = "http://127.0.0.1:%d" % server.servers[0].sockets[0].getsockname()[1]
+    try:
+        if wait_ready:
+            while request(url, "GET", "/health")[0] != 200:
+                assert time.monotonic() < deadline, "the model did not load in time"
+                time.sleep(0.1)
+        yield url, app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def request(url: str, method: str, path: str, body=None, headers: dict | None = None, timeout_s: float = 60):
+    """(status, parsed JSON or text, headers) of one request; `body` may be a dict or raw bytes."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    try:
+        connection.request(method, path, data, {"Content-Type": "application/json", **(headers or {})})
+        response = connection.getresponse()
+        raw = response.read()
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = raw.decode()
+        return response.status, parsed, response.headers  # case-insensitive
+    finally:
+        connection.close()
+
+
+def metric(url: str, name: str, headers: dict | None = None) -> float:
+    """The value of one sample line of /metrics, e.g. 'ovchat_requests_running'."""
+    text = request(url, "GET", "/metrics", headers=headers)[1]
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def wait_for(condition, timeout_s: float = 30, every_s: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every_s)
+    return condition()
+
+
+@dataclass
+class FakeEngine:
+    """Streams `pieces` (one per token, up to max_new_tokens) on a thread per request, as the
+    engine's runners do; holds every generation at its first token while `gate` is clear."""
+    pieces: tuple = ("Hello", ",", " world", ".")
+    context_length: int = 64
+    gate: threading.Event | None = None
+    mode: str = "batch"
+
+    def __post_init__(self):
+        self.info = SimpleNamespace(path=Path("/models/fake-model"), context_length=self.context_length,
+                                    architecture="fake")
+        self.active = 0
+        self.cancelled = 0
+        self.seen_options = []
+
+    def stream(self, prompt, options):
+        text = prompt if isinstance(prompt, str) else json.dumps(prompt)
+        if len(text.split()) > self.context_length:
+            raise PromptError(f"The prompt is {len(text.split())} tokens but the model's context holds "
+                              f"{self.context_length}; shorten it (or start a new chat).")
+        self.seen_options.append(options)
+        stream = TextStream(input_tokens=len(text.split()))
+        threading.Thread(target=self._run, args=(Feed(stream), options), daemon=True).start()
+        return stream
+
+    def _run(self, feed: Feed, options) -> None:
+        self.active += 1
+        try:
+            count = min(options.max_new_tokens, len(self.pieces))
+            for i in range(count):
+                while self.gate is not None and not self.gate.wait(0.01) and not feed.cancelled:
+                    pass
+                if feed.cancelled:
+                    self.cancelled += 1
+                    return feed.end(None)
+                feed.piece(self.pieces[i], i + 1)
+                time.sleep(0.002)
+            reason = "length" if count < len(self.pieces) else "stop"
+            feed.end(GenerationResult("".join(self.pieces[:count]), 3, count, reason,
+                                      Metrics(ttft_ms=1.0, tpot_ms=2.0, tokens_per_s=500.0, generate_ms=9.0)))
+        finally:
+            self.active -= 1
+
+    def stats(self):
+        return SimpleNamespace(mode=self.mode, running=self.active, waiting=0, kv_cache_usage=0.25)
+
+    def close(self) -> None:
+        pass

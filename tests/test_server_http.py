@@ -1,0 +1,173 @@
+"""The server's HTTP layer on uvicorn, with a fake engine (no model, seconds): API key, health while
+loading, error shapes, admission limits, cancellation, the official openai client's view, and the
+CLI client's process (no OpenVINO)."""
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from server_harness import FakeEngine, metric, request, running_server, wait_for
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("uvicorn")
+
+CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+KEY = {"Authorization": "Bearer s3cret"}
+
+
+def assert_openai_error(status, body, expected_status, code=None):
+    assert status == expected_status, body
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["message"]
+    if code:
+        assert body["error"]["code"] == code
+
+
+@pytest.fixture(scope="module")
+def fake_server():
+    engine = FakeEngine()
+    with running_server(lambda: engine, api_key="s3cret", max_concurrency=2, max_queue=1, max_body_bytes=4096) as (url, _):
+        yield url, engine
+
+
+def test_the_api_key_guards_everything_but_health_and_the_page(fake_server):
+    url, _ = fake_server
+    for method, path, body in [("GET", "/v1/models", None), ("POST", "/v1/chat/completions", CHAT),
+                               ("POST", "/v1/completions", {"prompt": "x"}), ("GET", "/metrics", None)]:
+        status, answer, _ = request(url, method, path, body)
+        assert_openai_error(status, answer, 401, "invalid_api_key")
+        assert request(url, method, path, body, headers={"Authorization": "Bearer wrong"})[0] == 401
+    assert request(url, "GET", "/health")[0] == 200
+    status, page, _ = request(url, "GET", "/")
+    assert status == 200 and "<title>ovchat</title>" in page and "http" not in page.split("<script>")[1].split("fetch(")[0]
+    assert request(url, "GET", "/v1/models", headers=KEY)[1]["data"][0]["id"] == "fake-model"
+
+
+@pytest.mark.parametrize("raw, status, code", [
+    (b"{not json", 400, "invalid_json"), (b"[]", 400, "invalid_json"),
+    (json.dumps({"messages": []}).encode(), 400, None),
+    (json.dumps({**CHAT, "max_tokens": "many"}).encode(), 400, None),
+    (json.dumps({**CHAT, "model": "gpt-4o"}).encode(), 404, "model_not_found"),
+    (json.dumps({**CHAT, "functions": []}).encode(), 400, "unsupported_parameter"),
+    (json.dumps({"messages": [{"role": "user", "content": "word " * 100}]}).encode(), 400, "invalid_prompt"),
+    (json.dumps({"messages": [{"role": "user", "content": "x" * 5000}]}).encode(), 413, "request_too_large"),
+])
+def test_bad_requests_get_the_openai_error_shape(fake_server, raw, status, code):
+    assert_openai_error(*request(fake_server[0], "POST", "/v1/chat/completions", raw, headers=KEY)[:2], status, code)
+
+
+def test_unknown_routes_and_methods_get_the_error_shape_too(fake_server):
+    assert_openai_error(*request(fake_server[0], "GET", "/v1/engines", headers=KEY)[:2], 404)
+    assert_openai_error(*request(fake_server[0], "GET", "/v1/chat/completions", headers=KEY)[:2], 405)
+
+
+def test_the_openai_client_reads_answers_streams_and_errors(fake_server):
+    url, _ = fake_server
+    client = openai.OpenAI(base_url=url + "/v1", api_key="s3cret", max_retries=0, timeout=30)
+    reply = client.chat.completions.create(model="fake-model", messages=CHAT["messages"], max_tokens=2)
+    assert reply.choices[0].message.content == "Hello," and reply.choices[0].finish_reason == "length"
+    assert (reply.usage.completion_tokens, reply.usage.total_tokens) == (2, reply.usage.prompt_tokens + 2)
+    chunks = list(client.chat.completions.create(model="fake-model", messages=CHAT["messages"], stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello, world."
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 4
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=url + "/v1", api_key="nope", max_retries=0).models.list()
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-4o", messages=CHAT["messages"])
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model="fake-model", messages=CHAT["messages"], logprobs=True)
+    assert bad.value.body["param"] == "logprobs"
+
+
+def test_a_full_queue_is_refused_with_retry_after_and_a_client_that_leaves_frees_its_slot():
+    engine = FakeEngine(gate=threading.Event())
+    with running_server(lambda: engine, max_concurrency=1, max_queue=1) as (url, _):
+        holder = _open_stream(url)             # takes the one slot, held at its first token by the gate
+        assert wait_for(lambda: engine.active == 1)
+        waiting = threading.Thread(target=request, args=(url, "POST", "/v1/chat/completions", CHAT), daemon=True)
+        waiting.start()                         # waits for the slot
+        assert wait_for(lambda: metric(url, "ovchat_queue_depth") == 1)
+        status, body, headers = request(url, "POST", "/v1/chat/completions", CHAT)
+        assert_openai_error(status, body, 429, "queue_full")
+        assert int(headers["Retry-After"]) >= 1
+        holder.close()                          # the client leaves mid-stream
+        assert wait_for(lambda: engine.cancelled == 1, timeout_s=5)
+        engine.gate.set()
+        waiting.join(timeout=10)                # the waiting request got the freed slot and finished
+        assert not waiting.is_alive()
+        assert metric(url, 'ovchat_generations_finished_total{reason="cancelled"}') == 1
+        assert metric(url, 'ovchat_generations_finished_total{reason="stop"}') == 1
+
+
+def test_health_says_loading_until_the_engine_is_ready_and_api_calls_get_503():
+    loaded = threading.Event()
+
+    def slow_load():
+        loaded.wait(30)
+        return FakeEngine()
+    with running_server(slow_load, wait_ready=False) as (url, _):
+        status, body, headers = request(url, "GET", "/health")
+        assert (status, body["status"]) == (503, "loading") and headers["Retry-After"]
+        assert_openai_error(*request(url, "POST", "/v1/chat/completions", CHAT)[:2], 503, "loading")
+        loaded.set()
+        assert wait_for(lambda: request(url, "GET", "/health")[0] == 200)
+        assert request(url, "POST", "/v1/chat/completions", CHAT)[0] == 200
+
+
+def test_a_model_that_fails_to_load_is_reported_not_hidden():
+    def broken():
+        raise RuntimeError("no such model")
+    with running_server(broken, wait_ready=False) as (url, _):
+        assert wait_for(lambda: request(url, "GET", "/health")[1].get("status") == "load_failed")
+        status, body, _ = request(url, "POST", "/v1/chat/completions", CHAT)
+        assert_openai_error(status, body, 503, "load_failed")
+        assert "no such model" in body["error"]["message"]
+
+
+def test_the_cli_client_streams_from_the_server_without_importing_openvino(fake_server):
+    url, _ = fake_server
+    script = ("import sys; from ovchat.tools.cli import main; rc = main(sys.argv[1:]); "
+              "assert 'openvino' not in sys.modules and 'openvino_genai' not in sys.modules, 'imported OpenVINO'; "
+              "sys.exit(rc)")
+    env = {**os.environ, "OVCHAT_SERVER": url, "OVCHAT_API_KEY": "s3cret"}
+    done = subprocess.run([sys.executable, "-c", script, "generate", "hi"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Hello, world.\n"
+    as_json = subprocess.run([sys.executable, "-c", script, "generate", "--json", "-n", "2", "--server", url, "hi"],
+                             env=env, capture_output=True, text=True, timeout=60)
+    answer = json.loads(as_json.stdout)
+    assert (answer["text"], answer["output_tokens"], answer["finish_reason"]) == ("Hello,", 2, "length")
+    refused = subprocess.run([sys.executable, "-c", script, "generate", "hi"], capture_output=True, text=True,
+                             timeout=60, env={**env, "OVCHAT_API_KEY": "wrong"})
+    assert refused.returncode == 1 and "401" in refused.stderr and "API key" in refused.stderr
+
+
+@pytest.mark.parametrize("imports, banned", [
+    ("ovchat.server.app, ovchat.server.cli, ovchat.engine.engine", ("torch", "transformers", "optimum")),
+    ("ovchat.engine.engine, ovchat.engine.batch", ("starlette", "uvicorn", "prometheus_client", "anyio")),
+])
+def test_the_server_process_has_no_torch_and_the_engine_no_web_framework(imports, banned):
+    script = (f"import sys, {imports}; found = sorted(m for m in sys.modules if m.split('.')[0] in {banned!r}); "
+              "assert not found, found")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def _open_stream(url: str) -> http.client.HTTPConnection:
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.request("POST", "/v1/chat/completions", json.dumps({**CHAT, "stream": True}),
+                       {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    assert response.status == 200
+    assert response.readline().startswith(b"data: ")  # the role chunk: the request is running
+    return connection
