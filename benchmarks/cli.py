@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import sys
 from dataclasses import replace
@@ -69,6 +70,9 @@ def handle(args) -> int:
         print(f"ovchat bench: unknown scenario {', '.join(sorted(unknown))}; choose among "
               f"{', '.join(SCENARIOS)}", file=sys.stderr)
         return 2
+    if "llamacpp" in (args.backend or BACKENDS) and importlib.util.find_spec("llama_cpp") is None:
+        print("note: llama-cpp-python is not installed, so the llama.cpp backend is skipped; "
+              "`bash tools/install.sh full` builds it (~7 min on 2 cores, progress shown)", file=sys.stderr)
     mode = "quick" if args.quick else "full"
     out = args.out or RESULTS / f"{datetime.date.today().isoformat()}-{mode}"
     result = runner.run(args.model or ["default"], args.device, args.backend, args.scenario,

@@ -1,6 +1,9 @@
 """Runtime subcommands of `ovchat`: generate, chat, demo, devices, info.
 
 Without -m they use the embedded default model (`ovchat export default` prepares it).
+Without decoding flags, answers use the model's recommended settings
+(`ModelInfo.generation_defaults`: its generation_config.json, else a measured repetition
+penalty); `--greedy` gives plain greedy decoding, as `GenerationOptions()` does.
 OpenVINO is imported inside the handlers, when a command needs a model, not to parse flags.
 """
 
@@ -45,6 +48,8 @@ def register(sub) -> None:
 
     p = sub.add_parser("info", help="describe a model (folder or .gguf)")
     p.add_argument("model", nargs="?", help="default: the embedded default model")
+    p.add_argument("--verify", action="store_true",
+                   help="check every file against the size and sha256 recorded at export (exit 1 if one differs)")
     p.set_defaults(func=cmd_info)
 
 
@@ -70,10 +75,15 @@ def _add_server_flags(p) -> None:
 
 
 def _add_generation_flags(p) -> None:
-    # No defaults here: a flag left out takes GenerationOptions' default.
-    g = p.add_argument_group("generation")
+    # No defaults here: a decoding flag left out takes the model's recommended value
+    # (ModelInfo.generation_defaults), any other flag GenerationOptions' default.
+    g = p.add_argument_group("generation (default: the model's generation_config.json, else greedy "
+                             "with repetition penalty 1.1)")
     g.add_argument("-n", "--max-new-tokens", type=int, help="default: 256")
-    g.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    choice = g.add_mutually_exclusive_group()
+    choice.add_argument("--sample", action="store_true", default=None, help="sample instead of greedy decoding")
+    choice.add_argument("--greedy", action="store_true",
+                        help="plain greedy decoding: no sampling, no repetition penalty, whatever the model suggests")
     g.add_argument("--temperature", type=float)
     g.add_argument("--top-p", type=float)
     g.add_argument("--top-k", type=int)
@@ -98,12 +108,15 @@ def load_engine(args, defaults: dict | None = None, **load_options):
                        **load_options, **properties)
 
 
-def generation_options(args, **overrides):
+def generation_options(args, info=None, **overrides):
+    """The flags' GenerationOptions; with a ModelInfo, decoding flags left out take its
+    recommended values (unless --greedy). Called once before the load to check the flags."""
     from . import GenerationOptions
-    given = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                 top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
-    values = {key: value for key, value in given.items() if value is not None}
-    values.update(do_sample=args.sample, stop=tuple(args.stop), **overrides)
+    given = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
+                 top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
+    values = dict(info.generation_defaults) if info is not None and not args.greedy else {}
+    values.update({key: value for key, value in given.items() if value is not None})
+    values.update(stop=tuple(args.stop), **overrides)
     return GenerationOptions(**values)
 
 
@@ -111,8 +124,9 @@ def cmd_generate(args) -> int:
     if args.server:  # a client of a running server: no OpenVINO in this process
         from ..server.client import run_generate
         return run_generate(args)
-    options = generation_options(args, apply_chat_template=not args.raw)  # bad flags fail before the load
+    generation_options(args)  # bad flags fail before the load
     engine = load_engine(args)
+    options = generation_options(args, engine.info, apply_chat_template=not args.raw)
     prompt = args.prompt
     if args.system and not args.raw:
         prompt = [{"role": "system", "content": args.system}, {"role": "user", "content": args.prompt}]
@@ -131,14 +145,14 @@ def cmd_chat(args) -> int:
     if args.server:
         from ..server.client import run_chat
         return run_chat(args)
-    options = generation_options(args)
+    generation_options(args)  # bad flags fail before the load
     # An interactive chat runs many turns: on PagedAttention a turn's prefill stays flat as the
     # history grows, on SDPA (the engine's default) it slows, 2x by the 6th turn at Phi-3 scale.
     # PA's price is a slower start (Phi-3 shape: 15.9 vs 12.5 s, measured); from the measured
     # per-turn growth we estimate it is repaid within ~3 turns.
     from .options import has_attention_backends
     engine = load_engine(args, defaults=CHAT_PROPERTIES if has_attention_backends(args.device) else None)
-    session = engine.chat(args.system, options)
+    session = engine.chat(args.system, generation_options(args, engine.info))
     attention = engine.load_options.to_properties().get("ATTENTION_BACKEND")
     _progress(f"ready{f' (attention: {attention})' if attention else ''}. /reset clears the history, "
               "/exit (or Ctrl-D) leaves, Ctrl-C stops an answer.")
@@ -174,8 +188,9 @@ def cmd_chat(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    options = generation_options(args)
+    generation_options(args)  # bad flags fail before the load
     engine = load_engine(args)
+    options = generation_options(args, engine.info)
     print(f"[system] {SEED_SYSTEM_PROMPT}\n[user] {SEED_PROMPT}\n[assistant] ", end="", flush=True)
     session = engine.chat(SEED_SYSTEM_PROMPT, options)
     with session.stream(SEED_PROMPT) as stream:
@@ -186,8 +201,19 @@ def cmd_demo(args) -> int:
     print(f"\nmodel {engine.info.path} on {engine.load_options.device}\n"
           f"load {load.load_ms:.0f} ms (+ warm-up {load.warmup_ms:.0f} ms) | prompt {r.input_tokens} tokens, "
           f"answer {r.output_tokens} tokens ({r.finish_reason}) | TTFT {r.metrics.ttft_ms:.1f} ms | "
-          f"TPOT {r.metrics.tpot_ms:.1f} ms | {r.metrics.tokens_per_s:.1f} tokens/s")
+          f"TPOT {r.metrics.tpot_ms:.1f} ms | {r.metrics.tokens_per_s:.1f} tokens/s\n"
+          f"decoding {_describe_decoding(options)}")
     return 0
+
+
+def _describe_decoding(options) -> str:
+    if options.greedy:
+        way = "greedy"
+    else:
+        way = f"sampling (temperature {options.temperature}, top-p {options.top_p}, top-k {options.top_k or 'off'})"
+    if options.repetition_penalty != 1.0:
+        way += f", repetition penalty {options.repetition_penalty}"
+    return way + " (--greedy for plain greedy; other flags in --help)"
 
 
 def cmd_devices(args) -> int:
@@ -200,10 +226,27 @@ def cmd_devices(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .model import resolve
+    from .model import MANIFEST, reexport_command, resolve, verify
     info = resolve(args.model)
     data = {k: (str(v) if k == "path" else v) for k, v in vars(info).items()}
+    data["generation_defaults"] = info.generation_defaults
     print(json.dumps(data, indent=2, default=str))
+    if not args.verify:
+        return 0
+    problems = verify(info)
+    for problem in problems:
+        print(f"DAMAGED: {problem}", file=sys.stderr)
+    if problems:
+        print(f"re-export the model: {reexport_command(info)}", file=sys.stderr)
+        return 1
+    recorded = len((info.manifest or {}).get("files") or {})
+    if recorded:
+        print(f"verified: {recorded} files match the sizes and sha256 in {MANIFEST}", file=sys.stderr)
+    elif info.format == "gguf":
+        print("a .gguf file has no ovchat.json: nothing recorded to verify against", file=sys.stderr)
+    else:
+        print(f"weights complete, but {MANIFEST} records no file hashes (an older or foreign export); "
+              f"re-export to make it fully verifiable: {reexport_command(info)}", file=sys.stderr)
     return 0
 
 

@@ -20,7 +20,7 @@ from .batch import BatchRunner
 from .devices import check_device
 from .errors import ModelError
 from .memory import releasing_mapped_weights
-from .model import ModelInfo, resolve
+from .model import ModelInfo, damaged_files_message, resolve
 from .options import BatchOptions, GenerationOptions, LoadOptions
 from .prompt import PreparedPrompt, prepare
 from .results import GenerationResult, LoadMetrics
@@ -77,7 +77,7 @@ class Engine:
                 pipeline = ov_genai.ContinuousBatchingPipeline(str(info.path), batch.to_scheduler_config(),
                                                                options.device, options.to_properties())
         except RuntimeError as error:
-            raise ModelError(
+            raise ModelError(damaged_files_message(info) or
                 f"OpenVINO could not load {info.path} on {options.device}: {_first_line(error)}. "
                 "Check the files are complete (re-export if in doubt) and the properties are valid for this device."
             ) from None

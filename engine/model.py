@@ -1,10 +1,19 @@
-"""Find and describe a model: an exported folder (ovchat's or any optimum-intel export with
-openvino-tokenizers files) or a .gguf file, which openvino_genai reads natively."""
+"""Find, describe and verify a model: an exported folder (ovchat's or any optimum-intel export
+with openvino-tokenizers files) or a .gguf file, which openvino_genai reads natively.
+
+`ModelInfo.generation_defaults` are the decoding settings a newcomer's answers use (the CLI's
+demo, generate and chat): the model's own from generation_config.json, else ovchat's measured
+default. `verify` checks an exported folder's files against the sizes and sha256 that
+`ovchat export` recorded in ovchat.json; `damaged_files_message` turns what it finds into the
+error a failed load shows, naming the file and the command that rebuilds it.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelError
@@ -12,6 +21,14 @@ from .gguf_meta import read_metadata, stop_token_ids
 from .paths import default_model_dir
 
 REQUIRED_FILES = ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_detokenizer.xml")
+MANIFEST = "ovchat.json"
+# The decoding settings of generation_config.json that GenerationOptions takes.
+DECODING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
+# For a model whose generation_config.json states none of them (the default model, any GGUF).
+# Measured on the default model, 20 everyday prompts, greedy with and without it: answers ending
+# in a loop of one repeated sentence 9 -> 0 of 20, "Paris" kept (benchmarks/decoding_defaults.py,
+# benchmarks/results/decoding-defaults.json). Greedy stays deterministic; sampling would not be.
+DEFAULT_DECODING = {"repetition_penalty": 1.1}
 
 
 @dataclass(frozen=True)
@@ -23,6 +40,14 @@ class ModelInfo:
     eos_token_ids: tuple[int, ...]    # from generation_config.json (Phi-3 also stops on <|end|>)
     size_bytes: int                   # weights on disk
     manifest: dict | None             # ovchat.json written by `ovchat export`, if any
+    decoding: dict = field(default_factory=dict)  # the DECODING_KEYS generation_config.json states
+
+    @property
+    def generation_defaults(self) -> dict:
+        """GenerationOptions fields for answers that read well: the model's own decoding settings
+        (generation_config.json) if it states any, else DEFAULT_DECODING. `GenerationOptions()`
+        itself stays plain greedy; use `GenerationOptions(**info.generation_defaults, ...)`."""
+        return dict(self.decoding or DEFAULT_DECODING)
 
 
 def resolve(model: str | Path | None) -> ModelInfo:
@@ -62,7 +87,8 @@ def _describe_folder(path: Path) -> ModelInfo:
         context_length=config.get("max_position_embeddings"),
         eos_token_ids=tuple(eos if isinstance(eos, list) else [eos] if eos is not None else []),
         size_bytes=(path / "openvino_model.bin").stat().st_size,
-        manifest=_read_json(path / "ovchat.json") or None,
+        manifest=_read_json(path / MANIFEST) or None,
+        decoding={key: generation[key] for key in DECODING_KEYS if generation.get(key) is not None},
     )
 
 
@@ -87,3 +113,68 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ModelError(f"{path} is not valid JSON ({error}); re-export the model.") from None
+
+
+def verify(info: ModelInfo, hashes: bool = True) -> list[str]:
+    """What is wrong with an exported folder's files, one sentence per file; [] when nothing is.
+
+    Every file ovchat.json records must be there with its size and (when `hashes`) its sha256.
+    Without a record (an older export, or another tool's) every IR's .bin must at least hold all
+    the weights its .xml points into, which catches a truncated file."""
+    if info.format != "openvino":
+        return []
+    recorded = (info.manifest or {}).get("files") or {}
+    problems = [_check_recorded(info.path / name, record, hashes) for name, record in recorded.items()]
+    problems += [_check_weights_extent(xml) for xml in sorted(info.path.glob("*.xml")) if xml.name not in recorded]
+    return [problem for problem in problems if problem]
+
+
+def damaged_files_message(info: ModelInfo) -> str | None:
+    """The error a failed load shows when files are missing, truncated or altered; None if none are."""
+    problems = verify(info)
+    if not problems:
+        return None
+    return f"{info.path} is damaged: {'; '.join(problems)}. Re-export it: {reexport_command(info)}."
+
+
+def reexport_command(info: ModelInfo) -> str:
+    """The command that rebuilds this folder, as far as its manifest tells."""
+    source = (info.manifest or {}).get("source") or {}
+    if source.get("kind") == "default":
+        return "`ovchat export default --force`"
+    return f"`ovchat export {source.get('path', 'SRC')} {info.path} --force`"
+
+
+def _check_recorded(file: Path, record: dict, hashes: bool) -> str | None:
+    if not file.is_file():
+        return f"{file.name} is missing"
+    size, expected = file.stat().st_size, record.get("size_bytes")
+    if expected is not None and size != expected:
+        state = "truncated" if size < expected else "larger than exported"
+        return f"{file.name} is {state} ({size} bytes, exported as {expected})"
+    if hashes and record.get("sha256") and _sha256(file) != record["sha256"]:
+        return f"{file.name} was altered (its sha256 differs from the one recorded at export)"
+    return None
+
+
+def _check_weights_extent(xml: Path) -> str | None:
+    weights = xml.with_suffix(".bin")
+    try:
+        needed = max((int(data.get("offset")) + int(data.get("size"))
+                      for _, data in ElementTree.iterparse(xml) if data.tag == "data" and data.get("offset")),
+                     default=0)
+    except (ElementTree.ParseError, ValueError):
+        return f"{xml.name} is not a readable OpenVINO IR"
+    if needed and not weights.is_file():
+        return f"{weights.name} is missing"
+    if needed and weights.stat().st_size < needed:
+        return f"{weights.name} is truncated ({weights.stat().st_size} bytes, {xml.name} needs {needed})"
+    return None
+
+
+def _sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

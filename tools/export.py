@@ -3,7 +3,8 @@
 Steps: check the source, hash it, (GGUF: convert to a float Hugging Face folder), run
 `optimum-cli export openvino` with the recipe (NNCF does the weight compression,
 openvino-tokenizers the tokenizer), measure fidelity against the float source, write
-`ovchat.json`, and rename into place.
+`ovchat.json` (with every output file's size and sha256, which `ovchat info --verify` and a
+failed load check), and rename into place.
 
 Atomic: everything is written under a hidden `.OUT.tmp-PID` folder beside OUT and OUT appears
 only by a rename at the very end, so a crash, Ctrl-C or full disk leaves no half-written model.
@@ -28,7 +29,7 @@ from ..engine import EngineError
 from . import fidelity, gguf_convert, recipe as recipes
 
 MANIFEST = "ovchat.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: "files" records every output file's size and sha256
 EXPORTED_FILES = (
     "openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_detokenizer.xml",
     "config.json", "generation_config.json",
@@ -127,6 +128,12 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_records(folder: Path) -> dict:
+    """{relative path: {"size_bytes", "sha256"}} of every file in `folder` but the manifest."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return {str(p.relative_to(folder)): {"size_bytes": p.stat().st_size, "sha256": sha256(p)} for p in files}
+
+
 def tool_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -149,6 +156,10 @@ def is_valid_export(out: Path, source_sha256: str | None = None) -> bool:
         return False
     if any(not (out / name).is_file() for name in EXPORTED_FILES):
         return False
+    # Sizes only (a stat each): a truncated file makes the export invalid, so `export default` redoes it.
+    for name, record in (manifest.get("files") or {}).items():
+        if not (out / name).is_file() or (out / name).stat().st_size != record.get("size_bytes"):
+            return False
     if source_sha256 and manifest.get("source", {}).get("sha256") != source_sha256:
         return False
     return manifest.get("fidelity", {}).get("passed", True) is not False
@@ -204,6 +215,7 @@ def export(
         progress(f"writing {out}")
         manifest["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         manifest["export_seconds"] = round(time.monotonic() - started, 1)
+        manifest["files"] = file_records(staging / "model")
         (staging / "model" / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         _replace(staging / "model", out, staging)
     except OSError as error:

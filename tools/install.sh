@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Install ovchat into ./.venv (or $OVCHAT_VENV) on a fresh machine, idempotently.
-#   tools/install.sh            runtime + export + bench + serve + test extras (what CI and the README use)
+#   tools/install.sh            runtime + export extras: the README's main job (no llama.cpp build)
+#   tools/install.sh full       + bench, serve and test extras: what the tests and CI need; the bench
+#                               extra's llama-cpp-python compiles llama.cpp (~7 min on 2 cores)
 #   tools/install.sh runtime    runtime only: openvino, openvino-genai, openvino-tokenizers, numpy
+#
+# Why `full` is apart: llama-cpp-python has no CPU wheel on PyPI for this platform, so pip
+# compiles llama.cpp, ~7 of the 9 install minutes measured on 2 cores, and only the benchmark's
+# llama.cpp backend uses it (without it `ovchat bench` reports that backend as skipped); the
+# serve and test extras (the server, pytest, its browser driver) are not part of the main job either.
 #
 # Why two pip steps: optimum-intel requires torchvision, but PyPI's torchvision fails to
 # import against the CPU torch 2.13.0 wheel ("operator torchvision::nms does not exist"),
@@ -10,15 +17,41 @@
 # install optimum-intel without its dependencies and list the ones it needs in the `export` extra.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode="${1:-main}"
+case "$mode" in
+  main|full|runtime) ;;
+  *) echo "usage: tools/install.sh [runtime|full]  (no argument: runtime + export)" >&2; exit 2 ;;
+esac
 venv="${OVCHAT_VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 pip() { "$venv/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 pip install --upgrade pip
-if [ "${1:-full}" = runtime ]; then
+if [ "$mode" = runtime ]; then
   pip install -e .
   exit 0
 fi
-pip install -e ".[export,bench,serve,test]"
+pip install -e ".[export]"
 pip install --no-deps "optimum-intel==2.2.0"
 # A torchvision from elsewhere would break transformers' import (see above).
 "$venv/bin/python" -m pip uninstall -y -q torchvision 2>/dev/null || true
+[ "$mode" = full ] || exit 0
+
+if "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
+  pip install -e ".[export,bench,serve,test]"   # llama-cpp-python is already built
+  exit 0
+fi
+echo "compiling llama.cpp for llama-cpp-python (the benchmark's llama.cpp backend; ~7 min on 2 cores)…" >&2
+# pip -v streams the build's "[42/193] g++ ..." lines (Ninja): show one per 10 %, keep the whole log.
+log="$venv/llama-cpp-build.log"
+set +e
+"$venv/bin/python" -m pip --disable-pip-version-check install -v -e ".[export,bench,serve,test]" 2>&1 | tee "$log" |
+  awk 'match($0, /^ *\[[0-9]+\/[0-9]+\] /) { split(substr($0, RSTART, RLENGTH), n, /[^0-9]+/); pct = int(100 * n[2] / n[3])
+         if (pct >= shown + 10) { shown = pct - pct % 10; printf "    llama.cpp build %d %%\n", pct > "/dev/stderr"; fflush() } }'
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" -ne 0 ]; then
+  tail -n 20 "$log" >&2
+  echo "installing the bench, serve and test extras failed (full log: $log); it needs gcc, g++ and cmake" >&2
+  exit "$status"
+fi
+echo "llama-cpp-python installed (log: $log)" >&2
