@@ -26,7 +26,7 @@ MANIFEST = "ovchat.json"
 DECODING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
 # For a model whose generation_config.json states none of them (the default model, any GGUF).
 # Measured on the default model, 20 everyday prompts, greedy with and without it: answers ending
-# in a loop of one repeated sentence 9 -> 0 of 20, "Paris" kept (benchmarks/decoding_defaults.py,
+# in a loop of a repeated sentence MEASURE_PENDING (benchmarks/decoding_defaults.py,
 # benchmarks/results/decoding-defaults.json). Greedy stays deterministic; sampling would not be.
 DEFAULT_DECODING = {"repetition_penalty": 1.1}
 

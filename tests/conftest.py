@@ -8,6 +8,10 @@ default_model_dir  the embedded default model, exported by `ovchat export defaul
 
 Both live under $OVCHAT_CACHE (default ~/.cache/ovchat): test-models/<name>-<version>/.
 Bump TINY_PHI3_VERSION whenever the tiny model's recipe below changes.
+
+Tiers: a test that uses one of these fixtures (directly or through another fixture) is marked
+`slow`, and `default_model` too when it needs the default model, here at collection: nobody has
+to remember the marker. `pytest -m "not slow"` is the fast tier: fakes, no model, seconds.
 """
 
 import os
@@ -29,6 +33,18 @@ _CORPUS = [
     "Hello, world! Bonjour, ça va? Numbers: 0 1 2 3 4 5 6 7 8 9, 42 and 3.14.",
     "You are a helpful AI assistant. Can you introduce yourself?\nSure, I can.",
 ]
+
+
+MODEL_FIXTURES = ("default_model_dir", "tiny_phi3_source", "tiny_phi3_dir", "tiny_phi3_end_dir")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        needs = set(MODEL_FIXTURES) & set(getattr(item, "fixturenames", ()))  # the fixture closure
+        if "default_model_dir" in needs and not item.get_closest_marker("default_model"):
+            item.add_marker(pytest.mark.default_model)
+        if (needs or item.get_closest_marker("default_model")) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
 
 
 def _models_root() -> Path:
