@@ -134,7 +134,7 @@ def damaged_files_message(info: ModelInfo) -> str | None:
     problems = verify(info)
     if not problems:
         return None
-    return f"{info.path} is damaged: {'; '.join(problems)}. Re-export it: {reexport_command(info)}."
+    return f"could not load {info.path}, its files are damaged: {'; '.join(problems)}. Re-export it: {reexport_command(info)}."
 
 
 def reexport_command(info: ModelInfo) -> str:

@@ -209,3 +209,13 @@ def test_a_converter_crash_is_one_line_naming_the_step(tmp_path, monkeypatch, ca
     assert said == [said[0]] and said[0].startswith("ovchat: export failed while ")
     assert "ValueError: Unrecognized configuration class" in said[0] and "nothing was written" in said[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_the_manifest_records_each_files_size_and_sha256_and_a_truncated_one_invalidates(tmp_path, fake_optimum):
+    out = tmp_path / "out"
+    manifest = export(write_hf_folder(tmp_path / "src"), out, check=False)
+    assert sorted(manifest["files"]) == sorted(export_mod.EXPORTED_FILES)
+    bin_record = manifest["files"]["openvino_model.bin"]
+    assert bin_record == {"size_bytes": len("openvino_model.bin"), "sha256": export_mod.sha256(out / "openvino_model.bin")}
+    (out / "openvino_model.bin").write_text("openvino_model")
+    assert not is_valid_export(out)  # so `ovchat export default` rebuilds a truncated default model

@@ -52,9 +52,17 @@ def test_the_manifest_records_every_file_but_itself(tmp_path):
 ])
 def test_a_damaged_file_is_named_with_what_is_wrong(tmp_path, damage, words):
     folder = fake_export(tmp_path / "m")
+    info = resolve(folder)  # before the damage: a missing openvino_model.bin is refused by resolve itself
     damage(folder / "openvino_model.bin")
-    (problem,) = verify(resolve(folder))
+    (problem,) = verify(info)
     assert words in problem
+
+
+def test_a_missing_weights_file_is_refused_before_openvino_sees_it(tmp_path):
+    folder = fake_export(tmp_path / "m")
+    (folder / "openvino_model.bin").unlink()
+    with pytest.raises(ModelError, match="missing openvino_model.bin. Export the model"):
+        resolve(folder)
 
 
 def test_without_records_a_truncated_bin_is_still_found_from_its_xml(tmp_path):

@@ -64,8 +64,8 @@ def test_installing_the_wheel_adds_only_ovchat_to_site_packages(installed):
 
 
 def test_the_command_and_the_documented_import_work_from_the_wheel(installed):
-    venv, _ = installed
-    assert "export" in run(venv / "bin" / "ovchat", "--help")
+    venv, _ = installed  # run from the venv: in the repository, its own ovchat/ folder would come first
+    assert "export" in run(venv / "bin" / "ovchat", "--help", cwd=venv)
     where = run(venv / "bin" / "python", "-c",
-                "import ovchat; print(ovchat.Engine.__module__, ovchat.engine.__file__)").split()
+                "import ovchat; print(ovchat.Engine.__module__, ovchat.engine.__file__)", cwd=venv).split()
     assert where[0] == "ovchat.engine.engine" and where[1].startswith(str(venv))
