@@ -1,6 +1,6 @@
 """One backend of the speculative-decoding bench, loaded once in its own process.
 
-The driver (speculative.py) starts `python -m ovchat.benchmarks.speculative_worker BACKEND MODEL GGUF`
+The driver (speculative.py) starts `python -m ovchat.benchmarks.speculative_worker BACKEND MODEL GGUF THREADS`
 and sends one JSON line per measurement ({"task": ..., "ids": [...], "n": N, ...}); the worker
 answers one JSON line each. Every backend gets the same prompt token ids and decodes exactly N
 tokens greedily (EOS ignored), so their decode speeds compare token for token. Times are wall
@@ -10,7 +10,6 @@ clock around the stream: TTFT to the first piece, TPOT over the rest.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
@@ -87,8 +86,7 @@ class OvchatBackend:
 
 
 class LlamaBackend:
-    def __init__(self, name: str, gguf: str):
-        import psutil
+    def __init__(self, name: str, gguf: str, threads: int):
         from llama_cpp import Llama
         from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
@@ -96,8 +94,11 @@ class LlamaBackend:
         self.draft = None
         if guesses:
             self.draft = _CountingDraft(LlamaPromptLookupDecoding(num_pred_tokens=guesses))
+        # logits_all with a draft: llama-cpp-python 0.3.36 sizes its score buffer for n_batch rows
+        # otherwise, and a prompt longer than n_batch then fails in eval() (measured).
         self.llm = Llama(model_path=gguf, n_ctx=4096, n_batch=512, verbose=False, draft_model=self.draft,
-                         n_threads=psutil.cpu_count(logical=False) or os.cpu_count())
+                         logits_all=bool(self.draft),
+                         n_threads=threads)
 
     def run(self, job: dict) -> dict:
         self.llm.reset()  # no prefix reuse from the previous repetition
@@ -113,8 +114,8 @@ class LlamaBackend:
                 break
         end = time.perf_counter()
         timing = _timing(start, first, end, len(out), text=self.llm.detokenize(out).decode(errors="replace"))
-        if self.draft:  # one draft call per model pass after the prefill; the last call's guesses go unused
-            timing.update(passes=self.draft.calls - 1, decoded=len(out) - 1)
+        if self.draft:  # generate() calls the draft once before each model pass that follows the prefill
+            timing.update(passes=self.draft.calls, decoded=len(out) - 1)
         return timing
 
 
@@ -140,8 +141,8 @@ def _timing(start: float, first: float, end: float, tokens: int, text: str) -> d
 
 
 def main() -> int:
-    name, model, gguf = sys.argv[1:4]
-    backend = OvchatBackend(name, model) if name in OVCHAT else LlamaBackend(name, gguf)
+    name, model, gguf, llama_threads = sys.argv[1:5]
+    backend = OvchatBackend(name, model) if name in OVCHAT else LlamaBackend(name, gguf, int(llama_threads))
     print(json.dumps({"ready": name}), flush=True)
     for line in sys.stdin:
         job = json.loads(line)
