@@ -35,7 +35,7 @@ def check_same_tokenizer(main: ModelInfo, main_tokenizer: ov_genai.Tokenizer,
     main_vocab, draft_vocab = main_tokenizer.get_vocab(), draft_tokenizer.get_vocab()
     if main_vocab == draft_vocab:
         return
-    differing = sorted(set(main_vocab.items()) ^ set(draft_vocab.items()), key=lambda item: item[1])
+    differing = sorted(set(main_vocab.items()) ^ set(draft_vocab.items()), key=lambda item: (item[1], repr(item[0])))
     token, token_id = differing[0]
     token = token.decode("utf-8", "replace") if isinstance(token, bytes) else token  # genai gives bytes
     raise ModelError(
