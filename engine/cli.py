@@ -64,6 +64,9 @@ def add_model_flags(p) -> None:
     g.add_argument("-P", "--property", action="append", default=[], metavar="KEY=VALUE",
                    help="any other OpenVINO/LLMPipeline property, repeatable")
     g.add_argument("--no-warmup", action="store_true", help="skip the warm-up inference at load")
+    g.add_argument("--prompt-lookup", action="store_true",
+                   help="speculative decoding with guesses copied from the prompt (edits, extraction, summaries)")
+    g.add_argument("--draft", metavar="MODEL", help="speculative decoding with a smaller model of the same tokenizer")
 
 
 def _add_server_flags(p) -> None:
@@ -90,6 +93,10 @@ def _add_generation_flags(p) -> None:
     g.add_argument("--repetition-penalty", type=float)
     g.add_argument("--seed", type=int)
     g.add_argument("--stop", action="append", default=[], help="a stop string, repeatable")
+    g.add_argument("--json-schema", metavar="FILE", help="answer JSON that validates against this JSON schema")
+    g.add_argument("--json-object", action="store_true", help="answer any JSON object")
+    g.add_argument("--regex", metavar="R", help="answer text that matches this regular expression")
+    g.add_argument("--grammar", metavar="FILE", help="answer text that this EBNF grammar (XGrammar's dialect) accepts")
 
 
 def load_engine(args, defaults: dict | None = None, **load_options):
@@ -105,7 +112,7 @@ def load_engine(args, defaults: dict | None = None, **load_options):
     _progress(f"loading {args.model or 'the default model'} on {args.device}…")
     return Engine.load(args.model, device=args.device, performance_hint=args.hint, num_streams=args.streams,
                        cache_dir=False if args.no_cache else (args.cache_dir or True), warmup=not args.no_warmup,
-                       **load_options, **properties)
+                       prompt_lookup=args.prompt_lookup, draft_model=args.draft, **load_options, **properties)
 
 
 def generation_options(args, info=None, **overrides):
@@ -116,8 +123,20 @@ def generation_options(args, info=None, **overrides):
                  top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
     values = dict(info.generation_defaults) if info is not None and not args.greedy else {}
     values.update({key: value for key, value in given.items() if value is not None})
-    values.update(stop=tuple(args.stop), **overrides)
+    values.update(stop=tuple(args.stop), json_object=args.json_object, regex=args.regex,
+                  json_schema=_read_flag_file(args.json_schema, "--json-schema"),
+                  grammar=_read_flag_file(args.grammar, "--grammar"), **overrides)
     return GenerationOptions(**values)
+
+
+def _read_flag_file(path: str | None, flag: str) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except OSError as error:
+        raise OptionsError(f"{flag} {path}: cannot read it ({error.strerror}); pass a readable file.") from None
 
 
 def cmd_generate(args) -> int:

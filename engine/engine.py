@@ -25,7 +25,9 @@ from .options import BatchOptions, GenerationOptions, LoadOptions
 from .prompt import PreparedPrompt, prepare
 from .results import GenerationResult, LoadMetrics
 from .single import SingleRunner
+from .speculative import speculative_properties
 from .stream import TextStream
+from .structured import StructureChecker
 from .tokenizer import Tokenizer, _first_line
 
 
@@ -50,11 +52,13 @@ class Engine:
         self.tokenizer = tokenizer
         self.load_metrics = LoadMetrics(load_ms=0.0, warmup_ms=0.0, released_mb=0.0)
         self._stop_ids = set(info.eos_token_ids)  # a list in generation_config.json: Phi-3 ends turns with <|end|>
+        self._structure_checker = StructureChecker(runner.pipeline.get_tokenizer())
 
     @classmethod
     def load(cls, model: str | Path | None = None, device: str = "CPU", performance_hint: str | None = "LATENCY",
              num_streams: int | None = 1, cache_dir: str | Path | bool = True, warmup: bool = True,
-             batching: bool | BatchOptions = False, **ov_properties) -> "Engine":
+             batching: bool | BatchOptions = False, prompt_lookup: bool = False, draft_model: str | Path | None = None,
+             num_assistant_tokens: int = 5, max_ngram_size: int = 3, **ov_properties) -> "Engine":
         """Load `model` (an exported folder, a .gguf file, or None for the default model) on `device`.
 
         `performance_hint`, `num_streams` and `cache_dir` are the seed's ov.Core compile
@@ -63,19 +67,25 @@ class Engine:
         LLMPipeline property passes through `ov_properties` (e.g. KV_CACHE_PRECISION="u8",
         ATTENTION_BACKEND="PA"; the single-stream mode uses SDPA on CPU and GPU, see options.py).
         `batching` (True or a BatchOptions) serves concurrent requests together on
-        ContinuousBatchingPipeline. `warmup` runs a short inference now, so the first real call
+        ContinuousBatchingPipeline. `prompt_lookup=True` or `draft_model=PATH` (a smaller model
+        with the same tokenizer) turn on speculative decoding, `num_assistant_tokens` guesses per
+        step (on PagedAttention; see speculative.py). `warmup` runs a short inference now, so the first real call
         is as fast as the next ones, and releases the mapped weight pages it made redundant.
         """
         info = resolve(model)
         batch = BatchOptions() if batching is True else (batching or None)
-        options = LoadOptions(check_device(device), performance_hint, num_streams, cache_dir, warmup, ov_properties, batch)
+        options = LoadOptions(check_device(device), performance_hint, num_streams, cache_dir, warmup, ov_properties, batch,
+                              prompt_lookup, draft_model, num_assistant_tokens, max_ngram_size)
         start = time.perf_counter()
         try:
+            properties = options.to_properties()
+            if options.speculative:
+                properties.update(speculative_properties(options, info))
             if batch is None:
-                pipeline = ov_genai.LLMPipeline(str(info.path), options.device, **options.to_properties())
+                pipeline = ov_genai.LLMPipeline(str(info.path), options.device, **properties)
             else:
                 pipeline = ov_genai.ContinuousBatchingPipeline(str(info.path), batch.to_scheduler_config(),
-                                                               options.device, options.to_properties())
+                                                               options.device, properties)
         except RuntimeError as error:
             raise ModelError(damaged_files_message(info) or
                 f"OpenVINO could not load {info.path} on {options.device}: {_first_line(error)}. "
@@ -126,7 +136,8 @@ class Engine:
 
     def submit(self, prepared: PreparedPrompt) -> TextStream:
         """Run an already prepared prompt (see prompt.prepare); chat sessions use it."""
-        config = prepared.options.apply_to(self._runner.generation_config())
+        self._structure_checker.check(prepared.options)  # a constraint that cannot compile fails here, not mid-run
+        config = self.load_options.apply_speculation(prepared.options.apply_to(self._runner.generation_config()))
         config.stop_token_ids = set(config.stop_token_ids) | self._stop_ids
         return self._runner.submit(prepared, config)
 

@@ -2,11 +2,14 @@
 
 `LoadOptions` become ov.Core compile properties; `GenerationOptions` become an
 openvino_genai.GenerationConfig. Defaults are the seed's: LATENCY hint, one stream,
-greedy decoding.
+greedy decoding, no speculation, free text. Structured output (a JSON schema, any JSON object,
+a regex or an EBNF grammar) is checked here for its form; whether XGrammar can compile it is
+checked against the model's tokenizer before the request runs (structured.py).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +25,9 @@ PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 # the CPU plugin runs a prompt that has a past through its one-token (decode) attention kernel.
 # ATTENTION_BACKEND="PA" in the properties restores openvino.genai's default (`ovchat chat` does).
 DEFAULT_ATTENTION_BACKEND = "SDPA"
+# Any JSON object (OpenAI's response_format json_object): XGrammar's reading of this schema
+# allows any properties and values (measured).
+JSON_OBJECT_SCHEMA = '{"type": "object"}'
 
 
 def has_attention_backends(device: str) -> bool:
@@ -66,8 +72,22 @@ class LoadOptions:
     warmup: bool = True
     properties: dict = field(default_factory=dict)
     batching: BatchOptions | None = None  # None: the single-stream mode (LLMPipeline)
+    # Speculative decoding: guess tokens cheaply, check them all in one pass of the model.
+    prompt_lookup: bool = False           # guesses copied from the prompt (n-gram match): for grounded work
+    draft_model: str | Path | None = None  # guesses from a smaller model with the same tokenizer
+    num_assistant_tokens: int = 5         # tokens guessed per step
+    max_ngram_size: int = 3               # prompt lookup: longest n-gram matched in the prompt
 
     def __post_init__(self):
+        _check(not (self.prompt_lookup and self.draft_model),
+               "prompt_lookup and draft_model are two kinds of speculative decoding; pick one.")
+        _check(isinstance(self.num_assistant_tokens, int) and self.num_assistant_tokens >= 1,
+               f"num_assistant_tokens={self.num_assistant_tokens!r} must be a whole number >= 1.")
+        _check(isinstance(self.max_ngram_size, int) and self.max_ngram_size >= 1,
+               f"max_ngram_size={self.max_ngram_size!r} must be a whole number >= 1.")
+        if self.speculative and str(self.properties.get("ATTENTION_BACKEND", "PA")).upper() != "PA":
+            raise OptionsError("Speculative decoding runs on PagedAttention in openvino_genai; "
+                               "drop ATTENTION_BACKEND=SDPA (the engine then uses PA).")
         if self.performance_hint is not None and self.performance_hint.upper() not in PERFORMANCE_HINTS:
             raise OptionsError(
                 f"performance_hint={self.performance_hint!r} is not one of {', '.join(PERFORMANCE_HINTS)}."
@@ -85,9 +105,22 @@ class LoadOptions:
         if self.compile_cache:
             props["CACHE_DIR"] = str(self.compile_cache)
         if has_attention_backends(self.device) and self.batching is None:  # batching always runs on PA
-            props["ATTENTION_BACKEND"] = DEFAULT_ATTENTION_BACKEND
+            # Speculative decoding needs PA: genai runs it on its continuous-batching core.
+            props["ATTENTION_BACKEND"] = "PA" if self.speculative else DEFAULT_ATTENTION_BACKEND
         props.update(self.properties)
         return props
+
+    @property
+    def speculative(self) -> bool:
+        return bool(self.prompt_lookup or self.draft_model)
+
+    def apply_speculation(self, config: ov_genai.GenerationConfig) -> ov_genai.GenerationConfig:
+        """Set the per-request speculation settings genai needs on a speculative pipeline."""
+        if self.speculative:
+            config.num_assistant_tokens = self.num_assistant_tokens
+            if self.prompt_lookup:
+                config.max_ngram_size = self.max_ngram_size
+        return config
 
     @property
     def compile_cache(self) -> Path | None:
@@ -110,6 +143,11 @@ class GenerationOptions:
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
     apply_chat_template: bool = True
+    # Structured output, at most one (XGrammar masks every token that would break it):
+    json_schema: dict | str | None = None  # a JSON schema; kept as its JSON text
+    json_object: bool = False              # any JSON object (response_format json_object)
+    regex: str | None = None               # a regular expression the whole answer matches
+    grammar: str | None = None             # an EBNF grammar (XGrammar's dialect, rule `root` first)
 
     def __post_init__(self):
         _check(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
@@ -130,6 +168,38 @@ class GenerationOptions:
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         _check(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings.")
+        self._check_structure()
+
+    @property
+    def structure(self) -> tuple[str, str] | None:
+        """("json_schema" | "regex" | "grammar", its text) for XGrammar, or None for free text."""
+        if self.json_object:
+            return ("json_schema", JSON_OBJECT_SCHEMA)
+        for kind in ("json_schema", "regex", "grammar"):
+            if getattr(self, kind) is not None:
+                return (kind, getattr(self, kind))
+        return None
+
+    def _check_structure(self) -> None:
+        chosen = [k for k in ("json_schema", "json_object", "regex", "grammar") if getattr(self, k) not in (None, False)]
+        _check(len(chosen) <= 1, f"Pass at most one of json_schema, json_object, regex and grammar (got {', '.join(chosen)}).")
+        schema = self.json_schema
+        if isinstance(schema, str):
+            try:
+                schema = json.loads(schema)
+            except json.JSONDecodeError as error:
+                raise OptionsError(f"json_schema is not valid JSON: {error}. Pass a JSON schema object.") from None
+        if schema is not None:
+            _check(isinstance(schema, dict), f"json_schema must be a JSON object (a dict), got {type(schema).__name__}.")
+            try:
+                object.__setattr__(self, "json_schema", json.dumps(schema))
+            except (TypeError, ValueError) as error:
+                raise OptionsError(f"json_schema cannot be written as JSON: {error}.") from None
+        for kind in ("regex", "grammar"):
+            value = getattr(self, kind)
+            _check(value is None or (isinstance(value, str) and value.strip() != ""),
+                   f"{kind} must be a non-empty string.")
+        _check(isinstance(self.json_object, bool), "json_object must be True or False.")
 
     @property
     def greedy(self) -> bool:
@@ -151,6 +221,9 @@ class GenerationOptions:
         config.stop_strings = set(self.stop)
         config.ignore_eos = self.ignore_eos
         config.apply_chat_template = self.apply_chat_template
+        if self.structure:
+            kind, text = self.structure
+            config.structured_output_config = ov_genai.StructuredOutputConfig(**{kind: text})
         return config
 
 

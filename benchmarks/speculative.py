@@ -1,0 +1,237 @@
+"""Speculative decoding and structured output: what they buy and what they cost, on the default model.
+
+    python -m ovchat.benchmarks.speculative [--reps 3] [--new-tokens 128] [--out DIR]
+
+Tasks: input-grounded work on a ~500-token text shipped in benchmarks/texts/ (copy-edit it,
+summarise it: what prompt lookup is for) and free chat. Backends (speculative_worker.py): ovchat
+plain (SDPA, the default), ovchat on PA (what speculation runs on), ovchat with prompt lookup
+(5 and 10 guesses per pass), llama-cpp-python plain and with its LlamaPromptLookupDecoding
+(2 and 10 guesses), all on the same GGUF-born model, the same prompt token ids, N tokens decoded
+greedily with EOS ignored. Each backend lives in its own process, loaded once; repetitions are
+interleaved in a rotating order and ratios are paired within a repetition (pairing.py), reported
+as median [min-max]. Then structured output: TPOT with and without a JSON schema (same prompt,
+interleaved) and the schema's compile time. Prints a table and ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+from .machine import cpu_model, git_commit, load_average, versions
+from .pairing import rotation
+from .speculative_worker import LLAMA, OVCHAT
+
+TEXT = (Path(__file__).parent / "texts" / "harbour_report.txt").read_text()
+TASKS = {
+    "grounded edit": "Copy the following text, correcting any spelling mistakes:\n\n" + TEXT,
+    "grounded summary": "Summarise this report of a meeting, keeping its figures:\n\n" + TEXT,
+    "free chat": "I am planning a week of sailing along the coast with two friends. What should we take, "
+                 "and how should we plan each day?",
+}
+SCHEMA = {"type": "object", "properties": {
+    "name": {"type": "string", "maxLength": 40},
+    "address": {"type": "object", "properties": {"street": {"type": "string", "maxLength": 60},
+                                                 "city": {"type": "string", "maxLength": 40}},
+                "required": ["street", "city"]},
+    "age": {"type": "integer", "minimum": 0, "maximum": 120}}, "required": ["name", "address", "age"]}
+JSON_PROMPT = "Give the name, age and postal address of a famous person as JSON."
+
+
+class Worker:
+    def __init__(self, name: str, model: str, gguf: str, llama_threads: int):
+        self.name = name
+        self.proc = subprocess.Popen([sys.executable, "-m", "ovchat.benchmarks.speculative_worker", name, model, gguf,
+                                      str(llama_threads)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._read()  # {"ready": name}
+
+    def ask(self, **job) -> dict:
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.name} worker died (see its stderr above)")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def prompt_ids(model: str, text: str) -> list[int]:
+    """The templated prompt's ids, as the engine feeds them: every backend gets these."""
+    from ..engine import Engine
+    engine = Engine.load(model, warmup=False)
+    try:
+        return engine.tokenizer.encode(engine.tokenizer.apply_chat_template([{"role": "user", "content": text}]),
+                                       add_special_tokens=False)
+    finally:
+        engine.close()
+
+
+def speculation(workers: dict, ids: dict, reps: int, n: int) -> dict:
+    runs = {task: {name: [] for name in workers} for task in TASKS}
+    for rep in range(reps):
+        for task in TASKS:
+            for name in rotation(list(workers), rep):
+                run = workers[name].ask(ids=ids[task], n=n)
+                runs[task][name].append(run)
+                _log(f"rep {rep + 1} {task:16} {name:20} TPOT {run['tpot_ms']:6.2f} ms  {run['tokens_per_s']:6.1f} tok/s")
+    passes = {task: {name: workers[name].ask(action="passes", ids=ids[task], n=n)
+                     for name in workers if name in OVCHAT} for task in TASKS}
+    return {"runs": runs, "passes": passes}
+
+
+def summarise(result: dict, n: int) -> dict:
+    rows = {}
+    for task, by_backend in result["runs"].items():
+        llama_best = [min(by_backend[b][r]["tpot_ms"] for b in LLAMA if b in by_backend) for r in range(_reps(by_backend))]
+        for name, runs in by_backend.items():
+            tpot = [r["tpot_ms"] for r in runs]
+            row = {"tpot_ms": statistics.median(tpot), "tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
+                   "vs_ovchat": _paired(tpot, [r["tpot_ms"] for r in by_backend["ovchat"]]),
+                   "vs_llamacpp_best": _paired(tpot, llama_best),
+                   "same_text_as_plain": runs[0]["text"] == by_backend[_plain(name)][0]["text"]}
+            counted = result["passes"].get(task, {}).get(name) or runs[-1]
+            if counted.get("passes"):
+                per_pass = counted["decoded"] / counted["passes"]
+                guesses = OVCHAT.get(name, {}).get("num_assistant_tokens") or LLAMA.get(name)
+                row.update(tokens_per_pass=per_pass, acceptance=(per_pass - 1) / guesses)
+            rows.setdefault(task, {})[name] = row
+    return rows
+
+
+def structured_cost(worker: Worker, reps: int, n: int) -> dict:
+    # The engine's first constrained request pays XGrammar's one-off set-up; measured apart.
+    first = worker.ask(text=JSON_PROMPT, n=n, schema=SCHEMA)
+    plain, constrained = [], []
+    for rep in range(reps):
+        for kind in (("plain", "json") if rep % 2 == 0 else ("json", "plain")):
+            run = worker.ask(text=JSON_PROMPT, n=n, schema=SCHEMA if kind == "json" else None)
+            (constrained if kind == "json" else plain).append(run)
+            _log(f"rep {rep + 1} structured {kind:5} TPOT {run['tpot_ms']:6.2f} ms TTFT {run['ttft_ms']:7.1f} ms")
+    compile_ms = [worker.ask(action="compile_ms", schema=dict(SCHEMA, title=f"s{i}"))["compile_ms"] for i in range(reps)]
+    valid = all(_parses(run["text"]) for run in constrained)
+    return {"first_ttft_ms": first["ttft_ms"], "tpot_ratio": _paired([r["tpot_ms"] for r in constrained], [r["tpot_ms"] for r in plain]),
+            "tpot_ms": statistics.median(r["tpot_ms"] for r in constrained),
+            "tpot_plain_ms": statistics.median(r["tpot_ms"] for r in plain),
+            "ttft_ms": statistics.median(r["ttft_ms"] for r in constrained),
+            "ttft_plain_ms": statistics.median(r["ttft_ms"] for r in plain),
+            "compile_check_ms": statistics.median(compile_ms), "all_valid_json": valid}
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Speculative decoding and structured output ({report['date']})", "",
+             f"{report['machine']['cpu']}; load average before/after {report['load_before']} / {report['load_after']}; "
+             f"ovchat {report['commit']}; openvino-genai {report['versions'].get('openvino-genai')}, "
+             f"llama-cpp-python {report['versions'].get('llama-cpp-python')} ({report['llama_threads']} threads); {report['reps']} interleaved repetitions, "
+             f"{report['new_tokens']} tokens decoded greedily, EOS ignored. Ratios: median [min-max] of per-repetition ratios "
+             "of TPOT (below 1: faster).", ""]
+    for task, rows in report["speculation"].items():
+        lines += [f"## {task}", "", "| backend | TPOT ms | tokens/s | vs ovchat plain | vs llama.cpp's best | tokens per pass | acceptance | same text as plain |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, r in rows.items():
+            lines.append(f"| {name} | {r['tpot_ms']:.2f} | {r['tokens_per_s']:.1f} | {_cell(r['vs_ovchat'])} | "
+                         f"{_cell(r['vs_llamacpp_best'])} | {r.get('tokens_per_pass', 1):.2f} | "
+                         f"{_pct(r.get('acceptance'))} | {'yes' if r['same_text_as_plain'] else 'no'} |")
+        lines.append("")
+    s = report["structured"]
+    lines += ["## Structured output (ovchat, single mode, JSON schema with nested object, bounds, required fields)", "",
+              f"TPOT {s['tpot_ms']:.2f} ms with the schema, {s['tpot_plain_ms']:.2f} ms without: ratio {_cell(s['tpot_ratio'])}. "
+              f"TTFT {s['ttft_ms']:.1f} ms with, {s['ttft_plain_ms']:.1f} ms without; the engine's first constrained "
+              f"request: TTFT {s['first_ttft_ms']:.0f} ms (XGrammar's one-off set-up). Compile check of a new schema "
+              f"(structured.py): {s['compile_check_ms']:.1f} ms. Every constrained answer parsed: {s['all_valid_json']}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ovchat.benchmarks.speculative", description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--backends", default=",".join([*OVCHAT, *LLAMA]))
+    parser.add_argument("--llama-threads", type=int, default=os.cpu_count(),
+                        help="llama.cpp's n_threads (default: every core; on a busy machine 1 can be faster: "
+                             "its threads spin at a barrier and stall when one is descheduled)")
+    parser.add_argument("--out", type=Path, help="write bench.json and bench.md here")
+    args = parser.parse_args(argv)
+    from ..engine import default_model_dir
+    model, gguf = str(default_model_dir()), str(_gguf())
+    load_before = load_average()
+    ids = {task: prompt_ids(model, text) for task, text in TASKS.items()}
+    workers = {}
+    try:
+        for name in args.backends.split(","):
+            workers[name] = Worker(name, model, gguf, args.llama_threads)
+        result = speculation(workers, ids, args.reps, args.new_tokens)
+        structured = structured_cost(workers["ovchat"], args.reps * 2, max(args.new_tokens, 160))
+    finally:
+        for worker in workers.values():
+            worker.close()
+    report = {"date": date.today().isoformat(), "machine": {"cpu": cpu_model()}, "versions": versions(),
+              "commit": git_commit(), "reps": args.reps, "llama_threads": args.llama_threads, "new_tokens": args.new_tokens,
+              "prompt_tokens": {task: len(v) for task, v in ids.items()}, "load_before": load_before,
+              "load_after": load_average(), "speculation": summarise(result, args.new_tokens), "structured": structured,
+              "raw": result}
+    print(markdown(report))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "bench.json").write_text(json.dumps(report, indent=1))
+        (args.out / "bench.md").write_text(markdown(report))
+    print(json.dumps({k: report[k] for k in ("speculation", "structured", "load_before", "load_after")}))
+    return 0
+
+
+def _gguf() -> Path:
+    from ..engine import cache_root
+    found = sorted((cache_root() / "sources").glob("*.gguf"))
+    if not found:
+        raise SystemExit("No GGUF in the ovchat cache: run `ovchat export default` first.")
+    return found[0]
+
+
+def _paired(mine: list[float], theirs: list[float]) -> dict:
+    ratios = [a / b for a, b in zip(mine, theirs) if b]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)} if ratios else {}
+
+
+def _reps(by_backend: dict) -> int:
+    return min(len(runs) for runs in by_backend.values())
+
+
+def _plain(name: str) -> str:
+    return "llamacpp" if name.startswith("llamacpp") else "ovchat"
+
+
+def _cell(r: dict) -> str:
+    return f"{r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]" if r else "-"
+
+
+def _pct(value) -> str:
+    return f"{value * 100:.0f} %" if value is not None else "-"
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+        return True
+    except json.JSONDecodeError:
+        return False
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Check that a structured-output constraint compiles, before any request runs.
+
+openvino_genai 2026.4 compiles a JSON schema, regex or EBNF grammar (XGrammar) only inside
+generation, and exposes no check of its own to Python. Measured: in batching mode a constraint
+that fails to compile fails `step()` and leaves the ContinuousBatchingPipeline refusing every
+later step; in single mode it surfaces as a C++ error from deep inside generate. So the engine
+compiles each new constraint first, on a stand-in pipeline: the model's own tokenizer (so the
+check is the real compile, token masks included) and a model that only returns zero logits (so
+it costs no weights and no inference). A constraint that compiles once is remembered.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import numpy as np
+import openvino as ov
+import openvino_genai as ov_genai
+
+from .errors import OptionsError
+from .options import GenerationOptions
+
+# "[19:28:21] /path/to/xgrammar/cpp/json_schema_converter.cc:898: Unsupported type ..." -> "Unsupported type ..."
+_XGRAMMAR_PREFIX = re.compile(r"^\[[\d:]+\]\s+\S+:\d+:\s*(Check failed: .*? is false:\s*)?")
+_WHAT = {"json_schema": "JSON schema", "regex": "regex", "grammar": "EBNF grammar"}
+
+
+class StructureChecker:
+    """Compile-checks GenerationOptions' structure against one tokenizer; safe from any thread."""
+
+    def __init__(self, tokenizer: ov_genai.Tokenizer):
+        self._tokenizer = tokenizer
+        self._pipeline: ov_genai.LLMPipeline | None = None  # built on first use (~0.2 s)
+        self._compiled: dict[tuple[str, str], float] = {}   # constraint -> its compile check, ms
+        self._lock = threading.Lock()
+
+    def check(self, options: GenerationOptions) -> float:
+        """Raise OptionsError if the constraint in `options` cannot compile; return the check's
+        time in ms (0 when there is none or it was checked before)."""
+        structure = options.structure
+        if structure is None:
+            return 0.0
+        with self._lock:
+            if structure in self._compiled:
+                return 0.0
+            start = time.perf_counter()
+            self._compile(*structure)
+            self._compiled[structure] = elapsed = (time.perf_counter() - start) * 1000
+            return elapsed
+
+    def _compile(self, kind: str, text: str) -> None:
+        config = ov_genai.GenerationConfig()
+        config.max_new_tokens = 1  # the grammar compiles before the first token is sampled
+        config.structured_output_config = ov_genai.StructuredOutputConfig(**{kind: text})
+        try:
+            self._stand_in().generate(ov.Tensor(np.array([[0]], dtype=np.int64)), config)
+        except RuntimeError as error:
+            raise OptionsError(f"The {_WHAT[kind]} cannot be compiled: {_xgrammar_message(error)}. "
+                               f"Fix the {_WHAT[kind]} and try again.") from None
+
+    def _stand_in(self) -> ov_genai.LLMPipeline:
+        if self._pipeline is None:
+            vocab = len(self._tokenizer.get_vocab())  # get_vocab_vector() fails on byte-level vocabularies
+            xml, weights = _zero_logits_model(vocab)
+            self._pipeline = ov_genai.LLMPipeline(xml, weights, self._tokenizer, "CPU", None, ATTENTION_BACKEND="SDPA")
+        return self._pipeline
+
+
+def _zero_logits_model(vocab_size: int) -> tuple[str, ov.Tensor]:
+    """The IR text and weights of a model with a causal LM's inputs whose logits are all zero."""
+    import tempfile
+    from pathlib import Path
+
+    import openvino.opset13 as ops
+
+    inputs = [ops.parameter([-1, -1], ov.Type.i64, name=name) for name in ("input_ids", "attention_mask", "position_ids")]
+    beam_idx = ops.parameter([-1], ov.Type.i32, name="beam_idx")
+    shape = ops.concat([ops.shape_of(inputs[0]), ops.constant(np.array([vocab_size], dtype=np.int64))], 0)
+    logits = ops.broadcast(ops.constant(np.float32(0)), shape)
+    logits.output(0).get_tensor().set_names({"logits"})
+    model = ov.Model([logits], [*inputs, beam_idx], "zero_logits")
+    with tempfile.TemporaryDirectory(prefix="ovchat-") as folder:
+        xml = Path(folder) / "zero_logits.xml"
+        ov.save_model(model, xml)
+        return xml.read_text(), ov.Tensor(np.fromfile(xml.with_suffix(".bin"), dtype=np.uint8))
+
+
+def _xgrammar_message(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    first = _XGRAMMAR_PREFIX.sub("", lines[0]) if lines else type(error).__name__
+    return first.rstrip(".")
