@@ -90,6 +90,8 @@ class Sampling:
     n: int = 1
     stream: bool = False
     include_usage: bool = False
+    json_schema: str | None = None  # response_format json_schema: the answer validates against it
+    json_object: bool = False       # response_format json_object: the answer is a JSON object
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,26 @@ def _stream_options(value, name):
     return _bool(value.get("include_usage", False), f"{name}.include_usage")
 
 
+def _response_format(value, name):
+    """OpenAI's response_format onto the engine's structured output: {"json_object": ..., "json_schema": ...}."""
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text" and set(value) == {"type"}:
+        return {}
+    if kind == "json_object" and set(value) == {"type"}:
+        return {"json_object": True}
+    if kind == "json_schema" and set(value) == {"type", "json_schema"}:
+        spec = value["json_schema"]
+        where = f"{name}.json_schema"
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            raise bad_request(f"'{where}' must be an object with a 'schema' object.", param=where)
+        for key in spec:
+            if key not in ("name", "schema", "strict", "description"):
+                raise unsupported(f"{where}.{key}")
+        return {"json_schema": json.dumps(spec["schema"])}  # strict or not: the grammar always holds
+    raise bad_request(f"'{name}' must be {{'type': 'text'}}, {{'type': 'json_object'}} or "
+                      "{'type': 'json_schema', 'json_schema': {'name': ..., 'schema': {...}}}.", param=name)
+
+
 def _only(*accepted, why: str = " (only its default value is)"):
     """A field accepted only with a value that changes nothing here."""
     def check(value, name):
@@ -173,7 +195,7 @@ _SAMPLING_FIELDS = {
 _CHAT_FIELDS = {
     **_SAMPLING_FIELDS, "model": _str, "messages": None, "max_completion_tokens": _int(1),
     "logprobs": _only(False), "top_logprobs": _only(0), "tools": _only([]), "tool_choice": _only("none"),
-    "parallel_tool_calls": _bool, "response_format": _only({"type": "text"}), "store": _only(False),
+    "parallel_tool_calls": _bool, "response_format": _response_format, "store": _only(False),
 }
 _COMPLETION_FIELDS = {
     **_SAMPLING_FIELDS, "model": _str, "prompt": None,
@@ -211,6 +233,7 @@ def _sampling(values: dict, max_n: int) -> Sampling:
         presence_penalty=values.get("presence_penalty") or 0.0, frequency_penalty=values.get("frequency_penalty") or 0.0,
         repetition_penalty=values.get("repetition_penalty"), n=n, stream=stream,
         include_usage=bool(values.get("stream_options")),
+        **(values.get("response_format") or {}),
     )
 
 

@@ -80,7 +80,8 @@ def generation_options(sampling: Sampling, default_max_tokens: int, chat: bool, 
             top_p=sampling.top_p if sampling.top_p is not None else 1.0, top_k=sampling.top_k or 0,
             repetition_penalty=sampling.repetition_penalty or 1.0, presence_penalty=sampling.presence_penalty,
             frequency_penalty=sampling.frequency_penalty, seed=None if sampling.seed is None else sampling.seed + index,
-            stop=sampling.stop, apply_chat_template=chat)
+            stop=sampling.stop, apply_chat_template=chat, json_schema=sampling.json_schema,
+            json_object=sampling.json_object)
     except OptionsError as error:
         raise bad_request(str(error)) from None
 

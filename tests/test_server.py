@@ -99,6 +99,21 @@ def test_errors_reach_the_openai_client_as_exceptions(served, client):
     assert "context" in too_long.value.message
 
 
+def test_response_format_gives_json_that_parses_and_validates(served, client):
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40},
+                                               "country": {"type": "string", "enum": ["France", "Italy", "Spain"]}},
+              "required": ["city", "country"], "additionalProperties": False}
+    reply = client.chat.completions.create(
+        model=served[1], messages=FRANCE, max_tokens=64, temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "capital", "schema": schema}})
+    answer = json.loads(reply.choices[0].message.content)
+    assert set(answer) == {"city", "country"} and answer["country"] in ("France", "Italy", "Spain")
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(model=served[1], messages=FRANCE, max_tokens=8, response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "minProperties": "two"}}})
+    assert bad.value.status_code == 400
+
+
 @pytest.mark.parametrize("body, status", [
     (b'{"messages": [', 400), ({"messages": FRANCE, "temperature": "hot"}, 400), ({"messages": FRANCE, "model": "x"}, 404),
     ({"messages": []}, 400), ({"messages": [{"role": "user", "content": "word " * 9000}]}, 400),

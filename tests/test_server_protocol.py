@@ -1,6 +1,7 @@
 """The server's pure parts, no model, no sockets: request validation, options, admission, the
 client's mapping of CLI flags."""
 
+import json
 import argparse
 import asyncio
 
@@ -24,7 +25,7 @@ def refused(parse, body, max_n=4) -> APIError:
 
 @pytest.mark.parametrize("field, value", [
     ("foo", 1), ("tools", [{"type": "function", "function": {"name": "f"}}]), ("logprobs", True),
-    ("response_format", {"type": "json_object"}), ("logit_bias", {"1": 5}), ("top_logprobs", 2),
+    ("logit_bias", {"1": 5}), ("top_logprobs", 2),
 ])
 def test_a_field_the_server_does_not_support_is_refused_by_name(field, value):
     error = refused(parse_chat, {"messages": HI, field: value})
@@ -39,6 +40,19 @@ def test_a_field_the_server_does_not_support_is_refused_by_name(field, value):
 def test_a_value_of_the_wrong_type_or_range_is_refused_by_name(field, value):
     error = refused(parse_chat, {"messages": HI, "stream": True, field: value})
     assert error.param.startswith(field)
+
+
+def test_response_format_maps_onto_structured_output():
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    as_object = parse_chat({"messages": HI, "response_format": {"type": "json_object"}}, 4).sampling
+    as_schema = parse_chat({"messages": HI, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "city", "strict": True, "schema": schema}}}, 4).sampling
+    assert (as_object.json_object, as_object.json_schema) == (True, None)
+    assert (as_schema.json_object, json.loads(as_schema.json_schema)) == (False, schema)
+    for bad in ({"type": "xml"}, {"type": "json_schema"}, {"type": "json_schema", "json_schema": {"schema": 3}}, "json"):
+        assert refused(parse_chat, {"messages": HI, "response_format": bad}).param.startswith("response_format")
+    assert refused(parse_chat, {"messages": HI, "response_format": {"type": "json_schema", "json_schema": {
+        "schema": schema, "format": "x"}}}).param == "response_format.json_schema.format"
 
 
 def test_values_that_change_nothing_are_accepted():
