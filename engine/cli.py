@@ -175,35 +175,41 @@ def cmd_chat(args) -> int:
     attention = engine.load_options.to_properties().get("ATTENTION_BACKEND")
     _progress(f"ready{f' (attention: {attention})' if attention else ''}. /reset clears the history, "
               "/exit (or Ctrl-D) leaves, Ctrl-C stops an answer.")
+
+    def answer(text: str) -> None:
+        stream = session.stream(text)
+        with stream:
+            for piece in stream:
+                print(piece, end="", flush=True)
+        print()
+        if stream.result.dropped_messages:
+            _progress(f"(the oldest {stream.result.dropped_messages} messages were dropped to fit the context)")
+
+    return chat_loop(answer, session.reset)
+
+
+def chat_loop(answer, reset) -> int:
+    """The interactive prompt of `ovchat chat`, local or `--server`: `answer(text)` streams one
+    turn (Ctrl-C stops it), /reset calls `reset()`, /exit or Ctrl-D leaves."""
     while True:
         try:
-            text = input("> ")
+            text = input("> ").strip()
         except (EOFError, KeyboardInterrupt):
             print()
             return 0
-        if text.strip() == "/exit":
+        if text == "/exit":
             return 0
-        if text.strip() == "/reset":
-            session.reset()
+        if text == "/reset":
+            reset()
             _progress("history cleared.")
-            continue
-        if not text.strip():
-            continue
-        try:
-            stream = session.stream(text)
-            with stream:
-                for piece in stream:
-                    print(piece, end="", flush=True)
-        except KeyboardInterrupt:
-            print("\n[stopped]", end="")
-        except EngineError as error:  # this turn failed (too long, a template refusal...): the chat goes on
-            print()
-            _progress(f"ovchat: {error}")
-            continue
-        print()
-        result = stream.result
-        if result and result.dropped_messages:
-            _progress(f"(the oldest {result.dropped_messages} messages were dropped to fit the context)")
+        elif text:
+            try:
+                answer(text)
+            except KeyboardInterrupt:
+                print("\n[stopped]")
+            except EngineError as error:  # this turn failed (too long, a template refusal...): the chat goes on
+                print()
+                _progress(f"ovchat: {error}")
 
 
 def cmd_demo(args) -> int:

@@ -196,32 +196,25 @@ def run_chat(args) -> int:
     messages = [{"role": "system", "content": args.system}] if args.system else []
     _progress(f"connected to {args.server} ({info['id']}). /reset clears the history, /exit (or Ctrl-D) leaves, "
               "Ctrl-C stops an answer.")
-    while True:
-        try:
-            text = input("> ")
-        except (EOFError, KeyboardInterrupt):
-            print()
-            return 0
-        if text.strip() == "/exit":
-            return 0
-        if text.strip() == "/reset":
-            messages = messages[:1] if args.system else []
-            _progress("history cleared.")
-            continue
-        if not text.strip():
-            continue
+
+    def answer(text: str) -> None:
         messages.append({"role": "user", "content": text})
         received: list[str] = []
         try:
             stream_answer(client, "/v1/chat/completions", {**body, "messages": messages},
                           on_text=lambda piece: (received.append(piece), print(piece, end="", flush=True)))
-        except KeyboardInterrupt:  # the connection closes: the server cancels the generation
-            print("\n[stopped]", end="")
-        print()
-        if received:
-            messages.append({"role": "assistant", "content": "".join(received)})
-        else:
-            messages.pop()
+            print()
+        finally:  # stopped or failed (the connection closes: the server cancels the generation)
+            if received:
+                messages.append({"role": "assistant", "content": "".join(received)})
+            else:
+                messages.pop()
+
+    def reset() -> None:
+        del messages[1 if args.system else 0:]
+
+    from ..engine.cli import chat_loop  # stdlib and errors only: still no OpenVINO here
+    return chat_loop(answer, reset)
 
 
 def _progress(message: str) -> None:

@@ -191,6 +191,17 @@ def test_ovchat_generate_with_server_answers_without_loading_a_model(served):
     assert "Paris" in done.stdout
 
 
+def test_ovchat_chat_with_server_keeps_history_resets_and_exits(served):
+    script = ("import sys; from ovchat.tools.cli import main; rc = main(sys.argv[1:]); "
+              "assert 'openvino' not in sys.modules, 'imported OpenVINO'; sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", script, "chat", "--server", served[0], "-n", "24"],
+                          input="What is the capital of France?\n/reset\nWhat is the capital of Japan?\n/exit\n",
+                          capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k != "OVCHAT_API_KEY"})
+    assert done.returncode == 0, done.stderr
+    assert "Paris" in done.stdout and "Tokyo" in done.stdout and "history cleared" in done.stderr
+
+
 def test_the_chat_page_streams_an_answer_in_headless_chromium(served):
     sync_api = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
