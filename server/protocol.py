@@ -92,6 +92,7 @@ class Sampling:
     include_usage: bool = False
     json_schema: str | None = None  # response_format json_schema: the answer validates against it
     json_object: bool = False       # response_format json_object: the answer is a JSON object
+    ignore_eos: bool = False        # vLLM's and llama.cpp's extension: generate max_tokens whatever the model says
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,7 @@ _SAMPLING_FIELDS = {
     "n": _int(1), "stream": _bool, "stream_options": _stream_options,
     "user": _str,  # an end-user id for the caller's own records; nothing here depends on it
     "logit_bias": _only({}), "best_of": _only(1),
+    "ignore_eos": _bool,  # as vLLM and llama-server take it: benchmarks ask for exactly max_tokens
 }
 _CHAT_FIELDS = {
     **_SAMPLING_FIELDS, "model": _str, "messages": None, "max_completion_tokens": _int(1),
@@ -232,7 +234,7 @@ def _sampling(values: dict, max_n: int) -> Sampling:
         top_k=None if top_k in (None, -1) else top_k, seed=values.get("seed"), stop=values.get("stop") or (),
         presence_penalty=values.get("presence_penalty") or 0.0, frequency_penalty=values.get("frequency_penalty") or 0.0,
         repetition_penalty=values.get("repetition_penalty"), n=n, stream=stream,
-        include_usage=bool(values.get("stream_options")),
+        include_usage=bool(values.get("stream_options")), ignore_eos=bool(values.get("ignore_eos")),
         **(values.get("response_format") or {}),
     )
 

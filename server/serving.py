@@ -81,7 +81,7 @@ def generation_options(sampling: Sampling, default_max_tokens: int, chat: bool, 
             repetition_penalty=sampling.repetition_penalty or 1.0, presence_penalty=sampling.presence_penalty,
             frequency_penalty=sampling.frequency_penalty, seed=None if sampling.seed is None else sampling.seed + index,
             stop=sampling.stop, apply_chat_template=chat, json_schema=sampling.json_schema,
-            json_object=sampling.json_object)
+            json_object=sampling.json_object, ignore_eos=sampling.ignore_eos)
     except OptionsError as error:
         raise bad_request(str(error)) from None
 

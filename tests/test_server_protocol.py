@@ -55,6 +55,13 @@ def test_response_format_maps_onto_structured_output():
         "schema": schema, "format": "x"}}}).param == "response_format.json_schema.format"
 
 
+def test_ignore_eos_is_taken_as_vllm_and_llama_server_take_it():
+    assert parse_chat({"messages": HI, "ignore_eos": True}, 4).sampling.ignore_eos is True
+    assert parse_completion({"prompt": "hi", "ignore_eos": False}, 4).sampling.ignore_eos is False
+    assert generation_options(parse_chat({"messages": HI, "ignore_eos": True}, 4).sampling, 16, True).ignore_eos
+    assert refused(parse_chat, {"messages": HI, "ignore_eos": "yes"}).param == "ignore_eos"
+
+
 def test_values_that_change_nothing_are_accepted():
     parsed = parse_chat({"messages": HI, "logprobs": False, "n": 1, "tools": [], "response_format": {"type": "text"},
                          "user": "u1", "presence_penalty": None, "stream": False, "logit_bias": {}}, 4)
