@@ -64,7 +64,7 @@ FULL = Profile()
 QUICK = Profile(lengths=(32, 128), new_tokens=16, reps=2, chat_turns=6, chat_new_tokens=8, load_reps=1,
                 memory_prompt=128, requests=2, concurrency_prompt=32, concurrency_new_tokens=16, concurrency_reps=1,
                 timeout_s=600, drop_page_cache=False, server_concurrency=(1, 4), server_prompts=(32,),
-                server_new_tokens=8, server_rounds=1, server_reps=1)  # 3.6 min on 2 busy cores (CI's budget: 6)
+                server_new_tokens=16, server_rounds=1, server_reps=1)  # 3.6 min on 2 busy cores (CI's budget: 6)
 
 
 @dataclass(frozen=True)

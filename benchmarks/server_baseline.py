@@ -1,6 +1,6 @@
 """The server benchmark's baseline: today's one-at-a-time engine, in process, under the same load.
 
-    python -m ovchat.benchmarks.server_baseline '<job json>'    (run by benchmarks/server_scenario.py)
+    python -m ovchat.benchmarks.server_baseline < job.json    (run by benchmarks/server_scenario.py)
 
 `Engine.load(IR)` in its default single mode (SDPA LLMPipeline, one generation at a time, a FIFO
 queue), then every load of the job, the same prompts as the servers get: C caller threads
@@ -61,7 +61,7 @@ def run(job: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    job = json.loads((argv or sys.argv[1:])[0])
+    job = json.loads(argv[0] if argv else sys.stdin.read())  # stdin: the prompts exceed an argument's size limit
     result_fd = os.dup(1)
     os.dup2(2, 1)  # the runtime's own prints must not corrupt the JSON line
     os.write(result_fd, (json.dumps(run(job)) + "\n").encode())

@@ -4,7 +4,9 @@ Backends, each measured the same way per repetition (the runner interleaves them
 
   ovchat         `ovchat serve -m IR` (continuous batching); `--ovchat-serve-cmd` replaces
                  `python -m ovchat serve`, e.g. to measure another worktree's build
-  llamacpp       llama-cpp-python's own server, `python -m llama_cpp.server` on the GGUF, 2 threads
+  llamacpp       llama-cpp-python's own server, `python -m llama_cpp.server` on the GGUF, 2 threads,
+                 requests queued (`--interrupt_requests False`: by default a new request cancels the
+                 stream in flight); it generates one request at a time
   llama-server   llama.cpp's server from the same vendored source (benchmarks/llama_server.py),
                  restarted for every concurrency C with `--parallel C -c C x per-request context`
   ovchat-single  the baseline: today's one-at-a-time engine in process (benchmarks/server_baseline.py)
@@ -78,7 +80,10 @@ def server_spec(backend: str, files, concurrency: int, profile) -> ServerSpec:
     if backend == "llamacpp":
         return ServerSpec("llama_cpp.server", [sys.executable, "-m", "llama_cpp.server", "--model", files.gguf,
                                                "--host", "127.0.0.1", "--port", "{port}", "--n_threads", THREADS,
-                                               "--n_threads_batch", THREADS, "--n_ctx", str(per_request_context(profile))],
+                                               "--n_threads_batch", THREADS, "--n_ctx", str(per_request_context(profile)),
+                                               # its default cancels the stream in flight when another request
+                                               # arrives; queue them instead (it serves one at a time)
+                                               "--interrupt_requests", "False"],
                           health_path="/v1/models", ready_timeout_s=profile.timeout_s)
     return ServerSpec(f"llama-server --parallel {concurrency}",
                       [str(llama_server.binary_path()), "-m", files.gguf, "--host", "127.0.0.1", "--port", "{port}",
