@@ -55,7 +55,7 @@ class Profile:
     server_concurrency: tuple[int, ...] = (1, 4, 16)   # the server scenario (benchmarks/server_scenario.py)
     server_prompts: tuple[int, ...] = (32, 512)        # prompt tokens
     server_new_tokens: int = 64
-    server_rounds: int = 2                             # requests per stream in one load
+    server_rounds: int = 1                             # requests per stream in one load
     server_reps: int = 2
     ovchat_serve_cmd: str = ""                         # "" = python -m ovchat serve
 

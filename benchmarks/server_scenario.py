@@ -69,7 +69,9 @@ def unavailable(backend: str, files, profile) -> str | None:
 
 
 def per_request_context(profile) -> int:
-    return max(profile.server_prompts) * 2 + profile.server_new_tokens + 256  # room for the chat template
+    # the prompt, the answer and room for the chat template (SmolLM2's adds a ~30-token system
+    # prompt); llama-server splits -c among its slots, and Phi-3's KV cache is ~0.4 MB a token
+    return max(profile.server_prompts) + profile.server_new_tokens + 256
 
 
 def server_spec(backend: str, files, concurrency: int, profile) -> ServerSpec:
