@@ -231,12 +231,12 @@ def coldstart_rep(ctx, files, device, backend, rep) -> dict:
     from . import coldstart as cs
     model = files.gguf if backend == "llamacpp" else (files.ir or files.gguf)
     if backend == "ovchat-client":  # issue 11 point 5: a fresh client process of a resident `ovchat serve`
-        from . import client_start, server_scenario
+        from . import client_first_token, server_scenario
         reason = server_scenario.unavailable("ovchat", files, ctx.profile)
         if reason:
             raise Skip(reason)
         try:
-            return client_start.measure(files, ctx.profile, ctx.out / "logs")
+            return client_first_token.measure(files, ctx.profile, ctx.out / "logs")
         except (RuntimeError, subprocess.TimeoutExpired) as error:
             raise WorkerError(str(error)[-2000:]) from None
     try:

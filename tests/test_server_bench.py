@@ -315,7 +315,7 @@ def test_llama_cpp_server_under_two_streams(tmp_path, default_model_dir):
 # ---- point 5: a fresh client process ---------------------------------------------------------------
 
 def test_the_client_is_the_serve_command_with_generate():
-    from ovchat.benchmarks import client_start
+    from ovchat.benchmarks import client_first_token as client_start
     profile = replace(QUICK, ovchat_serve_cmd="/x/.venv/bin/ovchat serve")
     assert client_start.client_command(profile, "http://127.0.0.1:9", "q", 16) == \
         ["/x/.venv/bin/ovchat", "generate", "--server", "http://127.0.0.1:9", "-n", "16", "q"]
@@ -324,7 +324,7 @@ def test_the_client_is_the_serve_command_with_generate():
 
 
 def test_a_client_is_timed_to_its_first_printed_byte_not_its_exit():
-    from ovchat.benchmarks import client_start
+    from ovchat.benchmarks import client_first_token as client_start
     script = "import time; time.sleep(0.3); print('Paris', end=''); time.sleep(0.6); print(' is')"
     timing = client_start.time_client([sys.executable, "-c", script], timeout_s=30)
     assert 0.3 <= timing["start_to_first_token_s"] < timing["total_s"] - 0.4
