@@ -21,10 +21,12 @@ import threading
 import time
 from dataclasses import dataclass
 
-BACKENDS = ("ovchat", "genai", "optimum", "llamacpp", "genai-pa")
+# genai-pa: chat only; llama-server and ovchat-single: the server scenario; ovchat-client: coldstart
+BACKENDS = ("ovchat", "genai", "optimum", "llamacpp", "genai-pa", "llama-server", "ovchat-single", "ovchat-client")
 MAIN_BACKENDS = BACKENDS[:4]  # what every scenario measures; genai-pa only where the backends differ
 _PACKAGES = {"ovchat": "openvino_genai", "genai": "openvino_genai", "genai-pa": "openvino_genai",
-             "optimum": "optimum.intel", "llamacpp": "llama_cpp"}
+             "optimum": "optimum.intel", "llamacpp": "llama_cpp", "llama-server": "llama_cpp",
+             "ovchat-single": "openvino_genai", "ovchat-client": "openvino_genai"}
 _INSTALL = {"optimum": "install the export extra (tools/install.sh)",
             "llamacpp": "run `bash tools/install.sh full` (compiles llama.cpp, ~7 min on 2 cores, progress shown)"}
 
@@ -54,7 +56,7 @@ def unavailable(backend: str, files: ModelFiles, device: str) -> str | None:
         found = False
     if not found:
         return f"{package} is not installed: {_INSTALL.get(backend, 'pip install -e .')}"
-    if backend == "llamacpp":
+    if backend in ("llamacpp", "llama-server"):
         if device != "CPU":
             return "llama-cpp-python is built for CPU here (no GPU backend compiled in)"
         return None if files.gguf else f"no GGUF file for model {files.name}"

@@ -31,7 +31,7 @@ def setup_arg_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--backend", action="append", choices=BACKENDS,
                         help="repeatable (default: all; missing ones are reported as skipped)")
     parser.add_argument("--scenario", action="append", metavar="NAME",
-                        help="latency, chat, load, memory, concurrency (+ coldstart when present); repeatable")
+                        help="latency, chat, load, memory, concurrency, coldstart, server; repeatable")
     parser.add_argument("--quick", action="store_true", help="the CI smoke profile: short prompts, few repetitions")
     parser.add_argument("--reps", type=int, help="repetitions of every measurement (after the warm-ups)")
     parser.add_argument("--warmup", type=int, help="warm-up runs before the repetitions")
@@ -39,6 +39,9 @@ def setup_arg_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="prompt lengths for the latency scenario, e.g. 32,512,2048")
     parser.add_argument("--new-tokens", type=int, help="tokens generated per latency run")
     parser.add_argument("--timeout", type=int, help="seconds allowed per worker process")
+    parser.add_argument("--ovchat-serve-cmd", metavar="CMD",
+                        help='the server scenario\'s `ovchat serve` (default: "python -m ovchat serve"); '
+                             'e.g. "/other/worktree/.venv/bin/ovchat serve"')
     parser.add_argument("--out", type=Path, help="report folder (default: benchmarks/results/<date>-<profile>)")
     return parser
 
@@ -53,10 +56,11 @@ def profile_from(args):
     from .scenarios import FULL, QUICK
     profile = QUICK if args.quick else FULL
     overrides = {"reps": args.reps, "warmup": args.warmup, "lengths": args.lengths,
-                 "new_tokens": args.new_tokens, "timeout_s": args.timeout}
+                 "new_tokens": args.new_tokens, "timeout_s": args.timeout, "ovchat_serve_cmd": args.ovchat_serve_cmd}
     if args.reps is not None:  # the costly per-process scenarios never repeat more than --reps
         overrides["load_reps"] = max(1, min(args.reps, profile.load_reps))
         overrides["concurrency_reps"] = max(1, min(args.reps, profile.concurrency_reps))
+        overrides["server_reps"] = args.reps
     return replace(profile, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -92,9 +96,10 @@ def summary_line(result: dict, out: Path) -> dict:
         if row["scenario"] == "latency":
             key = f"{row['model']}/{row['device']} {row['pair']}"
             ratios.setdefault(key, {})[row["figure"]] = round(row["median"], 3)
+    from .server_report import headline
     return {"bench": "ovchat", "out": str(out), "ok": statuses.count("ok"), "skipped": statuses.count("skipped"),
             "error": statuses.count("error"), "total_seconds": result["total_seconds"],
-            "load_average": result.get("load_average"), "latency_ratios": ratios}
+            "load_average": result.get("load_average"), "latency_ratios": ratios, "server": headline(result)}
 
 
 def main(argv=None) -> int:

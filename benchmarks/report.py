@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from .pairing import PAIRS
+from .server_report import server_section
 
 
 def write(report: dict, out: Path) -> list[Path]:
@@ -199,7 +200,7 @@ def skipped_section(report: dict) -> list[str]:
 def markdown(report: dict) -> str:
     lines = machine_section(report) + ratios_section(report) + roofline_section(report)
     for section in (latency_section, devices_section, chat_section, load_section, memory_section,
-                    concurrency_section, coldstart_section, skipped_section):
+                    concurrency_section, coldstart_section, server_section, skipped_section):
         lines += section(report)
     return "\n".join(lines)
 

@@ -52,12 +52,19 @@ class Profile:
     concurrency_reps: int = 3
     timeout_s: int = 3600
     drop_page_cache: bool = True  # coldstart's cold runs (slows the whole machine briefly)
+    server_concurrency: tuple[int, ...] = (1, 4, 16)   # the server scenario (benchmarks/server_scenario.py)
+    server_prompts: tuple[int, ...] = (32, 512)        # prompt tokens
+    server_new_tokens: int = 64
+    server_rounds: int = 1                             # requests per stream in one load
+    server_reps: int = 2
+    ovchat_serve_cmd: str = ""                         # "" = python -m ovchat serve
 
 
 FULL = Profile()
 QUICK = Profile(lengths=(32, 128), new_tokens=16, reps=2, chat_turns=6, chat_new_tokens=8, load_reps=1,
                 memory_prompt=128, requests=2, concurrency_prompt=32, concurrency_new_tokens=16, concurrency_reps=1,
-                timeout_s=600, drop_page_cache=False)  # 3.6 min on 2 busy cores (CI's budget: 6)
+                timeout_s=600, drop_page_cache=False, server_concurrency=(1, 4), server_prompts=(32,),
+                server_new_tokens=16, server_rounds=1, server_reps=1)  # 3.6 min on 2 busy cores (CI's budget: 6)
 
 
 @dataclass(frozen=True)
@@ -214,7 +221,7 @@ register(Scenario("concurrency", "Several requests at once: PERFORMANCE_HINT LAT
                   backends=("ovchat", "genai", "optimum")))
 
 
-_COLDSTART_BACKENDS = {"ovchat": "engine", "genai": "llmpipeline", "llamacpp": "llama.cpp"}
+_COLDSTART_BACKENDS = {"ovchat": "engine", "genai": "llmpipeline", "llamacpp": "llama.cpp", "ovchat-client": "client"}
 
 
 def coldstart_rep(ctx, files, device, backend, rep) -> dict:
@@ -223,6 +230,15 @@ def coldstart_rep(ctx, files, device, backend, rep) -> dict:
     import subprocess
     from . import coldstart as cs
     model = files.gguf if backend == "llamacpp" else (files.ir or files.gguf)
+    if backend == "ovchat-client":  # issue 11 point 5: a fresh client process of a resident `ovchat serve`
+        from . import client_first_token, server_scenario
+        reason = server_scenario.unavailable("ovchat", files, ctx.profile)
+        if reason:
+            raise Skip(reason)
+        try:
+            return client_first_token.measure(files, ctx.profile, ctx.out / "logs")
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            raise WorkerError(str(error)[-2000:]) from None
     try:
         return {cache: cs.measure(_COLDSTART_BACKENDS[backend], model, device, cache, timeout_s=ctx.profile.timeout_s,
                                   new_tokens=16, drop_caches=ctx.profile.drop_page_cache)
@@ -236,7 +252,8 @@ _COLDSTART_FIGURES = ("start_to_first_token_s", "import_s", "load_s", "peak_rss_
 
 def coldstart_summary(reps: list[dict]) -> dict:
     return {cache: {"runs": [r[cache] for r in reps],
-                    "summary": {k: stats(r[cache][k] for r in reps) for k in _COLDSTART_FIGURES}}
+                    "summary": {k: stats(r[cache][k] for r in reps if r[cache].get(k) is not None)
+                                for k in _COLDSTART_FIGURES}}
             for cache in ("cold", "warm")}
 
 
@@ -254,3 +271,6 @@ def plug_coldstart() -> None:
 
 
 plug_coldstart()
+
+
+from . import server_scenario  # noqa: E402,F401  registers "server" (it imports this module's names)
