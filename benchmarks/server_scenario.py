@@ -30,7 +30,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
 from . import llama_server
 from .scenarios import Scenario, Skip, WorkerError, register, stats
