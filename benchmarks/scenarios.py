@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Callable
 
-from .backends import BACKENDS, MAIN_BACKENDS
+from .backends import MAIN_BACKENDS
 
 HINTS = ("LATENCY", "THROUGHPUT")
 
@@ -211,7 +211,7 @@ register(Scenario("latency", "Generation latency: TTFT, TPOT, tokens/s by prompt
                   latency_rep, latency_summary, latency_figures))
 # genai-pa here: with SDPA a turn's prefill slows as the history grows, PagedAttention's much less (measured).
 register(Scenario("chat", "6-turn chat: TTFT per turn as history grows", chat_rep, chat_summary, chat_figures,
-                  backends=BACKENDS))
+                  backends=MAIN_BACKENDS + ("genai-pa",)))
 register(Scenario("load", "Model load: cold vs warm CACHE_DIR (fresh process each)",
                   load_rep, load_summary, load_figures, reps=lambda p: p.load_reps))
 register(Scenario("memory", "Peak resident memory, each backend in its own process",

@@ -115,6 +115,16 @@ def test_an_extra_backend_runs_only_where_a_scenario_asks_for_it():
         assert [e["backend"] for e in rep_report["entries"]] == expected
 
 
+def test_each_scenario_lists_only_backends_it_can_run():
+    # The worker-process scenarios run the in-process adapters; the server and coldstart
+    # scenarios own their special backends (llama-server, ovchat-single, ovchat-client).
+    special = {"llama-server", "ovchat-single", "ovchat-client"}
+    for name, scenario in SCENARIOS.items():
+        if name not in ("server", "coldstart"):
+            assert not special & set(scenario.backends), (name, scenario.backends)
+    assert SCENARIOS["chat"].backends == MAIN_BACKENDS + ("genai-pa",)
+
+
 def test_genai_pa_differs_from_genai_only_by_its_attention_backend():
     genai = create("genai").properties("LATENCY", None)
     paged = create("genai-pa").properties("LATENCY", None)
