@@ -1,7 +1,9 @@
 """A chat session: history with a system prompt, one turn at a time, streamed or not.
 
-Each turn sends the whole history as an openvino_genai ChatHistory; LLMPipeline recognises
-the prefix it has already computed and reuses its KV cache, so a turn costs its new tokens.
+Each turn sends the whole history. In the single-stream mode it goes as an openvino_genai
+ChatHistory, and LLMPipeline reuses the KV cache of the prefix it has already computed; in the
+batching mode the PagedAttention prefix cache does the same. Either way a turn costs its new
+tokens, and sessions taking turns on one engine each get their own answers.
 When the history outgrows the context, the oldest turns are dropped (the system prompt stays)
 and the turn's result says how many messages went.
 """
