@@ -29,7 +29,12 @@ _EXPORTS = {
     "TextStream": "stream", "Tokenizer": "tokenizer", "available_devices": "devices",
     "cache_root": "paths", "default_model_dir": "paths",
 }
-__all__ = sorted([*_EXPORTS, "load"])
+__all__ = [  # written out, so linters and editors read it (a test checks it matches _EXPORTS)
+    "BatchOptions", "BusyError", "ChatSession", "DeviceError", "Engine", "EngineError", "EngineStats",
+    "GenerationOptions", "GenerationResult", "LoadMetrics", "LoadOptions", "Metrics", "ModelError", "ModelInfo",
+    "OptionsError", "PromptError", "TextStream", "Tokenizer", "available_devices", "cache_root", "default_model_dir",
+    "load",
+]
 
 
 def __getattr__(name: str):

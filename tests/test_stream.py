@@ -127,3 +127,9 @@ def test_closing_from_another_thread_while_one_waits_keeps_the_cancelled_result(
     assert not reader.is_alive() and pieces == ["a"]
     assert stream.result.finish_reason == "cancelled" and stream.result.text == "a"
     assert [r.finish_reason for r in seen] == ["cancelled"]
+
+
+def test_the_public_names_are_the_lazy_exports():
+    from ovchat import engine
+    assert sorted(engine.__all__) == sorted([*engine._EXPORTS, "load"])
+    assert all(getattr(engine, name) is not None for name in engine.__all__)
