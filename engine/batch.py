@@ -61,9 +61,9 @@ class BatchRunner:
         self._thread = threading.Thread(target=self._serve, name="ovchat-scheduler", daemon=True)
         self._thread.start()
 
-    def submit(self, prepared: PreparedPrompt, config: ov_genai.GenerationConfig) -> TextStream:
+    def submit(self, prepared: PreparedPrompt, config: ov_genai.GenerationConfig, events=None) -> TextStream:
         ids = self._encode(prepared)
-        stream = TextStream(len(ids), prepared.dropped_messages, on_cancel=self._wake.set)
+        stream = TextStream(len(ids), prepared.dropped_messages, on_cancel=self._wake.set, events=events)
         self._incoming.put(_Request(ids, prepared, config, Feed(stream)))
         self._wake.set()
         return stream

@@ -103,16 +103,21 @@ def load_engine(args, defaults: dict | None = None, **load_options):
     """The engine the flags ask for; `defaults` are properties that -P KEY=VALUE overrides;
     `load_options` go to Engine.load as they are (e.g. batching=...)."""
     from . import Engine
+    _progress(f"loading {args.model or 'the default model'} on {args.device}…")
+    return Engine.load(**load_arguments(args, defaults), **load_options)
+
+
+def load_arguments(args, defaults: dict | None = None) -> dict:
+    """Engine.load's keyword arguments for the model flags (see load_engine)."""
     properties = dict(defaults or {})
     for item in args.property:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise OptionsError(f"--property {item!r} must look like KEY=VALUE, e.g. KV_CACHE_PRECISION=u8.")
         properties[key] = value
-    _progress(f"loading {args.model or 'the default model'} on {args.device}…")
-    return Engine.load(args.model, device=args.device, performance_hint=args.hint, num_streams=args.streams,
-                       cache_dir=False if args.no_cache else (args.cache_dir or True), warmup=not args.no_warmup,
-                       prompt_lookup=args.prompt_lookup, draft_model=args.draft, **load_options, **properties)
+    return dict(model=args.model, device=args.device, performance_hint=args.hint, num_streams=args.streams,
+                cache_dir=False if args.no_cache else (args.cache_dir or True), warmup=not args.no_warmup,
+                prompt_lookup=args.prompt_lookup, draft_model=args.draft, **properties)
 
 
 def generation_options(args, info=None, **overrides):

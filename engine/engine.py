@@ -115,10 +115,12 @@ class Engine:
                 pass
         return stream.result
 
-    def stream(self, prompt, options: GenerationOptions | None = None) -> TextStream:
+    def stream(self, prompt, options: GenerationOptions | None = None, events=None) -> TextStream:
         """Like `generate`, as a TextStream of text pieces; its `result` is set once it ends.
-        Closing it (or breaking out of a `with` block) cancels this request only."""
-        return self.submit(prepare(prompt, options or GenerationOptions(), self.tokenizer, self.info.context_length))
+        Closing it (or breaking out of a `with` block) cancels this request only. (`events` is
+        for engine/process.py: see TextStream.)"""
+        prepared = prepare(prompt, options or GenerationOptions(), self.tokenizer, self.info.context_length)
+        return self.submit(prepared, events)
 
     def chat(self, system_prompt: str | None = None, options: GenerationOptions | None = None):
         """A chat session that keeps history and reuses the KV cache between turns."""
@@ -134,12 +136,12 @@ class Engine:
         """Stop the runner thread; requests not started yet are dropped."""
         self._runner.close()
 
-    def submit(self, prepared: PreparedPrompt) -> TextStream:
+    def submit(self, prepared: PreparedPrompt, events=None) -> TextStream:
         """Run an already prepared prompt (see prompt.prepare); chat sessions use it."""
         self._structure_checker.check(prepared.options)  # a constraint that cannot compile fails here, not mid-run
         config = self.load_options.apply_speculation(prepared.options.apply_to(self._runner.generation_config()))
         config.stop_token_ids = set(config.stop_token_ids) | self._stop_ids
-        return self._runner.submit(prepared, config)
+        return self._runner.submit(prepared, config, events)
 
     def _warm_up(self, weight_folders: list) -> tuple[float, int]:
         # The first inference after a compile repacks every weight into the CPU kernels' layout

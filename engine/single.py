@@ -59,8 +59,8 @@ class SingleRunner:
         self._thread = threading.Thread(target=self._serve, name="ovchat-single", daemon=True)
         self._thread.start()
 
-    def submit(self, prepared: PreparedPrompt, config: ov_genai.GenerationConfig) -> TextStream:
-        stream = TextStream(prepared.input_tokens, prepared.dropped_messages)
+    def submit(self, prepared: PreparedPrompt, config: ov_genai.GenerationConfig, events=None) -> TextStream:
+        stream = TextStream(prepared.input_tokens, prepared.dropped_messages, events=events)
         self._requests.put((prepared, config, Feed(stream)))
         return stream
 

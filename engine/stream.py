@@ -62,8 +62,12 @@ class TextStream:
         print(stream.result.finish_reason, stream.result.output_tokens)
     """
 
-    def __init__(self, input_tokens: int, dropped_messages: int = 0, on_cancel: Callable[[], None] | None = None):
-        self._events: queue.Queue = queue.Queue()
+    def __init__(self, input_tokens: int, dropped_messages: int = 0, on_cancel: Callable[[], None] | None = None,
+                 events=None):
+        # `events`: where the runner's events go instead of this stream's own queue, for a caller
+        # that forwards them elsewhere (engine/process.py sends them to another process); such a
+        # stream is not iterated, only closed.
+        self._events = queue.Queue() if events is None else events
         self._cancel = threading.Event()
         self._on_cancel = on_cancel
         self._pieces: list[str] = []

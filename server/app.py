@@ -144,7 +144,9 @@ def create_app(load_engine: Callable, config: ServerConfig = ServerConfig(),
 
     @api("metrics", needs_engine=False)
     async def metrics(request: Request, serving: Serving | None) -> Response:
-        return Response(state.metrics.render(), media_type=state.metrics.content_type)
+        # The gauges ask the engine (another process): off the event loop.
+        body = await anyio.to_thread.run_sync(state.metrics.render)
+        return Response(body, media_type=state.metrics.content_type)
 
     async def health(request: Request) -> Response:
         try:

@@ -1,4 +1,5 @@
-"""`ovchat serve`: the OpenAI-compatible server, on uvicorn, over the engine's batching mode.
+"""`ovchat serve`: the OpenAI-compatible server, on uvicorn, over the engine's batching mode,
+which runs in a process of its own (engine/process.py).
 
     ovchat serve                                  the default model on http://127.0.0.1:8000
     ovchat serve -m phi3-int4 --port 9000 --api-key "$KEY" --max-concurrency 8
@@ -16,7 +17,7 @@ import signal
 import sys
 import threading
 
-from ..engine.cli import add_model_flags, load_engine
+from ..engine.cli import add_model_flags, load_arguments
 from ..engine.errors import EngineError
 
 
@@ -64,7 +65,14 @@ def cmd_serve(args) -> int:
     def stop_on_failure(message: str) -> None:
         server.should_exit = True
 
-    app = create_app(lambda: load_engine(args, batching=batching), config, on_load_failure=stop_on_failure)
+    # The engine runs in a child process: its pipeline steps hold the GIL, which would stall this
+    # process's event loop and stream readers (engine/process.py).
+    from ..engine.process import EngineProcess
+    arguments = load_arguments(args)
+    print(f"ovchat serve: loading {args.model or 'the default model'} on {args.device} in an engine process…",
+          file=sys.stderr)
+    app = create_app(lambda: EngineProcess.load(**arguments, batching=batching), config,
+                     on_load_failure=stop_on_failure)
     state = app.state.ovchat
     server = _graceful_server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                              timeout_graceful_shutdown=int(args.shutdown_grace) + 5),

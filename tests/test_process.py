@@ -1,0 +1,177 @@
+"""EngineProcess: an engine in a child process, over a pipe (engine/process.py). The child runs a
+fake engine (this module's `_fake`), so these tests need no model: they check the protocol,
+one result per request, cancellation, errors crossing the pipe, a dying child, and that the
+caller's threads keep running while the child's "pipeline step" holds its GIL."""
+
+import functools
+import os
+import re
+import threading
+import time
+
+import pytest
+
+from ovchat.engine.errors import EngineError, ModelError, PromptError
+from ovchat.engine.process import EngineProcess
+from ovchat.engine.results import GenerationResult, LoadMetrics, Metrics
+from ovchat.engine.stream import Feed, TextStream
+
+PIECE_DELAY_S = 0.005
+
+
+class _FakeEngine:
+    """Answers a prompt with its own words, one piece per word; "die" ends the process,
+    "hold" keeps the GIL for ~1 s per piece (as genai's step() does), "refuse" is a PromptError."""
+    mode = "batch"
+
+    def __init__(self):
+        self.info = {"name": "fake"}
+        self.load_metrics = LoadMetrics(1.0, 2.0, 0.0)
+        self.cancelled = 0
+        self.running = 0
+
+    def stream(self, prompt, options=None, events=None):
+        if prompt == "refuse":
+            raise PromptError("The prompt is too long for the model's context; shorten it.")
+        words = prompt.split()
+        stream = TextStream(input_tokens=len(words), events=events)
+        threading.Thread(target=self._run, args=(Feed(stream), words), daemon=True).start()
+        return stream
+
+    def _run(self, feed: Feed, words: list) -> None:
+        self.running += 1
+        try:
+            for i, word in enumerate(words):
+                if feed.cancelled:
+                    self.cancelled += 1
+                    return feed.end(None)
+                if word == "die":
+                    os._exit(3)
+                if word == "hold":
+                    _hold_gil()
+                feed.piece(word + " ", i + 1)
+                time.sleep(PIECE_DELAY_S)
+            text = " ".join(words) + " "
+            feed.end(GenerationResult(text, len(words), len(words), "stop", Metrics(1.0, 2.0, 500.0, 9.0)))
+        finally:
+            self.running -= 1
+
+    def stats(self):
+        return {"cancelled": self.cancelled, "running": self.running}
+
+    def close(self) -> None:
+        pass
+
+
+def _hold_gil() -> None:
+    # Catastrophic backtracking: `re` matches without releasing the GIL, like a C++ call that keeps it.
+    re.match(r"(a+)+$", "a" * 24 + "b")
+
+
+def _fake() -> _FakeEngine:
+    return _FakeEngine()
+
+
+def _failing() -> None:
+    raise ModelError("No model at /nowhere. Pass an exported folder (see `ovchat export`) or a .gguf file.")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    engine = EngineProcess(_fake, start_timeout_s=60)
+    yield engine
+    engine.close()
+
+
+def test_a_stream_carries_its_pieces_and_its_own_result(engine):
+    with engine.stream("the capital is Paris") as stream:
+        pieces = list(stream)
+    assert pieces == ["the ", "capital ", "is ", "Paris "]
+    assert stream.result.text == "".join(pieces) and stream.result.finish_reason == "stop"
+    assert stream.result.output_tokens == 4 and engine.mode == "batch" and engine.info == {"name": "fake"}
+
+
+def test_concurrent_requests_from_many_threads_each_get_their_own_answer(engine):
+    answers = {}
+
+    def ask(i):
+        answers[i] = engine.generate(" ".join(f"w{i}-{k}" for k in range(20))).text
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert answers == {i: "".join(f"w{i}-{k} " for k in range(20)) for i in range(8)}
+
+
+def test_an_error_before_the_run_reaches_the_caller_as_its_own_type(engine):
+    with pytest.raises(PromptError, match="shorten it"):
+        engine.stream("refuse")
+    assert engine.generate("still answering").text == "still answering "
+
+
+def test_closing_a_stream_cancels_the_request_in_the_child(engine):
+    before = engine.stats()["cancelled"]
+    stream = engine.stream(" ".join(["word"] * 2000))
+    received = [next(stream) for _ in range(3)]
+    stream.close()
+    assert stream.result.finish_reason == "cancelled" and stream.result.text == "".join(received)
+    deadline = time.monotonic() + 10
+    while engine.stats()["cancelled"] == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert engine.stats()["cancelled"] == before + 1
+
+
+def test_the_callers_threads_run_while_the_child_holds_its_gil(engine):
+    started = time.perf_counter()
+    hold = time.perf_counter()
+    _hold_gil()
+    hold_s = time.perf_counter() - hold  # how long one hold takes here
+    gaps, stop = [], threading.Event()
+
+    def tick():
+        last = time.perf_counter()
+        while not stop.is_set():
+            time.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        assert engine.generate("hold hold hold").text == "hold hold hold "
+    finally:
+        stop.set()
+        ticker.join()
+    elapsed = time.perf_counter() - started
+    print(f"\none GIL hold {hold_s:.2f} s; the caller's ticker: longest gap {max(gaps) * 1000:.0f} ms over {elapsed:.1f} s")
+    assert max(gaps) < hold_s / 2  # in one process it would wait out each whole hold
+
+
+def test_a_load_that_fails_raises_its_error_in_the_caller():
+    with pytest.raises(ModelError, match="No model at /nowhere"):
+        EngineProcess(_failing, start_timeout_s=60)
+
+
+def test_a_child_that_dies_fails_open_streams_and_later_calls_with_a_clear_error():
+    engine = EngineProcess(_fake, start_timeout_s=60)
+    try:
+        stream = engine.stream("one two die three")
+        with pytest.raises(EngineError, match=r"engine process stopped \(exit code 3\)"):
+            list(stream)
+        with pytest.raises(EngineError, match="engine process stopped"):
+            engine.stream("anything")
+    finally:
+        engine.close()
+
+
+def test_engine_load_arguments_pass_through_to_the_child():
+    captured = {}
+
+    class Probe(EngineProcess):
+        def __init__(self, load, start_timeout_s=None):
+            captured["load"] = load
+    Probe.load("model-dir", batching=True, device="CPU")
+    load = captured["load"]
+    assert isinstance(load, functools.partial) and load.args == ("model-dir",)
+    assert load.keywords == {"batching": True, "device": "CPU"} and load.func.__qualname__ == "Engine.load"
