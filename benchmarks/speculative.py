@@ -1,6 +1,8 @@
 """Speculative decoding and structured output: what they buy and what they cost, on the default model.
 
     python -m ovchat.benchmarks.speculative [--reps 3] [--new-tokens 128] [--out DIR]
+    python -m ovchat.benchmarks.speculative --model phi3-mini-shaped --tasks "free chat,grounded edit" \
+        --backends ovchat,ovchat-pa,ovchat-lookup,llamacpp --no-structured --reps 3 --new-tokens 96
 
 Tasks: input-grounded work on a ~500-token text shipped in benchmarks/texts/ (copy-edit it,
 summarise it: what prompt lookup is for) and free chat. Backends (speculative_worker.py): ovchat
@@ -11,6 +13,12 @@ greedily with EOS ignored. Each backend lives in its own process, loaded once; r
 interleaved in a rotating order and ratios are paired within a repetition (pairing.py), reported
 as median [min-max]. Then structured output: TPOT with and without a JSON schema (same prompt,
 interleaved) and the schema's compile time. Prints a table and ends with one JSON line.
+
+--model picks another model (runner.resolve_model: "phi3-mini-shaped", built on first use, or an
+IR folder with --gguf for llama.cpp). On the Phi-3-mini-shaped model the weights are random: its
+output is noise that prompt lookup cannot copy, so that run measures what failed speculation
+costs at the seed's scale, not what it buys. Backend names besides those in speculative_worker's
+tables: ovchat-lookup-k<K>[-n<N>], prompt lookup with K guesses and n-grams of at most N tokens.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from pathlib import Path
 
 from .machine import cpu_model, git_commit, load_average, versions
 from .pairing import rotation
-from .speculative_worker import LLAMA, OVCHAT
+from .speculative_worker import LLAMA, OVCHAT, is_ovchat, ovchat_kwargs
 
 TEXT = (Path(__file__).parent / "texts" / "harbour_report.txt").read_text()
 TASKS = {
@@ -69,43 +77,48 @@ class Worker:
 
 
 def prompt_ids(model: str, text: str) -> list[int]:
-    """The templated prompt's ids, as the engine feeds them: every backend gets these."""
-    from ..engine import Engine
-    engine = Engine.load(model, warmup=False)
-    try:
-        return engine.tokenizer.encode(engine.tokenizer.apply_chat_template([{"role": "user", "content": text}]),
-                                       add_special_tokens=False)
-    finally:
-        engine.close()
+    """The templated prompt's ids, as the engine feeds them: every backend gets these. genai's
+    tokenizer alone, the one the engine's pipeline uses (no model to compile: at Phi-3 scale that
+    would be a minute and 3 GB for nothing)."""
+    import openvino_genai as ov_genai
+    tokenizer = ov_genai.Tokenizer(model)
+    templated = tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
+    return tokenizer.encode(templated, add_special_tokens=False).input_ids.data[0].tolist()
 
 
 def speculation(workers: dict, ids: dict, reps: int, n: int) -> dict:
-    runs = {task: {name: [] for name in workers} for task in TASKS}
+    runs = {task: {name: [] for name in workers} for task in ids}
     for rep in range(reps):
-        for task in TASKS:
+        for task in ids:
             for name in rotation(list(workers), rep):
                 run = workers[name].ask(ids=ids[task], n=n)
                 runs[task][name].append(run)
                 _log(f"rep {rep + 1} {task:16} {name:20} TPOT {run['tpot_ms']:6.2f} ms  {run['tokens_per_s']:6.1f} tok/s")
     passes = {task: {name: workers[name].ask(action="passes", ids=ids[task], n=n)
-                     for name in workers if name in OVCHAT} for task in TASKS}
+                     for name in workers if is_ovchat(name)} for task in ids}
     return {"runs": runs, "passes": passes}
 
 
 def summarise(result: dict, n: int) -> dict:
+    """Per task and backend: median TPOT, ratios paired per repetition against plain ovchat (SDPA),
+    ovchat on PA and llama.cpp's best backend (each where measured), tokens per pass, acceptance."""
     rows = {}
     for task, by_backend in result["runs"].items():
-        llama_best = [min(by_backend[b][r]["tpot_ms"] for b in LLAMA if b in by_backend) for r in range(_reps(by_backend))]
+        reps = range(_reps(by_backend))
+        llamas = [b for b in LLAMA if b in by_backend]
+        llama_best = [min(by_backend[b][r]["tpot_ms"] for b in llamas) for r in reps] if llamas else []
         for name, runs in by_backend.items():
             tpot = [r["tpot_ms"] for r in runs]
+            plain = by_backend.get(_plain(name))
             row = {"tpot_ms": statistics.median(tpot), "tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
-                   "vs_ovchat": _paired(tpot, [r["tpot_ms"] for r in by_backend["ovchat"]]),
+                   "vs_ovchat": _paired(tpot, [r["tpot_ms"] for r in by_backend.get("ovchat", [])]),
+                   "vs_ovchat_pa": _paired(tpot, [r["tpot_ms"] for r in by_backend.get("ovchat-pa", [])]),
                    "vs_llamacpp_best": _paired(tpot, llama_best),
-                   "same_text_as_plain": runs[0]["text"] == by_backend[_plain(name)][0]["text"]}
+                   "same_text_as_plain": runs[0]["text"] == plain[0]["text"] if plain else None}
             counted = result["passes"].get(task, {}).get(name) or runs[-1]
             if counted.get("passes"):
                 per_pass = counted["decoded"] / counted["passes"]
-                guesses = OVCHAT.get(name, {}).get("num_assistant_tokens") or LLAMA.get(name)
+                guesses = (ovchat_kwargs(name) or {}).get("num_assistant_tokens") or LLAMA.get(name)
                 row.update(tokens_per_pass=per_pass, acceptance=(per_pass - 1) / guesses)
             rows.setdefault(task, {})[name] = row
     return rows
@@ -131,24 +144,32 @@ def structured_cost(worker: Worker, reps: int, n: int) -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# Speculative decoding and structured output ({report['date']})", "",
-             f"{report['machine']['cpu']}; load average before/after {report['load_before']} / {report['load_after']}; "
+    title = "Speculative decoding and structured output" if report.get("structured") else "Speculative decoding"
+    model = report.get("model")
+    lines = [f"# {title}" + (f", {model}" if model else "") + f" ({report['date']})", ""]
+    if report.get("random_weights"):
+        lines += ["Random weights: the output is noise that prompt lookup cannot copy, so its guesses fail "
+                  "and these tables measure what failed speculation costs at this model's scale.", ""]
+    lines += [f"{report['machine']['cpu']}; load average before/after {report['load_before']} / {report['load_after']}; "
              f"ovchat {report['commit']}; openvino-genai {report['versions'].get('openvino-genai')}, "
              f"llama-cpp-python {report['versions'].get('llama-cpp-python')} ({report['llama_threads']} threads); {report['reps']} interleaved repetitions, "
              f"{report['new_tokens']} tokens decoded greedily, EOS ignored. Ratios: median [min-max] of per-repetition ratios "
              "of TPOT (below 1: faster).", ""]
     for task, rows in report["speculation"].items():
-        lines += [f"## {task}", "", "| backend | TPOT ms | tokens/s | vs ovchat plain | vs llama.cpp's best | tokens per pass | acceptance | same text as plain* |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"## {task}", "", "| backend | TPOT ms | tokens/s | vs ovchat plain | vs ovchat-pa | vs llama.cpp's best | "
+                  "tokens per pass | acceptance | same text as plain* |", "|---|---|---|---|---|---|---|---|---|"]
         for name, r in rows.items():
+            same = {True: "yes", False: "no", None: "-"}[r["same_text_as_plain"]]
             lines.append(f"| {name} | {r['tpot_ms']:.2f} | {r['tokens_per_s']:.1f} | {_cell(r['vs_ovchat'])} | "
-                         f"{_cell(r['vs_llamacpp_best'])} | {r.get('tokens_per_pass', 1):.2f} | "
-                         f"{_pct(r.get('acceptance'))} | {'yes' if r['same_text_as_plain'] else 'no'} |")
+                         f"{_cell(r.get('vs_ovchat_pa', {}))} | {_cell(r['vs_llamacpp_best'])} | {r.get('tokens_per_pass', 1):.2f} | "
+                         f"{_pct(r.get('acceptance'))} | {same} |")
         lines.append("")
     lines += ["*greedy text equal to the plain run on the same attention backend (ovchat-pa for prompt lookup, "
-              "llamacpp for its lookup). 128 tokens with EOS ignored reach near-ties where a pass over several tokens "
-              "rounds differently from a pass over one, as SDPA and PA do (ovchat-pa vs ovchat).", ""]
-    s = report["structured"]
+              f"llamacpp for its lookup). {report['new_tokens']} tokens with EOS ignored reach near-ties where a pass over "
+              "several tokens rounds differently from a pass over one, as SDPA and PA do (ovchat-pa vs ovchat).", ""]
+    s = report.get("structured")
+    if not s:
+        return "\n".join(lines)
     lines += ["## Structured output (ovchat, single mode, JSON schema with nested object, bounds, required fields)", "",
               f"TPOT {s['tpot_ms']:.2f} ms with the schema, {s['tpot_plain_ms']:.2f} ms without: ratio {_cell(s['tpot_ratio'])}. "
               f"TTFT {s['ttft_ms']:.1f} ms with, {s['ttft_plain_ms']:.1f} ms without; the engine's first constrained "
@@ -161,7 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ovchat.benchmarks.speculative", description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=128)
-    parser.add_argument("--backends", default=",".join([*OVCHAT, *LLAMA]))
+    parser.add_argument("--backends", default=",".join([*OVCHAT, *LLAMA]),
+                        help="comma-separated: names in speculative_worker's OVCHAT and LLAMA, or ovchat-lookup-k<K>[-n<N>]")
+    parser.add_argument("--model", default="default",
+                        help='"default" (the embedded default model), "phi3-mini-shaped" (random weights, built on first '
+                             'use, ~5 min, ~11 GB RAM) or an exported IR folder')
+    parser.add_argument("--gguf", help="the GGUF llama.cpp backends load (default: the one that goes with --model)")
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated, among: " + ", ".join(TASKS))
+    parser.add_argument("--no-structured", action="store_true", help="skip the structured-output measurement")
     parser.add_argument("--llama-threads", type=int, default=os.cpu_count(),
                         help="llama.cpp's n_threads (default: every core; on a busy machine 1 can be faster: "
                              "its threads spin at a barrier and stall when one is descheduled)")
@@ -175,20 +203,24 @@ def main(argv: list[str] | None = None) -> int:
         args.report.with_suffix(".md").write_text(markdown(report))
         print(markdown(report))
         return 0
-    from ..engine import default_model_dir
-    model, gguf = str(default_model_dir()), str(_gguf())
+    tasks, backends = parse_list(args.tasks, TASKS, "task"), parse_list(args.backends, None, "backend")
+    if not args.no_structured and "ovchat" not in backends:
+        parser.error("structured output is measured on the ovchat backend: add it to --backends, or --no-structured")
+    label, model, gguf = model_files(args.model, args.gguf, needs_gguf=any(b in LLAMA for b in backends))
     load_before = load_average()
-    ids = {task: prompt_ids(model, text) for task, text in TASKS.items()}
+    ids = {task: prompt_ids(model, TASKS[task]) for task in tasks}
     workers = {}
     try:
-        for name in args.backends.split(","):
+        for name in backends:
             workers[name] = Worker(name, model, gguf, args.llama_threads)
         result = speculation(workers, ids, args.reps, args.new_tokens)
-        structured = structured_cost(workers["ovchat"], args.reps * 2, max(args.new_tokens, 160))
+        structured = None if args.no_structured else structured_cost(workers["ovchat"], args.reps * 2,
+                                                                     max(args.new_tokens, 160))
     finally:
         for worker in workers.values():
             worker.close()
-    report = {"date": date.today().isoformat(), "machine": {"cpu": cpu_model()}, "versions": versions(),
+    report = {"date": date.today().isoformat(), "model": label, "random_weights": _random_weights(model),
+              "machine": {"cpu": cpu_model()}, "versions": versions(),
               "commit": git_commit(), "reps": args.reps, "llama_threads": args.llama_threads, "new_tokens": args.new_tokens,
               "prompt_tokens": {task: len(v) for task, v in ids.items()}, "load_before": load_before,
               "load_after": load_average(), "speculation": summarise(result, args.new_tokens), "structured": structured,
@@ -200,6 +232,38 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "bench.md").write_text(markdown(report))
     print(json.dumps({k: report[k] for k in ("speculation", "structured", "load_before", "load_after")}))
     return 0
+
+
+def parse_list(text: str, known, what: str) -> list[str]:
+    """A comma-separated choice, in the order given; an unknown name is refused, naming the choices."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    check = (lambda n: n in known) if known is not None else (lambda n: is_ovchat(n) or n in LLAMA)
+    bad = [n for n in names if not check(n)]
+    if bad or not names:
+        choices = ", ".join(known) if known is not None else ", ".join([*OVCHAT, *LLAMA]) + ", ovchat-lookup-k<K>[-n<N>]"
+        raise SystemExit(f"Unknown {what} {', '.join(bad) or '(none given)'}: choose among {choices}.")
+    return names
+
+
+def model_files(name: str, gguf: str | None, needs_gguf: bool) -> tuple[str, str, str]:
+    """(label, IR folder, GGUF path or "") for --model / --gguf."""
+    if name == "default":
+        from ..engine import default_model_dir
+        return "default model", str(default_model_dir()), gguf or (str(_gguf()) if needs_gguf else "")
+    from .runner import resolve_model
+    files = resolve_model(name)
+    if not files.ir:
+        raise SystemExit(f"{name}: an exported IR folder is needed (the ovchat backends run it).")
+    gguf = gguf or files.gguf or ""
+    if needs_gguf and not gguf:
+        raise SystemExit(f"{name}: no GGUF for the llama.cpp backends: pass --gguf, or leave them out of --backends.")
+    return files.name, files.ir, gguf
+
+
+def _random_weights(model: str) -> bool:
+    """phi3_shaped writes phi3_shaped.json beside the IR it builds from random weights."""
+    marker = Path(model) / "phi3_shaped.json"
+    return marker.exists() and json.loads(marker.read_text()).get("random_weights", False)
 
 
 def _gguf() -> Path:

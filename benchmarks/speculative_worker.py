@@ -10,6 +10,7 @@ clock around the stream: TTFT to the first piece, TPOT over the rest.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 
@@ -20,6 +21,29 @@ OVCHAT = {
     "ovchat-lookup": {"prompt_lookup": True, "num_assistant_tokens": 5},
     "ovchat-lookup-k10": {"prompt_lookup": True, "num_assistant_tokens": 10},
 }
+_LOOKUP = re.compile(r"ovchat-lookup-k(\d+)(?:-n(\d+))?")
+
+
+def ovchat_kwargs(name: str) -> dict | None:
+    """Engine.load keyword arguments for an ovchat backend name, None if it is not one.
+
+    Besides the names in OVCHAT, `ovchat-lookup-k<K>` and `ovchat-lookup-k<K>-n<N>` are prompt
+    lookup with K guesses per pass and n-grams of at most N tokens (default 3, the engine's)."""
+    if name in OVCHAT:
+        return dict(OVCHAT[name])
+    match = _LOOKUP.fullmatch(name)
+    if not match:
+        return None
+    kwargs = {"prompt_lookup": True, "num_assistant_tokens": int(match[1])}
+    if match[2]:
+        kwargs["max_ngram_size"] = int(match[2])
+    return kwargs
+
+
+def is_ovchat(name: str) -> bool:
+    return ovchat_kwargs(name) is not None
+
+
 # llama-cpp-python: guesses per pass of LlamaPromptLookupDecoding (None: plain decoding). Its
 # README advises 10 on GPU and 2 on CPU; both are measured and the faster one is "llama.cpp's best".
 LLAMA = {"llamacpp": None, "llamacpp-lookup-k2": 2, "llamacpp-lookup-k10": 10}
@@ -28,7 +52,7 @@ LLAMA = {"llamacpp": None, "llamacpp-lookup-k2": 2, "llamacpp-lookup-k10": 10}
 class OvchatBackend:
     def __init__(self, name: str, model: str):
         from ..engine import Engine
-        self.kwargs = OVCHAT[name]
+        self.kwargs = ovchat_kwargs(name)
         self.engine = Engine.load(model, **self.kwargs)
         self.model = model
 
@@ -71,7 +95,8 @@ class OvchatBackend:
             self.raw = ov_genai.LLMPipeline(self.model, "CPU", prompt_lookup=True, ATTENTION_BACKEND="PA")
         config = self.raw.get_generation_config()
         config.max_new_tokens, config.ignore_eos = job["n"], True
-        config.num_assistant_tokens, config.max_ngram_size = self.kwargs["num_assistant_tokens"], 3
+        config.num_assistant_tokens = self.kwargs["num_assistant_tokens"]
+        config.max_ngram_size = self.kwargs.get("max_ngram_size", 3)
         counter = Counter()
         self.raw.generate(ov.Tensor(np.array([job["ids"]], dtype=np.int64)), config, counter)
         return {"passes": counter.passes - 1, "decoded": counter.tokens - 1}  # the prefill's token is not a decode pass
@@ -142,7 +167,7 @@ def _timing(start: float, first: float, end: float, tokens: int, text: str) -> d
 
 def main() -> int:
     name, model, gguf, llama_threads = sys.argv[1:5]
-    backend = OvchatBackend(name, model) if name in OVCHAT else LlamaBackend(name, gguf, int(llama_threads))
+    backend = OvchatBackend(name, model) if is_ovchat(name) else LlamaBackend(name, gguf, int(llama_threads))
     print(json.dumps({"ready": name}), flush=True)
     for line in sys.stdin:
         job = json.loads(line)
