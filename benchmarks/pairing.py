@@ -12,7 +12,8 @@ from __future__ import annotations
 import statistics
 
 PAIRS = (("ovchat", "genai"), ("ovchat", "llamacpp"), ("ovchat", "optimum"), ("ovchat", "genai-pa"),
-         ("ovchat", "llama-server"), ("ovchat", "ovchat-single"), ("ovchat-client", "llamacpp"))
+         ("ovchat", "llama-server"), ("ovchat", "ovchat-single"), ("ovchat", "ovchat-inprocess"),
+         ("ovchat-client", "llamacpp"))
 
 
 def rotation(backends: list[str], rep: int) -> list[str]:

@@ -12,6 +12,7 @@ seconds, cancel the rest (their streams end cleanly), close the engine, exit 0.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import sys
@@ -38,6 +39,9 @@ def register(sub) -> None:
     g.add_argument("--max-body-mb", type=float, default=1.0, help="largest request body (default: %(default)s MB)")
     g.add_argument("--shutdown-grace", type=float, default=5.0,
                    help="seconds in-flight requests get on Ctrl-C/SIGTERM before they are cancelled (default: %(default)s)")
+    g.add_argument("--engine-in-process", action="store_true",
+                   help="run the engine in the server's own process: one process less, but each pipeline step "
+                        "then holds up the HTTP event loop (see README, Server)")
     g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 
@@ -65,14 +69,18 @@ def cmd_serve(args) -> int:
     def stop_on_failure(message: str) -> None:
         server.should_exit = True
 
-    # The engine runs in a child process: its pipeline steps hold the GIL, which would stall this
-    # process's event loop and stream readers (engine/process.py).
+    # By default the engine runs in a child process: its pipeline steps hold the GIL, which would
+    # stall this process's event loop and stream readers (engine/process.py).
     from ..engine.process import EngineProcess
     arguments = load_arguments(args)
-    print(f"ovchat serve: loading {args.model or 'the default model'} on {args.device} in an engine process…",
-          file=sys.stderr)
-    app = create_app(lambda: EngineProcess.load(**arguments, batching=batching), config,
-                     on_load_failure=stop_on_failure)
+    if args.engine_in_process:
+        from ..engine import Engine
+        load = functools.partial(Engine.load, **arguments, batching=batching)
+    else:
+        load = functools.partial(EngineProcess.load, **arguments, batching=batching)
+    where = "in this process" if args.engine_in_process else "in an engine process"
+    print(f"ovchat serve: loading {args.model or 'the default model'} on {args.device} {where}…", file=sys.stderr)
+    app = create_app(load, config, on_load_failure=stop_on_failure)
     state = app.state.ovchat
     server = _graceful_server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                              timeout_graceful_shutdown=int(args.shutdown_grace) + 5),

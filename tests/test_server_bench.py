@@ -57,11 +57,13 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         with cls.lock:
             cls.in_flight += 1
             cls.peak_in_flight = max(cls.peak_in_flight, cls.in_flight)
-        try:
-            self._stream(body)
-        finally:
-            with cls.lock:
-                cls.in_flight -= 1
+        self._stream(body)
+
+    def _ended(self) -> None:
+        # before [DONE]: once the client reads it, it may send its next request before this thread runs again
+        cls = type(self)
+        with cls.lock:
+            cls.in_flight -= 1
 
     def _stream(self, body: dict) -> None:
         self.send_response(200)
@@ -81,6 +83,7 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         if self.send_usage and body.get("stream_options", {}).get("include_usage"):
             event({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": body["max_tokens"],
                                             "total_tokens": 7 + body["max_tokens"]}})
+        self._ended()
         self._chunk("data: [DONE]\n\n")
         self._chunk("")  # the last chunk: zero length
 
@@ -145,9 +148,10 @@ def test_a_load_runs_at_most_c_streams_at_once_and_sums_the_tokens(fake_server):
     assert result.aggregate_tokens_per_s == pytest.approx(40 / result.wall_s)
     ttfts = sorted(r.ttft_ms for r in result.results)
     assert result.ttft_ms_p50 == pytest.approx(percentile(ttfts, 50)) and result.ttft_ms_p99 <= ttfts[-1]
-    # two rounds of 4 streams: the wall time is about two requests' time, not eight
+    # two rounds of 4 streams at least (peak_in_flight says they overlapped; an upper bound on the
+    # wall time would measure the machine's load)
     one_request_s = FIRST_TOKEN_DELAY_S + 4 * TOKEN_DELAY_S
-    assert 2 * one_request_s * 0.9 <= result.wall_s < 8 * one_request_s
+    assert 2 * one_request_s * 0.9 <= result.wall_s
 
 
 @pytest.mark.parametrize("fake_server", [{"refuse_ignore_eos": True}], indirect=True)
@@ -251,6 +255,9 @@ def test_llama_server_gets_its_parallel_slots_and_a_context_for_all_of_them():
     assert command[command.index("--host") + 1] == "127.0.0.1"
     ovchat = server_scenario.server_spec("ovchat", files, 16, replace(profile, ovchat_serve_cmd="/x/bin/ovchat serve"))
     assert ovchat.command[:2] == ["/x/bin/ovchat", "serve"] and ovchat.command[ovchat.command.index("-m") + 1] == "dir"
+    assert "--engine-in-process" not in ovchat.command
+    inprocess = server_scenario.server_spec("ovchat-inprocess", files, 16, profile).command
+    assert inprocess[inprocess.index("serve") + 1] == "--engine-in-process"
 
 
 def _load(concurrency: int, target: int, tokens_per_s: float, ttft: float) -> dict:
@@ -282,7 +289,7 @@ def test_the_report_shows_the_speedup_at_16_streams_against_the_targets(tmp_path
 
 def test_server_scenario_is_registered_with_its_backends():
     scenario = SCENARIOS["server"]
-    assert set(scenario.backends) == {"ovchat", "llamacpp", "llama-server", "ovchat-single"}
+    assert set(scenario.backends) == {"ovchat", "llamacpp", "llama-server", "ovchat-single", "ovchat-inprocess"}
     assert "ovchat-client" in SCENARIOS["coldstart"].backends
     assert report.server_section is server_report.server_section
 
