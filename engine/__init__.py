@@ -24,13 +24,13 @@ _EXPORTS = {
     "BatchOptions": "options", "GenerationOptions": "options", "LoadOptions": "options",
     "BusyError": "errors", "DeviceError": "errors", "EngineError": "errors", "ModelError": "errors",
     "OptionsError": "errors", "PromptError": "errors",
-    "ChatSession": "chat", "Engine": "engine", "EngineStats": "engine", "ModelInfo": "model",
+    "ChatSession": "chat", "Engine": "engine", "EngineProcess": "process", "EngineStats": "engine", "ModelInfo": "model",
     "GenerationResult": "results", "LoadMetrics": "results", "Metrics": "results",
     "TextStream": "stream", "Tokenizer": "tokenizer", "available_devices": "devices",
     "cache_root": "paths", "default_model_dir": "paths",
 }
 __all__ = [  # written out, so linters and editors read it (a test checks it matches _EXPORTS)
-    "BatchOptions", "BusyError", "ChatSession", "DeviceError", "Engine", "EngineError", "EngineStats",
+    "BatchOptions", "BusyError", "ChatSession", "DeviceError", "Engine", "EngineError", "EngineProcess", "EngineStats",
     "GenerationOptions", "GenerationResult", "LoadMetrics", "LoadOptions", "Metrics", "ModelError", "ModelInfo",
     "OptionsError", "PromptError", "TextStream", "Tokenizer", "available_devices", "cache_root", "default_model_dir",
     "load",
@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # what editors and type checkers see
     from .engine import Engine, EngineStats
     from .errors import BusyError, DeviceError, EngineError, ModelError, OptionsError, PromptError
     from .model import ModelInfo
+    from .process import EngineProcess
     from .options import BatchOptions, GenerationOptions, LoadOptions
     from .paths import cache_root, default_model_dir
     from .results import GenerationResult, LoadMetrics, Metrics
