@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from .pairing import PAIRS
+from .roofline import achieved_gbs, step_bytes
 from .server_report import server_section
 
 
@@ -82,30 +83,46 @@ def ratios_section(report: dict) -> list[str]:
 
 
 def roofline_section(report: dict) -> list[str]:
-    lines = ["## Roofline", "", f"Measured memory read bandwidth (every core summing a 1 GiB buffer): "
+    lines = ["## Roofline", "", f"Memory read bandwidth measured in this run (every core summing a 1 GiB buffer): "
              f"**{report['bandwidth_gbs']:.1f} GB/s**. A decode step reads every weight once "
              "(the token-embedding table only when tied to the output layer), so tokens/s ≤ bandwidth / bytes.", ""]
     rows = []
     for model, info in report["models"].items():
         for fmt, r in info["roofline"].items():
-            rows.append([model, fmt, f"{r['decode_bytes'] / 1e6:.0f} MB", f"{r['bound_tokens_per_s']:.1f}"])
-    return lines + _table(["model", "format", "bytes per decode step", "bound, tokens/s"], rows) + [""]
+            kv = r.get("kv_bytes_per_token")
+            rows.append([model, fmt, f"{r['decode_bytes'] / 1e6:.0f} MB", f"{kv / 1e3:.1f} kB" if kv else "–",
+                         f"{r['bound_tokens_per_s']:.1f}"])
+    header = ["model", "format", "weight bytes per decode step", "KV bytes per token of context", "bound, tokens/s"]
+    return lines + _table(header, rows) + [""]
 
 
 def latency_section(report: dict) -> list[str]:
     lines = ["## Generation latency (greedy, EOS ignored)", "",
-             "TTFT/TPOT in ms, median (min–max) over repetitions; the paired ratios are in the table above; "
-             "roofline = decode tokens/s (1000 / median TPOT) as a fraction of the bound.", ""]
+             "TTFT/TPOT in ms, median (min–max) over repetitions; the paired ratios are in the table above. "
+             "GB/s read = bytes one decode step reads (weights + KV cache at the mean context: prompt + half "
+             "the new tokens) × decode tokens/s (1000 / median TPOT); the last column sets it against the "
+             f"read bandwidth measured in this run ({report['bandwidth_gbs']:.1f} GB/s).", ""]
     rows = []
     for e in _ok(report, "latency"):
-        fmt = "gguf" if e["backend"] == "llamacpp" else "ir"
-        bound = report["models"][e["model"]]["roofline"].get(fmt, {}).get("bound_tokens_per_s")
         for length, s in e["data"]["summary"].items():
             tps = 1000 / s["tpot_ms"]["median"] if s["tpot_ms"]["median"] else None
+            gbs = achieved_bandwidth(report, e, int(length), tps)
             rows.append([e["model"], e["device"], e["backend"], length, _fmt(s["ttft_ms"]), _fmt(s["tpot_ms"], 1),
-                         _fmt(s["tokens_per_s"], 1), f"{tps / bound:.0%}" if tps and bound else "–"])
-    header = ["model", "device", "backend", "prompt", "TTFT ms", "TPOT ms", "tokens/s", "roofline"]
+                         _fmt(s["tokens_per_s"], 1), f"{gbs:.1f}" if gbs else "–",
+                         f"{gbs / report['bandwidth_gbs']:.0%}" if gbs and report["bandwidth_gbs"] else "–"])
+    header = ["model", "device", "backend", "prompt", "TTFT ms", "TPOT ms", "tokens/s", "GB/s read", "of measured"]
     return lines + _table(header, rows) + [""]
+
+
+def achieved_bandwidth(report: dict, entry: dict, prompt_tokens: int, tokens_per_s: float | None) -> float | None:
+    """GB/s `entry`'s backend read while decoding after a `prompt_tokens` prompt (None if unknown)."""
+    formats = report["models"][entry["model"]]["roofline"]
+    fmt = formats.get("gguf" if entry["backend"].startswith("llama") else "ir")
+    if not fmt or not tokens_per_s:
+        return None
+    context = prompt_tokens + report.get("profile", {}).get("new_tokens", 0) // 2
+    kv = formats.get("ir", {}).get("kv_bytes_per_token", 0)
+    return achieved_gbs(step_bytes(fmt, context, kv), tokens_per_s)
 
 
 def devices_section(report: dict) -> list[str]:

@@ -4,7 +4,9 @@
 a decode step does (a single-thread copy underestimated it: llama.cpp "reached" ~100 % of it).
 `decode_bytes()` counts the bytes one decode step must read: the weight file minus the token
 embedding table when the output layer has its own (a step reads one row of it, not the table).
-The KV cache read is reported separately; at these prompt lengths it is small next to the weights.
+`step_bytes()` adds the KV cache a step reads at a given context (f16-sized: llama.cpp's default;
+OpenVINO's u8 cache reads about half of it), and `achieved_gbs()` turns bytes per step and
+tokens/s into the bandwidth a backend actually drew, to set against `memory_bandwidth_gbs()`.
 """
 
 from __future__ import annotations
@@ -81,3 +83,15 @@ def gguf_decode_bytes(path: str | Path) -> dict:
 def bound(bandwidth_gbs: float, decode_bytes: int) -> float:
     """The tokens/s a decode step can't beat on this machine."""
     return bandwidth_gbs * 1e9 / decode_bytes if decode_bytes else 0.0
+
+
+def step_bytes(entry: dict, context_tokens: int, kv_bytes_per_token: int = 0) -> int:
+    """Bytes one decode step reads with `context_tokens` already in the KV cache: the weights
+    (`entry["decode_bytes"]`) plus the cache; `kv_bytes_per_token` stands in when `entry` has no
+    figure of its own (a GGUF: the same model's IR figure)."""
+    return entry["decode_bytes"] + entry.get("kv_bytes_per_token", kv_bytes_per_token) * context_tokens
+
+
+def achieved_gbs(bytes_per_step: int, tokens_per_s: float) -> float:
+    """The read bandwidth a backend drew while decoding: bytes per step x steps per second."""
+    return bytes_per_step * tokens_per_s / 1e9

@@ -51,6 +51,20 @@ def test_markdown_shows_ratios_first_and_skipped_devices_in_the_cpu_gpu_table():
     assert "## Roofline" in text and "## Skipped and failed" in text
 
 
+def test_achieved_bandwidth_is_bytes_per_step_times_tokens_per_s_against_this_runs_measurement():
+    fake = _fake_report()
+    fake["profile"] = {"new_tokens": 64}
+    fake["models"]["m"]["roofline"]["ir"]["kv_bytes_per_token"] = 1000
+    # median TPOT 2 ms -> 500 tokens/s; a step reads 1e9 weight bytes + 1000 B x (32 + 64 / 2) of KV
+    expected = (10**9 + 1000 * 64) * 500 / 1e9
+    entry = fake["entries"][0]
+    assert report.achieved_bandwidth(fake, entry, 32, 500.0) == pytest.approx(expected)
+    text = report.markdown(fake)
+    assert f"| {expected:.1f} | {expected / fake['bandwidth_gbs']:.0%} |" in text
+    assert "measured in this run (10.0 GB/s)" in text
+    assert report.achieved_bandwidth(fake, dict(entry, backend="llamacpp"), 32, 500.0) is None  # no GGUF figure
+
+
 def test_rotation_puts_every_backend_in_every_position_once():
     backends = ["ovchat", "genai", "optimum", "llamacpp"]
     orders = [rotation(backends, rep) for rep in range(4)]
