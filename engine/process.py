@@ -22,13 +22,15 @@ from __future__ import annotations
 
 import functools
 import itertools
-import multiprocessing
 import os
 import queue
 import signal
+import socket
+import subprocess
 import sys
 import threading
 from concurrent.futures import Future, TimeoutError as FutureTimeout
+from multiprocessing.connection import Connection
 from typing import Callable
 
 from .errors import EngineError
@@ -41,13 +43,19 @@ class EngineProcess:
     """A loaded Engine in a child process; the same stream/generate/stats/close as Engine."""
 
     def __init__(self, load: Callable, start_timeout_s: float | None = None):
-        """Start a child process that runs `load()` (picklable: a module-level function or a
-        functools.partial of one) and wait until its Engine is ready; raises what the load raised."""
-        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked threads or OpenVINO state
-        self._conn, child_conn = context.Pipe()
-        self._process = context.Process(target=_child_main, args=(child_conn, load), name="ovchat-engine", daemon=True)
-        self._process.start()
-        child_conn.close()
+        """Start a child process that runs `load()` and wait until its Engine is ready; raises
+        what the load raised. `load` is pickled by reference: a function of an importable module
+        (not of the script being run) or a functools.partial of one."""
+        # A fresh interpreter (no forked threads or OpenVINO state), started as a plain command
+        # rather than multiprocessing's spawn, which re-runs the caller's script in the child.
+        ours, theirs = socket.socketpair()
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", "from ovchat.engine.process import _child_main; _child_main()", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),))
+        theirs.close()
+        self._conn = Connection(ours.detach())
+        self._conn.send(sys.path)  # first, so that the loader's module is found when it is unpickled
+        self._conn.send(load)
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()  # reentrant: a stream's __del__ may cancel
         self._ids = itertools.count()
         self._feeds: dict[int, Feed] = {}
@@ -58,7 +66,7 @@ class EngineProcess:
             raise EngineError(f"The engine process did not load the model within {start_timeout_s} s.")
         message = self._receive_first()
         if message[0] == "load_failed":
-            self._process.join(10)
+            self._process.wait(10)
             raise message[1]
         _, self.info, self.load_metrics, self.mode = message
         threading.Thread(target=self._read, name="ovchat-engine-reader", daemon=True).start()
@@ -100,8 +108,9 @@ class EngineProcess:
             self._send(("close",))
             self._stopped = "The engine was closed."
             self._outbox.put(None)
-        self._process.join(30)
-        if self._process.is_alive():
+        try:
+            self._process.wait(30)
+        except subprocess.TimeoutExpired:
             self._process.kill()
 
     # ---- this side of the pipe -----------------------------------------------------------------
@@ -138,8 +147,7 @@ class EngineProcess:
         try:
             return self._conn.recv()
         except EOFError:
-            self._process.join(10)
-            raise EngineError(f"The engine process ended while loading (exit code {self._process.exitcode}); "
+            raise EngineError(f"The engine process ended while loading (exit code {_exit_code(self._process)}); "
                               "its error is above. Check the model and the device.") from None
 
     def _read(self) -> None:
@@ -162,9 +170,8 @@ class EngineProcess:
         self._child_gone()
 
     def _child_gone(self) -> None:
-        self._process.join(5)
         if self._stopped is None:
-            self._stopped = (f"The engine process stopped (exit code {self._process.exitcode}); "
+            self._stopped = (f"The engine process stopped (exit code {_exit_code(self._process)}); "
                              "restart the server or reload the engine.")
         error = EngineError(self._stopped)
         for feed in list(self._feeds.values()):
@@ -214,17 +221,25 @@ class _Streams:
         return self._open.get(request_id)
 
 
-def _child_main(conn, load) -> None:
+def _child_main() -> None:
     # Ctrl-C in a terminal and a SIGTERM to the process group reach this process too: the parent
     # decides when the engine stops (it drains first), and closes the pipe if it dies.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    conn = Connection(int(sys.argv[1]))
+    sys.path.extend(entry for entry in conn.recv() if entry not in sys.path)
     lock = threading.Lock()
 
     def send(message) -> None:
         with lock:
             conn.send(message)
 
+    try:
+        load = conn.recv()
+    except (AttributeError, ImportError) as error:
+        send(("load_failed", EngineError(f"The engine process cannot import its loader ({error}); pass a function "
+                                         "of an importable module, not one defined in the script being run.")))
+        return
     try:
         engine = load()
     except BaseException as error:
@@ -266,6 +281,13 @@ def _serve(conn, send, engine, streams: _Streams) -> None:
                 continue
             streams.keep(request_id, stream, forward)
             send(("accepted", request_id, stream._input_tokens, stream._dropped))
+
+
+def _exit_code(process: subprocess.Popen) -> int | None:
+    try:
+        return process.wait(5)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def _portable(error: BaseException | None) -> BaseException | None:
