@@ -8,6 +8,7 @@ import os
 import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -175,3 +176,28 @@ def test_engine_load_arguments_pass_through_to_the_child():
     load = captured["load"]
     assert isinstance(load, functools.partial) and load.args == ("model-dir",)
     assert load.keywords == {"batching": True, "device": "CPU"} and load.func.__qualname__ == "Engine.load"
+
+
+def test_a_script_without_a_main_guard_can_start_one_and_a_loader_it_defines_is_refused_clearly(tmp_path):
+    import subprocess
+    import sys
+    script = tmp_path / "app.py"
+    script.write_text(
+        "import sys\n"
+        "sys.path.insert(0, %r)\n"
+        "from ovchat.engine.errors import EngineError\n"
+        "from ovchat.engine.process import EngineProcess\n"
+        "from test_process import _fake\n"
+        "engine = EngineProcess(_fake, start_timeout_s=60)\n"  # no `if __name__ == '__main__'`
+        "print(engine.generate('no guard needed').text)\n"
+        "engine.close()\n"
+        "def mine():\n"
+        "    return _fake()\n"
+        "try:\n"
+        "    EngineProcess(mine, start_timeout_s=60)\n"
+        "except EngineError as error:\n"
+        "    print(error)\n" % str(Path(__file__).parent))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "no guard needed " and "cannot import its loader" in lines[1], done.stdout
