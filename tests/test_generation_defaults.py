@@ -66,6 +66,12 @@ def test_sample_and_greedy_together_are_refused():
     ("1. Tea\n2. Tea\n3. Tea", False, True),
     ("Paris is the capital of France. It is big. It has a tower.", False, False),
     ("I'm a midwife. I'm a midwife. Then I retired.", False, False),
+    # a run of words said over and over with no sentence end inside it
+    ("Tea. " + "so it's best to serve it hot, " * 3 + "so it's", True, True),
+    ("Steam rises. " + "bubbles which create more steam " * 4, True, True),
+    ("Ha ha ha, that was funny.", False, False),
+    ("It is worth saying that it is worth saying that", True, False),
+    ("Bring socks, socks, socks and a hat.", False, False),
 ])
 def test_a_loop_of_repeated_sentences_is_recognised(text, cut_off, loops):
     assert ends_in_loop(text, cut_off) is loops
