@@ -51,6 +51,7 @@ class Engine:
         self.load_options = load_options
         self.tokenizer = tokenizer
         self.load_metrics = LoadMetrics(load_ms=0.0, warmup_ms=0.0, released_mb=0.0)
+        self._stopped: str | None = None
         self._stop_ids = set(info.eos_token_ids)  # a list in generation_config.json: Phi-3 ends turns with <|end|>
         self._structure_checker = StructureChecker(runner.pipeline.get_tokenizer())
 
@@ -132,8 +133,14 @@ class Engine:
         runner = self._runner
         return EngineStats(runner.mode, runner.running(), runner.waiting(), runner.kv_cache_usage())
 
+    @property
+    def stopped(self) -> str | None:
+        """Why this engine no longer answers (it was closed), else None; as EngineProcess's."""
+        return self._stopped
+
     def close(self) -> None:
         """Stop the runner thread; requests not started yet are dropped."""
+        self._stopped = "The engine was closed."
         self._runner.close()
 
     def submit(self, prepared: PreparedPrompt, events=None) -> TextStream:

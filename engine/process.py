@@ -98,6 +98,11 @@ class EngineProcess:
                 pass
         return stream.result
 
+    @property
+    def stopped(self) -> str | None:
+        """Why this engine no longer answers (closed, or its process died), else None."""
+        return self._stopped
+
     def stats(self):
         request_id = next(self._ids)
         return self._ask(("stats", request_id), request_id)[0]

@@ -77,6 +77,9 @@ class ServerState:
             if self.load_error:
                 raise protocol.unavailable(f"The model failed to load: {self.load_error}", code="load_failed", retry_after_s=60)
             raise protocol.unavailable("The model is loading; retry in a few seconds.", code="loading")
+        stopped = self.serving.engine.stopped  # e.g. the engine process died: say so, and let a supervisor restart us
+        if stopped:
+            raise protocol.unavailable(stopped, code="engine_stopped", retry_after_s=60)
         self.serving.check_open()
         return self.serving
 

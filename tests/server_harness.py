@@ -89,6 +89,7 @@ class FakeEngine:
     context_length: int = 64
     gate: threading.Event | None = None
     mode: str = "batch"
+    stopped: str | None = None
 
     def __post_init__(self):
         self.info = SimpleNamespace(path=Path("/models/fake-model"), context_length=self.context_length,

@@ -9,6 +9,7 @@ import re
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -26,7 +27,7 @@ class _FakeEngine:
     mode = "batch"
 
     def __init__(self):
-        self.info = {"name": "fake"}
+        self.info = SimpleNamespace(path=Path("/models/fake"), context_length=64, architecture="fake")
         self.load_metrics = LoadMetrics(1.0, 2.0, 0.0)
         self.cancelled = 0
         self.running = 0
@@ -34,7 +35,8 @@ class _FakeEngine:
     def stream(self, prompt, options=None, events=None):
         if prompt == "refuse":
             raise PromptError("The prompt is too long for the model's context; shorten it.")
-        words = prompt.split()
+        text = prompt if isinstance(prompt, str) else " ".join(m["content"] for m in prompt)  # a chat's messages
+        words = text.split()
         stream = TextStream(input_tokens=len(words), events=events)
         threading.Thread(target=self._run, args=(Feed(stream), words), daemon=True).start()
         return stream
@@ -89,7 +91,7 @@ def test_a_stream_carries_its_pieces_and_its_own_result(engine):
         pieces = list(stream)
     assert pieces == ["the ", "capital ", "is ", "Paris "]
     assert stream.result.text == "".join(pieces) and stream.result.finish_reason == "stop"
-    assert stream.result.output_tokens == 4 and engine.mode == "batch" and engine.info == {"name": "fake"}
+    assert stream.result.output_tokens == 4 and engine.mode == "batch" and engine.info.path.name == "fake"
 
 
 def test_concurrent_requests_from_many_threads_each_get_their_own_answer(engine):
@@ -162,6 +164,7 @@ def test_a_child_that_dies_fails_open_streams_and_later_calls_with_a_clear_error
             list(stream)
         with pytest.raises(EngineError, match="engine process stopped"):
             engine.stream("anything")
+        assert "exit code 3" in engine.stopped
     finally:
         engine.close()
 

@@ -132,6 +132,21 @@ def test_a_model_that_fails_to_load_is_reported_not_hidden():
         assert "no such model" in body["error"]["message"]
 
 
+def test_an_engine_process_that_dies_fails_its_request_and_health_says_so():
+    from ovchat.engine.process import EngineProcess
+    from test_process import _fake  # a fake engine whose process exits on the word "die"
+
+    with running_server(lambda: EngineProcess(_fake, start_timeout_s=60)) as (url, app):
+        assert request(url, "POST", "/v1/chat/completions", CHAT)[1]["choices"][0]["message"]["content"] == "hi "
+        status, body, _ = request(url, "POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "a die"}]})
+        assert_openai_error(status, body, 500)
+        assert "engine process stopped (exit code 3)" in body["error"]["message"]
+        status, body, _ = request(url, "GET", "/health")
+        assert (status, body["status"]) == (503, "engine_stopped")
+        assert_openai_error(*request(url, "POST", "/v1/chat/completions", CHAT)[:2], 503, "engine_stopped")
+        app.state.ovchat.serving.engine.close()
+
+
 def test_the_cli_client_streams_from_the_server_without_importing_openvino(fake_server):
     url, _ = fake_server
     script = ("import sys; from ovchat.tools.cli import main; rc = main(sys.argv[1:]); "
