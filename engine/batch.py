@@ -6,9 +6,9 @@ same step), reads each request's new tokens and streams them as text. A cancelle
 cancelled in genai at once, which frees its KV-cache blocks. Prompts go in as token ids that
 the engine has templated and counted, so usage figures are exactly what the model was fed.
 
-Why one thread: genai's pipelines must be stepped from one place, and the Python binding of
-step() keeps the GIL for the whole step, so other Python threads (a web server's event loop)
-run between steps, not during them.
+Why one thread: genai's pipelines must be stepped from one place. The Python binding of step()
+keeps the GIL for the whole step, so other Python threads of this process run between steps,
+not during them: a server runs this engine in a process of its own (process.py).
 """
 
 from __future__ import annotations
