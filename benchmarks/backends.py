@@ -21,13 +21,13 @@ import threading
 import time
 from dataclasses import dataclass
 
-# genai-pa: chat only; llama-server, ovchat-single, ovchat-inprocess: the server scenario; ovchat-client: coldstart
-BACKENDS = ("ovchat", "genai", "optimum", "llamacpp", "genai-pa", "llama-server", "ovchat-single", "ovchat-inprocess",
+# genai-pa: chat only; llama-server, ovchat-single, ovchat-process: the server scenario; ovchat-client: coldstart
+BACKENDS = ("ovchat", "genai", "optimum", "llamacpp", "genai-pa", "llama-server", "ovchat-single", "ovchat-process",
             "ovchat-client")
 MAIN_BACKENDS = BACKENDS[:4]  # what every scenario measures; genai-pa only where the backends differ
 _PACKAGES = {"ovchat": "openvino_genai", "genai": "openvino_genai", "genai-pa": "openvino_genai",
              "optimum": "optimum.intel", "llamacpp": "llama_cpp", "llama-server": "llama_cpp",
-             "ovchat-single": "openvino_genai", "ovchat-inprocess": "openvino_genai", "ovchat-client": "openvino_genai"}
+             "ovchat-single": "openvino_genai", "ovchat-process": "openvino_genai", "ovchat-client": "openvino_genai"}
 _INSTALL = {"optimum": "install the export extra (tools/install.sh)",
             "llamacpp": "run `bash tools/install.sh full` (compiles llama.cpp, ~7 min on 2 cores, progress shown)"}
 

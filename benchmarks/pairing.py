@@ -12,7 +12,7 @@ from __future__ import annotations
 import statistics
 
 PAIRS = (("ovchat", "genai"), ("ovchat", "llamacpp"), ("ovchat", "optimum"), ("ovchat", "genai-pa"),
-         ("ovchat", "llama-server"), ("ovchat", "ovchat-single"), ("ovchat", "ovchat-inprocess"),
+         ("ovchat", "llama-server"), ("ovchat", "ovchat-single"), ("ovchat", "ovchat-process"),
          ("ovchat-client", "llamacpp"))
 
 

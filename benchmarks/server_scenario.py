@@ -10,9 +10,8 @@ Backends, each measured the same way per repetition (the runner interleaves them
   llama-server   llama.cpp's server from the same vendored source (benchmarks/llama_server.py),
                  restarted for every concurrency C with `--parallel C -c C x per-request context`
   ovchat-single  the baseline: today's one-at-a-time engine in process (benchmarks/server_baseline.py)
-  ovchat-inprocess  `ovchat serve --engine-in-process`: the engine in the server's own process, as
-                 before engine/process.py; what the process boundary buys (its pipeline steps keep
-                 the GIL)
+  ovchat-process  `ovchat serve --engine-process`: the engine in a child process (engine/process.py),
+                 against the default in-process layout whose pipeline steps keep the GIL
 
 The load (benchmarks/server_load.py): for each C in `server_concurrency` and each prompt size in
 `server_prompts` (tokens, reached with random words: ~1 token a word in SmolLM2's vocabulary,
@@ -39,9 +38,9 @@ from .scenarios import Scenario, Skip, WorkerError, register, stats
 from .server_launch import ServerSpec, ServerStartError, launched
 from .server_load import make_prompt, run_load
 
-SERVER_BACKENDS = ("ovchat", "llamacpp", "llama-server", "ovchat-single", "ovchat-inprocess")
+SERVER_BACKENDS = ("ovchat", "llamacpp", "llama-server", "ovchat-single", "ovchat-process")
 LABELS = {"ovchat": "ovchat serve", "llamacpp": "llama_cpp.server", "llama-server": "llama-server --parallel C",
-          "ovchat-single": "engine, one at a time (in process)", "ovchat-inprocess": "ovchat serve --engine-in-process"}
+          "ovchat-single": "engine, one at a time (in process)", "ovchat-process": "ovchat serve --engine-process"}
 THREADS = str(os.cpu_count() or 2)
 _LLAMA_CPP_SERVER_MODULES = ("uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
 
@@ -56,9 +55,9 @@ def _has(module: str) -> bool:
 
 def unavailable(backend: str, files, profile) -> str | None:
     """Why this server backend can't run here (the command that fixes it when there is one)."""
-    if backend in ("ovchat", "ovchat-single", "ovchat-inprocess") and not files.ir:
+    if backend in ("ovchat", "ovchat-single", "ovchat-process") and not files.ir:
         return f"no exported IR folder for {files.name}"
-    if backend in ("ovchat", "ovchat-inprocess") and not profile.ovchat_serve_cmd and not _has("ovchat.server"):
+    if backend in ("ovchat", "ovchat-process") and not profile.ovchat_serve_cmd and not _has("ovchat.server"):
         return "this install has no `ovchat serve` (ovchat.server); pass --ovchat-serve-cmd to measure another build"
     if backend in ("llamacpp", "llama-server") and not files.gguf:
         return f"no GGUF file for {files.name}"
@@ -77,10 +76,10 @@ def per_request_context(profile) -> int:
 
 
 def server_spec(backend: str, files, concurrency: int, profile) -> ServerSpec:
-    if backend in ("ovchat", "ovchat-inprocess"):
+    if backend in ("ovchat", "ovchat-process"):
         command = shlex.split(profile.ovchat_serve_cmd) if profile.ovchat_serve_cmd else [sys.executable, "-m", "ovchat", "serve"]
-        if backend == "ovchat-inprocess":
-            command.append("--engine-in-process")
+        if backend == "ovchat-process":
+            command.append("--engine-process")
         return ServerSpec(LABELS[backend], [*command, "-m", files.ir, "--host", "127.0.0.1", "--port", "{port}"],
                           ready_timeout_s=profile.timeout_s)
     if backend == "llamacpp":

@@ -98,8 +98,11 @@ class BatchRunner:
             except Exception as error:  # a failed step fails every request in it, not the server
                 self._fail_all(error)
                 continue
-            for request_id, request in list(self._active.items()):
+            advanced = list(self._active.items())
+            for request_id, request in advanced:
                 self._advance(request_id, request)
+            for _, request in advanced:  # one hand-off per step, not one per token (process.py, the server)
+                request.feed.flush()
 
     def _admit(self) -> None:
         while True:

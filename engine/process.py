@@ -34,7 +34,7 @@ from multiprocessing.connection import Connection
 from typing import Callable
 
 from .errors import EngineError
-from .stream import Feed, TextStream, _End
+from .stream import Feed, StreamEnd, TextStream
 
 _REPLY_TIMEOUT_S = 60  # a submit waits for the child to template and count the prompt, between steps
 
@@ -78,10 +78,10 @@ class EngineProcess:
         from .engine import Engine
         return cls(functools.partial(Engine.load, *args, **kwargs))
 
-    def stream(self, prompt, options=None) -> TextStream:
-        """As Engine.stream: raises PromptError or OptionsError before anything runs."""
+    def stream(self, prompt, options=None, events=None) -> TextStream:
+        """As Engine.stream (`events` too): raises PromptError or OptionsError before anything runs."""
         request_id = next(self._ids)
-        stream = TextStream(0, on_cancel=lambda: self._send(("cancel", request_id)))
+        stream = TextStream(0, on_cancel=lambda: self._send(("cancel", request_id)), events=events)
         self._feeds[request_id] = Feed(stream)  # before the submit: pieces may arrive before the reply
         try:
             input_tokens, dropped = self._ask(("submit", request_id, prompt, options), request_id)
@@ -161,18 +161,23 @@ class EngineProcess:
                 message = self._conn.recv()
             except (EOFError, OSError):
                 break
-            kind, request_id = message[0], message[1]
-            if kind == "piece":
-                feed = self._feeds.get(request_id)
-                if feed is not None:
-                    feed.piece(message[2], message[3])
-            elif kind == "end":
-                feed = self._feeds.pop(request_id, None)
-                if feed is not None:
-                    feed.end(message[2], message[3])
-            elif (reply := self._replies.get(request_id)) is not None:
+            if message[0] == "events":  # a step's pieces and ends, of every request in it
+                self._dispatch(message[1])
+            elif (reply := self._replies.get(message[1])) is not None:
                 reply.set_result(message)
         self._child_gone()
+
+    def _dispatch(self, events: list) -> None:
+        touched = {}
+        for kind, request_id, first, second in events:
+            if kind == "piece" and (feed := self._feeds.get(request_id)) is not None:
+                feed.piece(first, second)
+                touched[request_id] = feed
+            elif kind == "end" and (feed := self._feeds.pop(request_id, None)) is not None:
+                touched.pop(request_id, None)
+                feed.end(first, second)
+        for feed in touched.values():
+            feed.flush()
 
     def _child_gone(self) -> None:
         if self._stopped is None:
@@ -189,20 +194,46 @@ class EngineProcess:
 
 # ---- the child ---------------------------------------------------------------------------------
 
-class _Forward:
-    """A stream's event sink in the child: each event goes straight down the pipe, from the
-    thread that produced it (the scheduler, between steps)."""
+class _Outbox:
+    """The child's events, gathered and sent as one message per flush: one pipe write and one
+    wake-up of the parent per step rather than per token (each wake-up can preempt a thread of
+    the plugin mid-step on a machine whose cores it all uses)."""
 
-    def __init__(self, send, request_id: int, streams: "_Streams"):
-        self._send, self._id, self._streams = send, request_id, streams
+    def __init__(self, send):
+        self._send = send
+        self._pending: list = []
+        self._lock = threading.Lock()
+
+    def add(self, event: tuple, now: bool = False) -> None:
+        with self._lock:
+            self._pending.append(event)
+        if now:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            events, self._pending = self._pending, []
+        if events:
+            self._send(("events", events))
+
+
+class _Forward:
+    """A stream's event sink in the child: into the outbox, from the thread that produced it
+    (the scheduler, between steps), sent when the runner flushes; an end goes at once."""
+
+    def __init__(self, outbox: _Outbox, request_id: int, streams: "_Streams"):
+        self._outbox, self._id, self._streams = outbox, request_id, streams
         self.ended = False
 
     def put(self, event) -> None:
-        if isinstance(event, _End):
+        if isinstance(event, StreamEnd):
             self._streams.forget(self)
-            self._send(("end", self._id, event.result, _portable(event.error)))
+            self._outbox.add(("end", self._id, event.result, _portable(event.error)), now=True)
         else:
-            self._send(("piece", self._id, *event))
+            self._outbox.add(("piece", self._id, *event))
+
+    def flush(self) -> None:
+        self._outbox.flush()
 
 
 class _Streams:
@@ -253,7 +284,7 @@ def _child_main() -> None:
     send(("ready", engine.info, engine.load_metrics, engine.mode))
     streams = _Streams()
     try:
-        _serve(conn, send, engine, streams)
+        _serve(conn, send, engine, streams, _Outbox(send))
     finally:
         engine.close()
         sys.stdout.flush()
@@ -261,7 +292,7 @@ def _child_main() -> None:
         os._exit(0)  # daemon threads hold OpenVINO objects: skip the interpreter's teardown
 
 
-def _serve(conn, send, engine, streams: _Streams) -> None:
+def _serve(conn, send, engine, streams: _Streams, outbox: _Outbox) -> None:
     while True:
         try:
             message = conn.recv()
@@ -278,7 +309,7 @@ def _serve(conn, send, engine, streams: _Streams) -> None:
             send(("stats", message[1], engine.stats()))
         elif kind == "submit":
             _, request_id, prompt, options = message
-            forward = _Forward(send, request_id, streams)
+            forward = _Forward(outbox, request_id, streams)
             try:
                 stream = engine.stream(prompt, options, events=forward)
             except Exception as error:  # PromptError, OptionsError: the caller's to handle

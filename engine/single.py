@@ -44,6 +44,7 @@ class _Streamer(ov_genai.StreamerBase):
     def _on_text(self, text: str) -> ov_genai.StreamingStatus:
         self.pieces.append(text)
         self.feed.piece(text, self.tokens)
+        self.feed.flush()
         return ov_genai.StreamingStatus.RUNNING
 
 

@@ -24,7 +24,8 @@ _POLL_S = 0.1  # waits wake this often, so Ctrl-C reaches a caller blocked on th
 
 
 @dataclass(frozen=True)
-class _End:
+class StreamEnd:
+    """A stream's last event: its result (None when it was cancelled) or the error it failed with."""
     result: GenerationResult | None
     error: BaseException | None
 
@@ -47,10 +48,17 @@ class Feed:
         if text:
             self._events.put((text, output_tokens))
 
+    def flush(self) -> None:
+        """The runner has put all it has for now (a batching step's tokens): an event sink that
+        gathers pieces (process.py, the server) hands them on here, once per step."""
+        flush = getattr(self._events, "flush", None)
+        if flush is not None:
+            flush()
+
     def end(self, result: GenerationResult | None = None, error: BaseException | None = None) -> None:
         if not self._ended:
             self._ended = True
-            self._events.put(_End(result, error))
+            self._events.put(StreamEnd(result, error))
 
 
 class TextStream:
@@ -65,8 +73,9 @@ class TextStream:
     def __init__(self, input_tokens: int, dropped_messages: int = 0, on_cancel: Callable[[], None] | None = None,
                  events=None):
         # `events`: where the runner's events go instead of this stream's own queue, for a caller
-        # that forwards them elsewhere (engine/process.py sends them to another process); such a
-        # stream is not iterated, only closed.
+        # that forwards them elsewhere (process.py sends them to another process, the server to
+        # its event loop): an object with put(event) and optionally flush(); it gets
+        # (text, output_tokens) pieces, then one StreamEnd. Such a stream is not iterated, only closed.
         self._events = queue.Queue() if events is None else events
         self._cancel = threading.Event()
         self._on_cancel = on_cancel
@@ -85,6 +94,11 @@ class TextStream:
         return "".join(self._pieces)
 
     @property
+    def input_tokens(self) -> int:
+        """Prompt tokens as the model is fed them."""
+        return self._input_tokens
+
+    @property
     def done(self) -> bool:
         return self.result is not None
 
@@ -99,7 +113,7 @@ class TextStream:
         if self.result is not None:
             raise StopIteration
         event = self._next_event()
-        if isinstance(event, _End):
+        if isinstance(event, StreamEnd):
             self._finish(event)
             raise StopIteration
         piece, self._tokens = event
@@ -137,7 +151,7 @@ class TextStream:
             except queue.Empty:
                 continue
 
-    def _finish(self, end: _End) -> None:
+    def _finish(self, end: StreamEnd) -> None:
         if self.result is not None:  # close()d from another thread while this one waited: keep "cancelled"
             return
         if end.error is not None:

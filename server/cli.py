@@ -1,5 +1,5 @@
-"""`ovchat serve`: the OpenAI-compatible server, on uvicorn, over the engine's batching mode,
-which runs in a process of its own (engine/process.py).
+"""`ovchat serve`: the OpenAI-compatible server, on uvicorn, over the engine's batching mode
+(in this process, or in a child process with --engine-process: engine/process.py).
 
     ovchat serve                                  the default model on http://127.0.0.1:8000
     ovchat serve -m phi3-int4 --port 9000 --api-key "$KEY" --max-concurrency 8
@@ -39,9 +39,10 @@ def register(sub) -> None:
     g.add_argument("--max-body-mb", type=float, default=1.0, help="largest request body (default: %(default)s MB)")
     g.add_argument("--shutdown-grace", type=float, default=5.0,
                    help="seconds in-flight requests get on Ctrl-C/SIGTERM before they are cancelled (default: %(default)s)")
-    g.add_argument("--engine-in-process", action="store_true",
-                   help="run the engine in the server's own process: one process less, but each pipeline step "
-                        "then holds up the HTTP event loop (see README, Server)")
+    g.add_argument("--engine-process", action="store_true",
+                   help="run the engine in a child process: /health and /metrics answer during pipeline steps and "
+                        "an engine crash leaves the server up, but on a machine whose cores the engine all uses "
+                        "it served 0.6-0.8x the tokens/s (see README, Server)")
     g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 
@@ -69,16 +70,16 @@ def cmd_serve(args) -> int:
     def stop_on_failure(message: str) -> None:
         server.should_exit = True
 
-    # By default the engine runs in a child process: its pipeline steps hold the GIL, which would
-    # stall this process's event loop and stream readers (engine/process.py).
+    # The engine's pipeline steps keep the GIL, so in this process the event loop runs between
+    # steps; events reach it once per step (serving.py). In a child process (--engine-process)
+    # the loop never waits, but its work then competes with the plugin's threads for the cores
+    # mid-step: measured slower on 2 cores (README, Server).
+    from ..engine import Engine
     from ..engine.process import EngineProcess
     arguments = load_arguments(args)
-    if args.engine_in_process:
-        from ..engine import Engine
-        load = functools.partial(Engine.load, **arguments, batching=batching)
-    else:
-        load = functools.partial(EngineProcess.load, **arguments, batching=batching)
-    where = "in this process" if args.engine_in_process else "in an engine process"
+    loader = EngineProcess.load if args.engine_process else Engine.load
+    load = functools.partial(loader, **arguments, batching=batching)
+    where = "in an engine process" if args.engine_process else "in this process"
     print(f"ovchat serve: loading {args.model or 'the default model'} on {args.device} {where}…", file=sys.stderr)
     app = create_app(load, config, on_load_failure=stop_on_failure)
     state = app.state.ovchat

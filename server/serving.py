@@ -4,9 +4,9 @@
   wait for a slot; one more is refused at once with a 429 and Retry-After. A request with n > 1
   takes n slots. The engine (batching mode) is loaded with as many sequences as there are
   slots, so it never queues behind the server's back.
-- A `Run` is one request's n generations. The engine's TextStream is a blocking iterator, so
-  each stream gets a thread that reads it and hands its pieces to the event loop; the loop
-  never blocks on the engine. Closing a Run (the client left, the response ended, or the server
+- A `Run` is one request's n generations. Each choice's events go from the engine's thread
+  straight to the event loop, gathered per batching step (`_ChoiceSink`): no thread per
+  stream, one wake-up of the loop per step, and the loop never blocks on the engine. Closing a Run (the client left, the response ended, or the server
   is draining) closes its streams: the engine cancels those requests at their next token and
   frees their KV-cache blocks, and the slots go to the next request at once.
 - Prompts over the context are refused by the engine before anything runs (PromptError): 400.
@@ -22,7 +22,9 @@ from collections import deque
 import anyio
 
 from ..engine import GenerationOptions
-from ..engine.errors import EngineError, OptionsError, PromptError
+from ..engine.errors import OptionsError, PromptError
+from ..engine.results import GenerationResult, Metrics
+from ..engine.stream import StreamEnd
 from .metrics import ServerMetrics
 from .protocol import Choice, Sampling, bad_request, queue_full, server_error, unavailable
 
@@ -86,6 +88,29 @@ def generation_options(sampling: Sampling, default_max_tokens: int, chat: bool, 
         raise bad_request(str(error)) from None
 
 
+class _ChoiceSink:
+    """One choice's events on their way from the engine's thread to the event loop: gathered,
+    then handed over once per batching step (the runner's flush) or at the end, so a step of 16
+    streams costs the loop one wake-up, and no thread per stream."""
+
+    def __init__(self, run: "Run", index: int):
+        self._run, self._index = run, index
+        self._pending: list = []
+        self._lock = threading.Lock()
+
+    def put(self, event) -> None:
+        with self._lock:
+            self._pending.append(event)
+        if isinstance(event, StreamEnd):
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            events, self._pending = self._pending, []
+        if events:
+            self._run._post(self._index, events)
+
+
 class Run:
     """One request's generations; their events reach the event loop through `events()`."""
 
@@ -93,35 +118,51 @@ class Run:
         self._serving = serving
         self.n = n
         self.streams: list = []
+        self.results: dict[int, GenerationResult] = {}  # each choice's, once it has ended
         self.started = time.perf_counter()
         self.first_piece_at: float | None = None
+        self._received = [[] for _ in range(n)]  # (text, output tokens) of each choice so far
+        self._first_at: list[float | None] = [None] * n
         self._loop = asyncio.get_running_loop()
         self._events: asyncio.Queue = asyncio.Queue()
         self._closed = False
 
     @property
     def prompt_tokens(self) -> int:
-        return self.streams[0].result.input_tokens if self.streams and self.streams[0].result else 0
+        return self.streams[0].input_tokens if self.streams else 0
 
-    def start(self, stream) -> None:
-        """Read `stream` on its own thread (called from a worker thread)."""
-        index = len(self.streams)
-        self.streams.append(stream)
-        threading.Thread(target=self._pump, args=(stream, index), name=f"ovchat-pump-{index}", daemon=True).start()
+    def start(self, engine, prompt, options) -> None:
+        """Submit choice number len(self.streams) (from a worker thread: the engine templates
+        and counts the prompt before it returns)."""
+        self.streams.append(engine.stream(prompt, options, events=_ChoiceSink(self, len(self.streams))))
 
-    def _pump(self, stream, index: int) -> None:
+    def _post(self, index: int, events: list) -> None:  # any thread
         try:
-            for piece in stream:
-                self._post((index, "piece", piece))
-            self._post((index, "end", stream.result))
-        except EngineError as error:  # the generation failed in OpenVINO: this request only
-            self._post((index, "error", error))
-
-    def _post(self, event) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._events.put_nowait, event)
+            self._loop.call_soon_threadsafe(self._deliver, index, events)
         except RuntimeError:  # the loop has closed: the server is gone, nobody is listening
             pass
+
+    def _deliver(self, index: int, events: list) -> None:  # on the loop
+        for event in events:
+            if not isinstance(event, StreamEnd):
+                self._received[index].append(event)
+                self._first_at[index] = self._first_at[index] or time.perf_counter()
+                self._events.put_nowait((index, "piece", event[0]))
+            elif event.error is not None:
+                self._events.put_nowait((index, "error", event.error))
+            elif index not in self.results:  # (None: cancelled, counted when it was closed)
+                self.results[index] = event.result or self._cancelled(index)
+                self._events.put_nowait((index, "end", self.results[index]))
+
+    def _cancelled(self, index: int) -> GenerationResult:
+        received, first = self._received[index], self._first_at[index]
+        tokens = received[-1][1] if received else 0
+        now = time.perf_counter()
+        tpot = (now - first) * 1000 / (tokens - 1) if first and tokens > 1 else 0.0
+        metrics = Metrics(ttft_ms=((first or now) - self.started) * 1000, tpot_ms=tpot,
+                          tokens_per_s=1000 / tpot if tpot else 0.0, generate_ms=(now - self.started) * 1000)
+        return GenerationResult(text="".join(text for text, _ in received), input_tokens=self.prompt_tokens,
+                                output_tokens=tokens, finish_reason="cancelled", metrics=metrics)
 
     async def events(self):
         """(index, "piece", text) and (index, "end", GenerationResult), until every choice ended."""
@@ -145,16 +186,18 @@ class Run:
         return sorted(choices, key=lambda c: c.index)
 
     def cancel(self) -> None:
-        """Stop generating; the streams end with "cancelled" and their events still arrive."""
+        """Stop generating; the choices still running end with "cancelled" (their events still arrive)."""
         for stream in self.streams:
             stream.close()
 
     def close(self) -> None:
-        """Cancel what still runs, give the slots back and count the run. Idempotent."""
+        """Cancel what still runs, give the slots back and count the run. Idempotent; on the loop."""
         if self._closed:
             return
         self._closed = True
         self.cancel()
+        for index in range(len(self.streams)):
+            self.results.setdefault(index, self._cancelled(index))
         self._serving.finished(self)
 
 
@@ -195,7 +238,7 @@ class Serving:
     def _start_all(self, run: Run, prompt, options: list[GenerationOptions], chat: bool) -> None:
         try:
             for choice_options in options:
-                run.start(self.engine.stream(prompt, choice_options))
+                run.start(self.engine, prompt, choice_options)
         except PromptError as error:
             raise bad_request(str(error), param="messages" if chat else "prompt", code="invalid_prompt") from None
         except OptionsError as error:
@@ -204,7 +247,7 @@ class Serving:
     def finished(self, run: Run) -> None:
         self._runs.discard(run)
         self.slots.release(run.n)
-        results = [s.result for s in run.streams if s.result is not None]
+        results = list(run.results.values())
         if results:
             self.metrics.prompt_tokens.inc(results[0].input_tokens)
         for result in results:

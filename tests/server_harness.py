@@ -83,8 +83,8 @@ def wait_for(condition, timeout_s: float = 30, every_s: float = 0.05) -> bool:
 
 @dataclass
 class FakeEngine:
-    """Streams `pieces` (one per token, up to max_new_tokens) on a thread per request, as the
-    engine's runners do; holds every generation at its first token while `gate` is clear."""
+    """Streams `pieces` (one per token, up to max_new_tokens, flushed after each) on a thread per
+    request, as the engine's runners do; holds every generation at its first token while `gate` is clear."""
     pieces: tuple = ("Hello", ",", " world", ".")
     context_length: int = 64
     gate: threading.Event | None = None
@@ -98,13 +98,13 @@ class FakeEngine:
         self.cancelled = 0
         self.seen_options = []
 
-    def stream(self, prompt, options):
+    def stream(self, prompt, options, events=None):
         text = prompt if isinstance(prompt, str) else json.dumps(prompt)
         if len(text.split()) > self.context_length:
             raise PromptError(f"The prompt is {len(text.split())} tokens but the model's context holds "
                               f"{self.context_length}; shorten it (or start a new chat).")
         self.seen_options.append(options)
-        stream = TextStream(input_tokens=len(text.split()))
+        stream = TextStream(input_tokens=len(text.split()), events=events)
         threading.Thread(target=self._run, args=(Feed(stream), options), daemon=True).start()
         return stream
 
@@ -119,6 +119,7 @@ class FakeEngine:
                     self.cancelled += 1
                     return feed.end(None)
                 feed.piece(self.pieces[i], i + 1)
+                feed.flush()  # one token per "step"
                 time.sleep(0.002)
             reason = "length" if count < len(self.pieces) else "stop"
             feed.end(GenerationResult("".join(self.pieces[:count]), 3, count, reason,

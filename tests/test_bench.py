@@ -132,7 +132,7 @@ def test_an_extra_backend_runs_only_where_a_scenario_asks_for_it():
 def test_each_scenario_lists_only_backends_it_can_run():
     # The worker-process scenarios run the in-process adapters; the server and coldstart
     # scenarios own their special backends (llama-server, ovchat-single, ovchat-client).
-    special = {"llama-server", "ovchat-single", "ovchat-inprocess", "ovchat-client"}
+    special = {"llama-server", "ovchat-single", "ovchat-process", "ovchat-client"}
     for name, scenario in SCENARIOS.items():
         if name not in ("server", "coldstart"):
             assert not special & set(scenario.backends), (name, scenario.backends)

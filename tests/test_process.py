@@ -53,6 +53,7 @@ class _FakeEngine:
                 if word == "hold":
                     _hold_gil()
                 feed.piece(word + " ", i + 1)
+                feed.flush()  # one word per "step"
                 time.sleep(PIECE_DELAY_S)
             text = " ".join(words) + " "
             feed.end(GenerationResult(text, len(words), len(words), "stop", Metrics(1.0, 2.0, 500.0, 9.0)))

@@ -38,11 +38,10 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 @pytest.fixture(scope="module")
 def served(default_model_dir):
-    from ovchat.engine import BatchOptions
-    from ovchat.engine.process import EngineProcess
+    from ovchat.engine import BatchOptions, Engine
 
-    def load():  # as `ovchat serve` loads it: the engine in a process of its own
-        return EngineProcess.load(default_model_dir, batching=BatchOptions(max_sequences=16))
+    def load():
+        return Engine.load(default_model_dir, batching=BatchOptions(max_sequences=16))
     with running_server(load, max_concurrency=16, max_queue=16) as (url, app):
         model = request(url, "GET", "/v1/models")[1]["data"][0]["id"]
         yield url, model

@@ -255,9 +255,9 @@ def test_llama_server_gets_its_parallel_slots_and_a_context_for_all_of_them():
     assert command[command.index("--host") + 1] == "127.0.0.1"
     ovchat = server_scenario.server_spec("ovchat", files, 16, replace(profile, ovchat_serve_cmd="/x/bin/ovchat serve"))
     assert ovchat.command[:2] == ["/x/bin/ovchat", "serve"] and ovchat.command[ovchat.command.index("-m") + 1] == "dir"
-    assert "--engine-in-process" not in ovchat.command
-    inprocess = server_scenario.server_spec("ovchat-inprocess", files, 16, profile).command
-    assert inprocess[inprocess.index("serve") + 1] == "--engine-in-process"
+    assert "--engine-process" not in ovchat.command
+    inprocess = server_scenario.server_spec("ovchat-process", files, 16, profile).command
+    assert inprocess[inprocess.index("serve") + 1] == "--engine-process"
 
 
 def _load(concurrency: int, target: int, tokens_per_s: float, ttft: float) -> dict:
@@ -289,7 +289,7 @@ def test_the_report_shows_the_speedup_at_16_streams_against_the_targets(tmp_path
 
 def test_server_scenario_is_registered_with_its_backends():
     scenario = SCENARIOS["server"]
-    assert set(scenario.backends) == {"ovchat", "llamacpp", "llama-server", "ovchat-single", "ovchat-inprocess"}
+    assert set(scenario.backends) == {"ovchat", "llamacpp", "llama-server", "ovchat-single", "ovchat-process"}
     assert "ovchat-client" in SCENARIOS["coldstart"].backends
     assert report.server_section is server_report.server_section
 
