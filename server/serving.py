@@ -6,9 +6,10 @@
   slots, so it never queues behind the server's back.
 - A `Run` is one request's n generations. Each choice's events go from the engine's thread
   straight to the event loop, gathered per batching step (`_ChoiceSink`): no thread per
-  stream, one wake-up of the loop per step, and the loop never blocks on the engine. Closing a Run (the client left, the response ended, or the server
-  is draining) closes its streams: the engine cancels those requests at their next token and
-  frees their KV-cache blocks, and the slots go to the next request at once.
+  stream, one wake-up of the loop per step, and the loop never blocks on the engine. Closing
+  a Run (the client left, the response ended, or the server is draining) closes its streams:
+  the engine cancels those requests at their next token and frees their KV-cache blocks, and
+  the slots go to the next request at once.
 - Prompts over the context are refused by the engine before anything runs (PromptError): 400.
 """
 
