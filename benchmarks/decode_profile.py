@@ -52,7 +52,8 @@ def setup_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--prompts", default="32,512", help="prompt lengths in tokens, comma-separated")
     p.add_argument("--parts", default=",".join(PARTS), help=f"profile parts (of {', '.join(PARTS)})")
-    p.add_argument("--lever", choices=[*LEVERS, "all"], help="measure one property's variants instead")
+    p.add_argument("--lever", help=f"measure these properties' variants instead (comma-separated, of "
+                                   f"{', '.join(LEVERS)}; or all), one lever after the other")
     p.add_argument("--out", help="folder for the JSON report (profile*.json or levers-<lever>.json)")
     p.add_argument("--show", help="print the tables of a saved JSON report, measure nothing")
     return p
@@ -75,6 +76,14 @@ def build_parts(names: list[str], ir: Path, gguf: Path | None) -> dict:
               "genai-text": lambda: parts.Genai(ir, props, "text"),
               "engine": lambda: parts.EnginePart(ir, props), "llamacpp": lambda: parts.LlamaCpp(gguf)}
     return {n: makers[n]() for n in names if n != "llamacpp" or gguf}
+
+
+def levers_of(text: str) -> list[str]:
+    names = list(LEVERS) if text == "all" else [n.strip() for n in text.split(",")]
+    unknown = [n for n in names if n not in LEVERS]
+    if unknown:
+        raise SystemExit(f"Unknown lever {', '.join(unknown)}: pick from {', '.join(LEVERS)} or all.")
+    return names
 
 
 def build_lever(lever: str, ir: Path) -> dict:
@@ -227,7 +236,7 @@ def run(args, log=lambda m: print(m, file=sys.stderr, flush=True), save=lambda r
 
     if args.lever:
         report["levers"] = {}
-        for lever in (LEVERS if args.lever == "all" else [args.lever]):
+        for lever in levers_of(args.lever):
             def on_rep(samples, lever=lever):
                 report["levers"][lever] = {"samples": samples, "summary": summarise(samples, "default")}
                 finish(partial=True)
@@ -244,7 +253,7 @@ def run(args, log=lambda m: print(m, file=sys.stderr, flush=True), save=lambda r
 def output_path(args) -> Path | None:
     if not args.out:
         return None
-    return Path(args.out) / (f"levers-{args.lever}.json" if args.lever else f"profile-{args.parts.replace(',', '+')}.json"
+    return Path(args.out) / (f"levers-{args.lever.replace(',', '+')}.json" if args.lever else f"profile-{args.parts.replace(',', '+')}.json"
                              if args.parts != ",".join(PARTS) else "profile.json")
 
 
@@ -277,6 +286,8 @@ def brief(report: dict) -> dict:
 
 def main(argv=None) -> int:
     args = setup_arg_parser().parse_args(argv)
+    if args.lever:
+        levers_of(args.lever)  # an unknown name fails now, before any model is compiled
     if args.show:
         report = json.loads(Path(args.show).read_text())
     else:
