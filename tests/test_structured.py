@@ -12,9 +12,11 @@ from ovchat.engine import GenerationOptions, OptionsError
 SCHEMAS = {
     "nested objects": {
         "type": "object",
-        "properties": {"name": {"type": "string"},
+        # strings bounded, as the README advises: the grammar cannot end a string the model keeps extending
+        "properties": {"name": {"type": "string", "maxLength": 40},
                        "address": {"type": "object",
-                                   "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
+                                   "properties": {"street": {"type": "string", "maxLength": 60},
+                                                  "city": {"type": "string", "maxLength": 40}},
                                    "required": ["street", "city"]}},
         "required": ["name", "address"],
     },
