@@ -2,8 +2,8 @@
 
 Without -m they use the embedded default model (`ovchat export default` prepares it).
 Without decoding flags, answers use the model's recommended settings
-(`ModelInfo.generation_defaults`: its generation_config.json, else a measured repetition
-penalty); `--greedy` gives plain greedy decoding, as `GenerationOptions()` does.
+(`ModelInfo.generation_defaults`: its generation_config.json, else measured repetition and
+frequency penalties); `--greedy` gives plain greedy decoding, as `GenerationOptions()` does.
 OpenVINO is imported inside the handlers, when a command needs a model, not to parse flags.
 """
 
@@ -80,13 +80,14 @@ def _add_server_flags(p) -> None:
 def _add_generation_flags(p) -> None:
     # No defaults here: a decoding flag left out takes the model's recommended value
     # (ModelInfo.generation_defaults), any other flag GenerationOptions' default.
-    g = p.add_argument_group("generation (default: the model's generation_config.json, else greedy "
-                             "with repetition penalty 1.1)")
+    from .model import DEFAULT_DECODING
+    g = p.add_argument_group("generation (default: the model's generation_config.json, else greedy with "
+                             + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in DEFAULT_DECODING.items()) + ")")
     g.add_argument("-n", "--max-new-tokens", type=int, help="default: 256")
     choice = g.add_mutually_exclusive_group()
     choice.add_argument("--sample", action="store_true", default=None, help="sample instead of greedy decoding")
     choice.add_argument("--greedy", action="store_true",
-                        help="plain greedy decoding: no sampling, no repetition penalty, whatever the model suggests")
+                        help="plain greedy decoding: no sampling, no penalties, whatever the model suggests")
     g.add_argument("--temperature", type=float)
     g.add_argument("--top-p", type=float)
     g.add_argument("--top-k", type=int)
@@ -243,6 +244,9 @@ def _describe_decoding(options) -> str:
         way = f"sampling (temperature {options.temperature}, top-p {options.top_p}, top-k {options.top_k or 'off'})"
     if options.repetition_penalty != 1.0:
         way += f", repetition penalty {options.repetition_penalty}"
+    for name in ("frequency_penalty", "presence_penalty"):
+        if getattr(options, name):
+            way += f", {name.replace('_', ' ')} {getattr(options, name)}"
     return way + " (--greedy for plain greedy; other flags in --help)"
 
 

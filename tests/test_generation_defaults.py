@@ -50,9 +50,17 @@ def test_greedy_is_one_flag_away_whatever_the_model_says(tmp_path):
     assert options_for(resolve(model_folder(tmp_path, {}).path), "--greedy") == GenerationOptions()
 
 
+def test_the_measured_default_reaches_the_generation_config(tmp_path):
+    import openvino_genai as ov_genai
+    config = options_for(model_folder(tmp_path, {})).apply_to(ov_genai.GenerationConfig())
+    assert not config.do_sample
+    assert (config.repetition_penalty, config.frequency_penalty, config.presence_penalty) == pytest.approx((1.1, 0.2, 0))
+
+
 def test_the_engine_default_stays_plain_greedy():
     options = GenerationOptions()
     assert options.greedy and options.repetition_penalty == 1.0
+    assert options.frequency_penalty == options.presence_penalty == 0
 
 
 def test_sample_and_greedy_together_are_refused():
@@ -82,7 +90,7 @@ def test_the_demo_reads_well_and_says_how_it_decoded(default_model_dir):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     answer = run.stdout.split("[assistant] ", 1)[1].split("\nmodel ", 1)[0]
-    assert "decoding greedy, repetition penalty 1.1" in run.stdout
+    assert "decoding greedy, repetition penalty 1.1, frequency penalty 0.2 (--greedy" in run.stdout
     assert not ends_in_loop(answer, cut_off="(length)" in run.stdout), answer
 
 
