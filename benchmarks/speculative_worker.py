@@ -14,6 +14,8 @@ import re
 import sys
 import time
 
+from ..engine.options import LoadOptions
+
 # ovchat backends: Engine.load keyword arguments.
 OVCHAT = {
     "ovchat": {},
@@ -28,7 +30,7 @@ def ovchat_kwargs(name: str) -> dict | None:
     """Engine.load keyword arguments for an ovchat backend name, None if it is not one.
 
     Besides the names in OVCHAT, `ovchat-lookup-k<K>` and `ovchat-lookup-k<K>-n<N>` are prompt
-    lookup with K guesses per pass and n-grams of at most N tokens (default 3, the engine's)."""
+    lookup with K guesses per pass and n-grams of at most N tokens (default: the engine's)."""
     if name in OVCHAT:
         return dict(OVCHAT[name])
     match = _LOOKUP.fullmatch(name)
@@ -96,7 +98,7 @@ class OvchatBackend:
         config = self.raw.get_generation_config()
         config.max_new_tokens, config.ignore_eos = job["n"], True
         config.num_assistant_tokens = self.kwargs["num_assistant_tokens"]
-        config.max_ngram_size = self.kwargs.get("max_ngram_size", 3)
+        config.max_ngram_size = self.kwargs.get("max_ngram_size", LoadOptions.max_ngram_size)  # as the engine runs
         counter = Counter()
         self.raw.generate(ov.Tensor(np.array([job["ids"]], dtype=np.int64)), config, counter)
         return {"passes": counter.passes - 1, "decoded": counter.tokens - 1}  # the prefill's token is not a decode pass

@@ -59,7 +59,7 @@ class Engine:
     def load(cls, model: str | Path | None = None, device: str = "CPU", performance_hint: str | None = "LATENCY",
              num_streams: int | None = 1, cache_dir: str | Path | bool = True, warmup: bool = True,
              batching: bool | BatchOptions = False, prompt_lookup: bool = False, draft_model: str | Path | None = None,
-             num_assistant_tokens: int = 5, max_ngram_size: int = 3, **ov_properties) -> "Engine":
+             num_assistant_tokens: int = 5, max_ngram_size: int = 8, **ov_properties) -> "Engine":
         """Load `model` (an exported folder, a .gguf file, or None for the default model) on `device`.
 
         `performance_hint`, `num_streams` and `cache_dir` are the seed's ov.Core compile

@@ -76,7 +76,7 @@ class LoadOptions:
     prompt_lookup: bool = False           # guesses copied from the prompt (n-gram match): for grounded work
     draft_model: str | Path | None = None  # guesses from a smaller model with the same tokenizer
     num_assistant_tokens: int = 5         # tokens guessed per step
-    max_ngram_size: int = 3               # prompt lookup: longest n-gram matched in the prompt
+    max_ngram_size: int = 8               # prompt lookup: longest n-gram matched (8: fewer passes than 3 on edits and summaries, measured)
 
     def __post_init__(self):
         _check(not (self.prompt_lookup and self.draft_model),
