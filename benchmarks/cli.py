@@ -39,6 +39,8 @@ def setup_arg_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="prompt lengths for the latency scenario, e.g. 32,512,2048")
     parser.add_argument("--new-tokens", type=int, help="tokens generated per latency run")
     parser.add_argument("--timeout", type=int, help="seconds allowed per worker process")
+    parser.add_argument("--server-streams", type=lambda s: tuple(int(x) for x in s.split(",")),
+                        help="the server scenario's concurrent streams, e.g. 1,4,16 (the default) or 16")
     parser.add_argument("--ovchat-serve-cmd", metavar="CMD",
                         help='the server scenario\'s `ovchat serve` (default: "python -m ovchat serve"); '
                              'e.g. "/other/worktree/.venv/bin/ovchat serve"')
@@ -56,7 +58,8 @@ def profile_from(args):
     from .scenarios import FULL, QUICK
     profile = QUICK if args.quick else FULL
     overrides = {"reps": args.reps, "warmup": args.warmup, "lengths": args.lengths,
-                 "new_tokens": args.new_tokens, "timeout_s": args.timeout, "ovchat_serve_cmd": args.ovchat_serve_cmd}
+                 "new_tokens": args.new_tokens, "timeout_s": args.timeout, "ovchat_serve_cmd": args.ovchat_serve_cmd,
+                 "server_concurrency": args.server_streams}
     if args.reps is not None:  # the costly per-process scenarios never repeat more than --reps
         overrides["load_reps"] = max(1, min(args.reps, profile.load_reps))
         overrides["concurrency_reps"] = max(1, min(args.reps, profile.concurrency_reps))

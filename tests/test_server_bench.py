@@ -337,3 +337,12 @@ def test_a_client_is_timed_to_its_first_printed_byte_not_its_exit():
     assert 0.3 <= timing["start_to_first_token_s"] < timing["total_s"] - 0.4
     with pytest.raises(RuntimeError, match="exited with code 2"):
         client_start.time_client([sys.executable, "-c", "import sys; sys.exit(2)"], timeout_s=30)
+
+
+def test_the_server_streams_flag_sets_the_concurrencies_and_leaves_the_rest():
+    import argparse
+    from ovchat.benchmarks import cli
+    parser = cli.setup_arg_parser(argparse.ArgumentParser())
+    profile = cli.profile_from(parser.parse_args(["--server-streams", "16", "--reps", "1"]))
+    assert profile.server_concurrency == (16,) and profile.server_reps == 1
+    assert cli.profile_from(parser.parse_args([])).server_concurrency == (1, 4, 16)
