@@ -41,8 +41,8 @@ def register(sub) -> None:
                    help="seconds in-flight requests get on Ctrl-C/SIGTERM before they are cancelled (default: %(default)s)")
     g.add_argument("--engine-process", action="store_true",
                    help="run the engine in a child process: /health and /metrics answer during pipeline steps and "
-                        "an engine crash leaves the server up, but the server's I/O then competes with the engine's "
-                        "threads mid-step: 0.6-0.8x the tokens/s in two of three runs on 2 cores (README, Server)")
+                        "an engine crash leaves the server up; the same tokens/s on a quiet 2-core machine, "
+                        "0.6-0.8x in two of three runs on a busy one (README, Server)")
     g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 
