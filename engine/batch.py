@@ -154,11 +154,7 @@ class BatchRunner:
 
     def _result(self, request: _Request, reason: str) -> GenerationResult:
         # Timed here, per request: genai's pipeline-wide perf metrics mix every request of a step.
-        now = time.perf_counter()
-        first = request.first_token_at or now
-        tpot = (now - first) * 1000 / (request.tokens - 1) if request.tokens > 1 else 0.0
-        metrics = Metrics(ttft_ms=(first - request.submitted) * 1000, tpot_ms=tpot,
-                          tokens_per_s=1000 / tpot if tpot else 0.0, generate_ms=(now - request.submitted) * 1000)
+        metrics = Metrics.timed(request.submitted, request.first_token_at, request.tokens)
         return GenerationResult(text="".join(request.pieces), input_tokens=len(request.ids), output_tokens=request.tokens,
                                 finish_reason=reason, metrics=metrics, dropped_messages=request.prepared.dropped_messages)
 

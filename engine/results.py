@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 
 
@@ -11,6 +12,16 @@ class Metrics:
     tpot_ms: float
     tokens_per_s: float
     generate_ms: float
+
+    @classmethod
+    def timed(cls, started: float, first_token_at: float | None, tokens: int) -> "Metrics":
+        """Timed by the caller (perf_counter seconds), up to now: where genai's perf metrics
+        don't apply (a batching request, a cancelled stream). No first token: TTFT is the wait so far."""
+        now = time.perf_counter()
+        first = first_token_at or now
+        tpot = (now - first) * 1000 / (tokens - 1) if first_token_at and tokens > 1 else 0.0
+        return cls(ttft_ms=(first - started) * 1000, tpot_ms=tpot, tokens_per_s=1000 / tpot if tpot else 0.0,
+                   generate_ms=(now - started) * 1000)
 
     @classmethod
     def from_perf(cls, perf) -> "Metrics":

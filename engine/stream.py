@@ -165,10 +165,6 @@ class TextStream:
             callback(result)
 
     def _measured(self, reason: str) -> GenerationResult:
-        now = time.perf_counter()
-        first = self._first_piece_at
-        tpot = (now - first) * 1000 / (self._tokens - 1) if first and self._tokens > 1 else 0.0
-        metrics = Metrics(ttft_ms=((first or now) - self._started) * 1000, tpot_ms=tpot,
-                          tokens_per_s=1000 / tpot if tpot else 0.0, generate_ms=(now - self._started) * 1000)
+        metrics = Metrics.timed(self._started, self._first_piece_at, self._tokens)
         return GenerationResult(text=self.text, input_tokens=self._input_tokens, output_tokens=self._tokens,
                                 finish_reason=reason, metrics=metrics, dropped_messages=self._dropped)

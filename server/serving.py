@@ -156,14 +156,11 @@ class Run:
                 self._events.put_nowait((index, "end", self.results[index]))
 
     def _cancelled(self, index: int) -> GenerationResult:
-        received, first = self._received[index], self._first_at[index]
+        received = self._received[index]
         tokens = received[-1][1] if received else 0
-        now = time.perf_counter()
-        tpot = (now - first) * 1000 / (tokens - 1) if first and tokens > 1 else 0.0
-        metrics = Metrics(ttft_ms=((first or now) - self.started) * 1000, tpot_ms=tpot,
-                          tokens_per_s=1000 / tpot if tpot else 0.0, generate_ms=(now - self.started) * 1000)
         return GenerationResult(text="".join(text for text, _ in received), input_tokens=self.prompt_tokens,
-                                output_tokens=tokens, finish_reason="cancelled", metrics=metrics)
+                                output_tokens=tokens, finish_reason="cancelled",
+                                metrics=Metrics.timed(self.started, self._first_at[index], tokens))
 
     async def events(self):
         """(index, "piece", text) and (index, "end", GenerationResult), until every choice ended."""
@@ -198,7 +195,8 @@ class Run:
         self._closed = True
         self.cancel()
         for index in range(len(self.streams)):
-            self.results.setdefault(index, self._cancelled(index))
+            if index not in self.results:
+                self.results[index] = self._cancelled(index)
         self._serving.finished(self)
 
 
