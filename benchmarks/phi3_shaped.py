@@ -6,6 +6,11 @@ does not depend on the weights' values, only on their shapes and formats. This m
   <cache>/bench/phi3-mini-shaped/              OpenVINO IR exported with the seed's exact recipe
                                                (int4, group size 128, ratio 0.6, sym) + tokenizer
   <cache>/bench/phi3-mini-shaped.Q4_0.gguf     the same shape for llama.cpp (llama architecture)
+  <cache>/bench/phi3-mini-shaped-int4/         the same shape exported all-int4 (ratio 1.0, group 128,
+                                               sym): `ovchat export --preset int4`'s format, data-free
+                                               (calibrating random weights would mean nothing, and
+                                               decode speed depends only on the format); its llama.cpp
+                                               counterpart is the same Q4_0 GGUF
 
 `<cache>` is `engine.cache_root()` ($OVCHAT_CACHE or ~/.cache/ovchat). Both are created once,
 atomically (a tmp path renamed into place), under an exclusive lock file, because one build needs
@@ -32,6 +37,8 @@ NAME = "phi3-mini-shaped"
 # The seed's export recipe, verbatim (group size 128 divides hidden 3072).
 EXPORT_RECIPE = ["--task", "text-generation-with-past", "--weight-format", "int4",
                  "--group-size", "128", "--ratio", "0.6", "--sym"]
+# The `int4` preset's format (tools/recipe.py PRESETS): every layer int4.
+INT4_RECIPE = [*EXPORT_RECIPE[:EXPORT_RECIPE.index("--ratio")], "--ratio", "1.0", "--sym"]
 PHI3_SPECIAL = ["<|endoftext|>", "<|assistant|>", "<|placeholder1|>", "<|placeholder2|>",
                 "<|placeholder3|>", "<|placeholder4|>", "<|system|>", "<|end|>",
                 "<|placeholder5|>", "<|placeholder6|>", "<|user|>"]
@@ -56,6 +63,21 @@ class Shape:
 
 PHI3_MINI = Shape()
 TINY = Shape(layers=2, hidden=256, intermediate=512, heads=4, kv_heads=4)  # for tests
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One buildable model: its shape, its IR's export recipe, and the GGUF llama.cpp runs beside it."""
+    shape: Shape
+    recipe: tuple
+    gguf_name: str
+
+
+VARIANTS = {
+    NAME: Variant(PHI3_MINI, tuple(EXPORT_RECIPE), NAME),
+    NAME + "-tiny": Variant(TINY, tuple(EXPORT_RECIPE), NAME + "-tiny"),
+    NAME + "-int4": Variant(PHI3_MINI, tuple(INT4_RECIPE), NAME),
+}
 
 
 def bench_dir() -> Path:
@@ -165,15 +187,16 @@ def build_hf(folder: Path, shape: Shape) -> None:
     write_tokenizer(folder, shape)
 
 
-def export_ir(hf_folder: Path, out: Path) -> None:
-    """The seed's recipe, through optimum-cli exactly as the seed ran it."""
+def export_ir(hf_folder: Path, out: Path, recipe=EXPORT_RECIPE) -> None:
+    """The seed's recipe (or `recipe`), through optimum-cli exactly as the seed ran it."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     cli = Path(sys.executable).with_name("optimum-cli")
-    cmd = [str(cli), "export", "openvino", "--model", str(hf_folder), *EXPORT_RECIPE, str(out)]
+    cmd = [str(cli), "export", "openvino", "--model", str(hf_folder), *recipe, str(out)]
     subprocess.run(cmd, check=True, env=env)
 
 
-def ensure_ir(shape: Shape = PHI3_MINI, name: str = NAME, log=lambda m: print(m, file=sys.stderr, flush=True)) -> Path:
+def ensure_ir(shape: Shape = PHI3_MINI, name: str = NAME, log=lambda m: print(m, file=sys.stderr, flush=True),
+              recipe=EXPORT_RECIPE) -> Path:
     """The exported IR folder, building it (once, under the lock) if absent."""
     final = ir_dir(name)
     if (final / "openvino_model.xml").exists():
@@ -186,10 +209,10 @@ def ensure_ir(shape: Shape = PHI3_MINI, name: str = NAME, log=lambda m: print(m,
         start = time.monotonic()
         log(f"[phi3-shaped] building random {name} checkpoint {asdict(shape)}")
         build_hf(tmp / "hf", shape)
-        log(f"[phi3-shaped] exporting with the seed's recipe ({time.monotonic() - start:.0f} s)")
-        export_ir(tmp / "hf", tmp / "ir")
+        log(f"[phi3-shaped] exporting with {' '.join(recipe)} ({time.monotonic() - start:.0f} s)")
+        export_ir(tmp / "hf", tmp / "ir", recipe)
         (tmp / "ir" / "phi3_shaped.json").write_text(json.dumps(
-            {"shape": asdict(shape), "recipe": EXPORT_RECIPE, "random_weights": True}, indent=1))
+            {"shape": asdict(shape), "recipe": list(recipe), "random_weights": True}, indent=1))
         os.replace(tmp / "ir", final)
         shutil.rmtree(tmp, ignore_errors=True)
         log(f"[phi3-shaped] IR ready in {time.monotonic() - start:.0f} s: {final}")
@@ -290,15 +313,17 @@ def main(argv=None) -> int:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("what", nargs="*", help="ir, gguf or both (default)")
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model of the same kind")
+    parser.add_argument("--int4", action="store_true", help="the IR all-int4 (the int4 preset's format)")
     args = parser.parse_args(argv)
     what = set(args.what or ["ir", "gguf"])
     if what - {"ir", "gguf"}:
         parser.error("choose among: ir, gguf")
-    shape, name = (TINY, NAME + "-tiny") if args.tiny else (PHI3_MINI, NAME)
+    name = NAME + ("-tiny" if args.tiny else "-int4" if args.int4 else "")
+    variant = VARIANTS[name]
     if "gguf" in what:
-        print(ensure_gguf(shape, name))
+        print(ensure_gguf(variant.shape, variant.gguf_name))
     if "ir" in what:
-        print(ensure_ir(shape, name))
+        print(ensure_ir(variant.shape, name, recipe=variant.recipe))
     return 0
 
 

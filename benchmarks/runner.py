@@ -58,25 +58,37 @@ class Context:
 
 
 def resolve_model(name: str, build: bool = True) -> ModelFiles:
-    """`default`, `phi3-mini-shaped` (built on first use), an IR folder or a .gguf file."""
+    """`default`, `phi3-mini-shaped[-int4]` (built on first use), an IR folder or a .gguf file.
+
+    An IR folder exported from a GGUF (its ovchat.json names the source) runs on llama.cpp as that GGUF."""
     if name == "default":
         from .. import engine
         ir = engine.default_model_dir()
         gguf = engine.cache_root() / "sources" / "SmolLM2-135M-Instruct.Q4_1.gguf"  # tools/default_model.py
         return ModelFiles("default (SmolLM2-135M)", str(ir) if (ir / "openvino_model.xml").exists() else None,
                           str(gguf) if gguf.exists() else None)
-    if name in (PHI3, PHI3 + "-tiny"):
+    if name.startswith(PHI3):
         from . import phi3_shaped
-        shape = phi3_shaped.TINY if name.endswith("-tiny") else phi3_shaped.PHI3_MINI
-        label = f"{name} (random)" if name.endswith("-tiny") else f"{PHI3} (3.8B, random)"
-        if build:
-            return ModelFiles(label, str(phi3_shaped.ensure_ir(shape, name)), str(phi3_shaped.ensure_gguf(shape, name)))
-        ir, gguf = phi3_shaped.ir_dir(name), phi3_shaped.gguf_path(name)
-        return ModelFiles(label, str(ir) if ir.exists() else None, str(gguf) if gguf.exists() else None)
+        if name in phi3_shaped.VARIANTS:
+            variant = phi3_shaped.VARIANTS[name]
+            label = f"{name} (random)" if name.endswith("-tiny") else f"{name} (3.8B, random)"
+            if build:
+                return ModelFiles(label, str(phi3_shaped.ensure_ir(variant.shape, name, recipe=variant.recipe)),
+                                  str(phi3_shaped.ensure_gguf(variant.shape, variant.gguf_name)))
+            ir, gguf = phi3_shaped.ir_dir(name), phi3_shaped.gguf_path(variant.gguf_name)
+            return ModelFiles(label, str(ir) if ir.exists() else None, str(gguf) if gguf.exists() else None)
     path = Path(name).expanduser()
     if path.suffix == ".gguf":
         return ModelFiles(path.name, None, str(path))
-    return ModelFiles(path.name, str(path), None)
+    return ModelFiles(path.name, str(path), _source_gguf(path))
+
+
+def _source_gguf(folder: Path) -> str | None:
+    try:
+        source = json.loads((folder / "ovchat.json").read_text())["source"]["path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return source if source.endswith(".gguf") and Path(source).is_file() else None
 
 
 def device_plan(requested: list[str] | None) -> tuple[list[str], dict[str, str]]:

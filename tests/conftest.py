@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-TINY_PHI3_VERSION = "v1"
+TINY_PHI3_VERSION = "v2"  # v2: the manifest records the preset and the data-aware fields
 PHI3_SPECIAL_TOKENS = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 PHI3_CHAT_TEMPLATE = (
     "{% for message in messages %}"

@@ -2,9 +2,10 @@
 
 Steps: check the source, hash it, (GGUF: convert to a float Hugging Face folder), run
 `optimum-cli export openvino` with the recipe (NNCF does the weight compression,
-openvino-tokenizers the tokenizer), measure fidelity against the float source, write
-`ovchat.json` (with every output file's size and sha256, which `ovchat info --verify` and a
-failed load check), and rename into place.
+openvino-tokenizers the tokenizer; a data-aware recipe runs the same steps through
+tools/calibrated_export.py, which hands NNCF the shipped calibration text), measure fidelity
+against the float source, write `ovchat.json` (with every output file's size and sha256, which
+`ovchat info --verify` and a failed load check), and rename into place.
 
 Atomic: everything is written under a hidden `.OUT.tmp-PID` folder beside OUT and OUT appears
 only by a rename at the very end, so a crash, Ctrl-C or full disk leaves no half-written model.
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..engine import EngineError
@@ -171,8 +172,20 @@ def _optimum_command(args: list) -> list:
 
 def run_optimum(args: list, log_path: Path) -> None:
     """Run optimum-cli with `args`, showing NNCF's progress; ExportError with its last error line."""
+    _run_logged(_optimum_command(args), log_path, "optimum-cli export")
+
+
+def run_calibrated(recipe: recipes.Recipe, source_dir: Path, out_dir: Path, log_path: Path) -> None:
+    """A data-aware recipe: the same export steps, in a child process given the shipped calibration
+    text (tools/calibrated_export.py; optimum-cli can't take a text from its command line)."""
+    command = [sys.executable, "-m", f"{__package__}.calibrated_export", str(source_dir), str(out_dir),
+               json.dumps(asdict(recipe))]
+    _run_logged(command, log_path, "the data-aware export")
+
+
+def _run_logged(command: list, log_path: Path, what: str) -> None:
     with open(log_path, "w") as log, subprocess.Popen(
-        _optimum_command(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
     ) as process:
         for line in process.stdout:
             log.write(line)
@@ -184,7 +197,7 @@ def run_optimum(args: list, log_path: Path) -> None:
         kept = Path(tempfile.gettempdir()) / f"ovchat-export-{os.getpid()}.log"
         shutil.copyfile(log_path, kept)
         last = (errors or lines or ["no output"])[-1]
-        raise ExportError(f"optimum-cli export failed: {last} (full log: {kept})")
+        raise ExportError(f"{what} failed: {last} (full log: {kept})")
 
 
 def export(
@@ -249,7 +262,10 @@ def _build(source: Source, staging: Path, recipe: recipes.Recipe, check: bool, a
     used = recipes.fitted(recipe, float_dir)
     _say_group_size(recipe, used)
     progress(_describe(used))
-    run_optimum(used.optimum_cli_args(float_dir, model_dir), work / "optimum.log")
+    if used.data_aware:
+        run_calibrated(used, float_dir, model_dir, work / "optimum.log")
+    else:
+        run_optimum(used.optimum_cli_args(float_dir, model_dir), work / "optimum.log")
     manifest["recipe"] = used.to_manifest(recipe.group_size)
     manifest["versions"] = tool_versions()
     manifest["fidelity"] = {"skipped": True}
@@ -272,7 +288,12 @@ def _describe(r: recipes.Recipe) -> str:
     if not r.is_int4:
         return f"exporting with optimum-intel, weights {r.weight_format}"
     group = "per-channel" if r.group_size == -1 else f"group {r.group_size}"
-    return f"exporting with optimum-intel, quantizing int4 ({'sym' if r.sym else 'asym'}, {group}, ratio {r.ratio}) with NNCF"
+    extras = [name.replace("_", " ") for name in ("all_layers", *recipes.DATA_AWARE) if getattr(r, name)]
+    options = f", {' + '.join(extras)}" if extras else ""
+    if r.data_aware:
+        options += " on the shipped calibration text"
+    return (f"exporting with optimum-intel, quantizing int4 ({'sym' if r.sym else 'asym'}, {group}, ratio {r.ratio}"
+            f"{options}) with NNCF")
 
 
 def _check_fidelity(float_dir: Path, model_dir: Path, used: recipes.Recipe) -> dict:

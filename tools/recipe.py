@@ -3,7 +3,14 @@
 The defaults are the seed's recipe, i.e. what this command line does:
   optimum-cli export openvino --model microsoft/Phi-3-mini-4k-instruct --task text-generation-with-past
       --weight-format int4 --group-size 128 --ratio 0.6 --sym --trust-remote-code OUT
-Every field can be changed from `ovchat export`'s flags.
+Every field can be changed from `ovchat export`'s flags. PRESETS holds named alternatives
+(`ovchat export SRC OUT --preset NAME`), measured in benchmarks/results/2026-12-01-export-presets/:
+  seed        the seed's recipe (the default)
+  int4        every layer int4 (ratio 1.0), sym, group 128: fewer bytes per weight than Q4_0
+  int4-awq    the same plus NNCF's data-aware AWQ and scale estimation, calibrated on
+              tools/calibration.py's shipped text (no dataset download)
+With ratio 1.0 NNCF still keeps the embedding table and the output layer in int8 (the
+`all_layers` field puts them in int4 too).
 """
 
 import json
@@ -17,6 +24,8 @@ WEIGHT_FORMATS = ("int4", "int8", "fp16", "fp32")
 # Group sizes tried, largest first, when the requested one does not divide every layer's
 # input channels. -1 is NNCF's per-channel quantization: it always fits.
 FALLBACK_GROUP_SIZES = (128, 64, 32, 16, -1)
+# NNCF's options that need a calibration text (tools/calibration.py): a data-aware recipe.
+DATA_AWARE = ("awq", "scale_estimation", "gptq")
 
 
 class RecipeError(EngineError, ValueError):
@@ -33,6 +42,11 @@ class Recipe:
     group_size: int = 128
     ratio: float = 0.6
     trust_remote_code: bool = False
+    all_layers: bool = False        # int4 for the embedding and output layers too
+    awq: bool = False               # data-aware activation-aware scaling
+    scale_estimation: bool = False  # data-aware scales minimizing each layer's output error
+    gptq: bool = False              # data-aware layer-wise weight correction
+    preset: str = "seed"            # the PRESETS entry this recipe started from (recorded only)
 
     def __post_init__(self):
         if self.weight_format not in WEIGHT_FORMATS:
@@ -43,10 +57,25 @@ class Recipe:
             raise RecipeError(f"--group-size must be a positive integer or -1 (per-channel), not {self.group_size}")
         if not self.task.startswith("text-generation"):
             raise RecipeError(f"--task must be text-generation or text-generation-with-past, not '{self.task}'")
+        if not self.is_int4 and (self.all_layers or self.data_aware):
+            raise RecipeError(f"the preset '{self.preset}' is int4-only (AWQ, scale estimation, GPTQ and all-layers "
+                              f"apply to int4 weights); drop --weight-format {self.weight_format} or use --preset seed")
 
     @property
     def is_int4(self) -> bool:
         return self.weight_format == "int4"
+
+    @property
+    def data_aware(self) -> bool:
+        """True when NNCF must read the calibration text (optimum-cli can't take it: see calibrated_export)."""
+        return any(getattr(self, name) for name in DATA_AWARE)
+
+    def weight_config(self, texts: list) -> dict:
+        """optimum-intel's OVWeightQuantizationConfig fields for a data-aware int4 recipe on `texts`."""
+        return {"bits": 4, "dtype": "int4", "sym": self.sym, "group_size": self.group_size, "ratio": self.ratio,
+                "all_layers": self.all_layers or None, "quant_method": "awq" if self.awq else "default",
+                "scale_estimation": self.scale_estimation or None, "gptq": self.gptq or None,
+                "dataset": list(texts), "num_samples": len(texts)}
 
     def optimum_cli_args(self, model_dir: Path, out_dir: Path) -> list:
         """Arguments for `optimum-cli export openvino` (after the program name)."""
@@ -55,6 +84,8 @@ class Recipe:
             args += ["--group-size", str(self.group_size), "--ratio", str(self.ratio)]
             if self.sym:
                 args.append("--sym")
+            if self.all_layers:
+                args.append("--all-layers")
         elif self.weight_format == "int8" and self.sym:
             args.append("--sym")
         if self.trust_remote_code:
@@ -63,6 +94,8 @@ class Recipe:
 
     def to_manifest(self, group_size_requested: int) -> dict:
         data = asdict(self)
+        if self.data_aware:
+            data["calibration"] = "tools/calibration.py"
         if not self.is_int4:  # group size and ratio mean nothing for int8/fp16/fp32
             del data["group_size"], data["ratio"]
         else:
@@ -105,3 +138,10 @@ def fitted(recipe: Recipe, model_dir: Path) -> Recipe:
         return recipe
     config = json.loads((model_dir / "config.json").read_text())
     return replace(recipe, group_size=fit_group_size(recipe.group_size, input_channels(config)))
+
+
+PRESETS = {
+    "seed": Recipe(),
+    "int4": Recipe(ratio=1.0, preset="int4"),
+    "int4-awq": Recipe(ratio=1.0, awq=True, scale_estimation=True, preset="int4-awq"),
+}
