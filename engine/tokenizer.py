@@ -7,6 +7,8 @@ engine, the same one LLMPipeline applies, so counts match what the pipeline sees
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import openvino_genai as ov_genai
 import openvino_tokenizers  # noqa: F401  (registers the tokenizer operations with OpenVINO)
@@ -64,5 +66,13 @@ class Tokenizer:
                               "turns to alternate after an optional system prompt).") from None
 
 
+# OpenVINO wraps its reason in "Exception from <file>:<line>:" and "Check '<cond>' failed at <file>:"
+# lines; the user needs the reason, which comes after them.
+_OPENVINO_LOCATION = re.compile(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:)$")
+
+
 def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    """The first line of `error` that says why, skipping OpenVINO's source locations."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reasons = [line for line in lines if not _OPENVINO_LOCATION.match(line)]
+    return (reasons or lines or [type(error).__name__])[0]
