@@ -25,8 +25,9 @@ RESULTS = Path(__file__).parent / "results"
 def setup_arg_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--model", action="append", metavar="MODEL",
                         help="default, phi3-mini-shaped (built on first use, ~4 min, ~11 GB RAM), "
-                             "phi3-mini-shaped-int4 (the same, all-int4), an exported folder (one exported from a "
-                             "GGUF runs on llama.cpp as that GGUF) or a .gguf; repeatable (default: default)")
+                             "phi3-mini-shaped-int4[-all] (the same, all-int4 [output layer too]), an exported "
+                             "folder (one exported from a GGUF runs on llama.cpp as that GGUF) or a .gguf; "
+                             "repeatable (default: default)")
     parser.add_argument("--device", action="append", metavar="DEVICE",
                         help="CPU, GPU, NPU; repeatable (default: every one present)")
     parser.add_argument("--backend", action="append", choices=BACKENDS,

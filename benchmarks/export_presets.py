@@ -39,8 +39,7 @@ def variants() -> dict:
         "int4-gptq": Recipe(ratio=1.0, gptq=True, preset="int4-gptq"),
         "int4-awq-gptq": Recipe(ratio=1.0, awq=True, gptq=True, preset="int4-awq-gptq"),
         "int4-all-layers": Recipe(ratio=1.0, all_layers=True, preset="int4-all-layers"),
-        "int4-awq-all-layers": Recipe(ratio=1.0, awq=True, scale_estimation=True, all_layers=True,
-                                      preset="int4-awq-all-layers"),
+        "int4-awq-all-layers": PRESETS["int4-awq-all"],
     }
 
 

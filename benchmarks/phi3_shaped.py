@@ -11,6 +11,7 @@ does not depend on the weights' values, only on their shapes and formats. This m
                                                (calibrating random weights would mean nothing, and
                                                decode speed depends only on the format); its llama.cpp
                                                counterpart is the same Q4_0 GGUF
+  <cache>/bench/phi3-mini-shaped-int4-all/     the same with the output layer int4 too (--all-layers)
 
 `<cache>` is `engine.cache_root()` ($OVCHAT_CACHE or ~/.cache/ovchat). Both are created once,
 atomically (a tmp path renamed into place), under an exclusive lock file, because one build needs
@@ -77,6 +78,7 @@ VARIANTS = {
     NAME: Variant(PHI3_MINI, tuple(EXPORT_RECIPE), NAME),
     NAME + "-tiny": Variant(TINY, tuple(EXPORT_RECIPE), NAME + "-tiny"),
     NAME + "-int4": Variant(PHI3_MINI, tuple(INT4_RECIPE), NAME),
+    NAME + "-int4-all": Variant(PHI3_MINI, (*INT4_RECIPE, "--all-layers"), NAME),
 }
 
 
@@ -314,11 +316,12 @@ def main(argv=None) -> int:
     parser.add_argument("what", nargs="*", help="ir, gguf or both (default)")
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model of the same kind")
     parser.add_argument("--int4", action="store_true", help="the IR all-int4 (the int4 preset's format)")
+    parser.add_argument("--all-layers", action="store_true", help="with --int4: the output layer int4 too")
     args = parser.parse_args(argv)
     what = set(args.what or ["ir", "gguf"])
     if what - {"ir", "gguf"}:
         parser.error("choose among: ir, gguf")
-    name = NAME + ("-tiny" if args.tiny else "-int4" if args.int4 else "")
+    name = NAME + ("-tiny" if args.tiny else "-int4" + "-all" * args.all_layers if args.int4 else "")
     variant = VARIANTS[name]
     if "gguf" in what:
         print(ensure_gguf(variant.shape, variant.gguf_name))

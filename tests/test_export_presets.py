@@ -51,6 +51,10 @@ def test_the_seed_recipe_stays_the_default_and_the_presets_are_all_int4():
     assert PRESETS["int4-awq"].data_aware and PRESETS["int4-awq"].awq and PRESETS["int4-awq"].scale_estimation
     args = PRESETS["int4"].optimum_cli_args(Path("S"), Path("O"))
     assert args[args.index("--ratio") + 1] == "1.0" and "--sym" in args and "--all-layers" not in args
+    assert PRESETS["int4-awq-all"] == Recipe(ratio=1.0, awq=True, scale_estimation=True, all_layers=True,
+                                             preset="int4-awq-all")
+    assert PRESETS["int4-awq-all"].weight_config([])["all_layers"] is True
+    assert "--all-layers" in Recipe(ratio=1.0, all_layers=True).optimum_cli_args(Path("S"), Path("O"))
 
 
 def test_a_data_aware_recipe_asks_nncf_for_awq_and_scale_estimation_on_the_shipped_text():

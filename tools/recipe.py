@@ -4,13 +4,17 @@ The defaults are the seed's recipe, i.e. what this command line does:
   optimum-cli export openvino --model microsoft/Phi-3-mini-4k-instruct --task text-generation-with-past
       --weight-format int4 --group-size 128 --ratio 0.6 --sym --trust-remote-code OUT
 Every field can be changed from `ovchat export`'s flags. PRESETS holds named alternatives
-(`ovchat export SRC OUT --preset NAME`), measured in benchmarks/results/2026-12-01-export-presets/:
-  seed        the seed's recipe (the default)
-  int4        every layer int4 (ratio 1.0), sym, group 128: fewer bytes per weight than Q4_0
-  int4-awq    the same plus NNCF's data-aware AWQ and scale estimation, calibrated on
-              tools/calibration.py's shipped text (no dataset download)
-With ratio 1.0 NNCF still keeps the embedding table and the output layer in int8 (the
-`all_layers` field puts them in int4 too).
+(`ovchat export SRC OUT --preset NAME`), measured in benchmarks/results/2026-12-01-export-presets/
+(default model: top-1 agreement / perplexity ratio against the float source, MB read per token):
+  seed        the seed's recipe (the default)                               0.779 / 1.197, 105 MB
+  int4        every layer int4 (ratio 1.0), sym, group 128: fewer bytes
+              per weight than Q4_0                                          0.709 / 1.296,  85 MB
+  int4-awq    the same plus NNCF's data-aware AWQ and scale estimation,
+              calibrated on tools/calibration.py's shipped text             0.782 / 1.139,  85 MB
+  int4-awq-all  int4-awq with the embedding and output layers int4 too
+              (NNCF's all_layers; SmolLM2 ties them: one table)             0.716 / 1.298,  72 MB
+With ratio 1.0 NNCF still keeps the embedding table and the output layer in int8 unless
+`all_layers` is set.
 """
 
 import json
@@ -144,4 +148,5 @@ PRESETS = {
     "seed": Recipe(),
     "int4": Recipe(ratio=1.0, preset="int4"),
     "int4-awq": Recipe(ratio=1.0, awq=True, scale_estimation=True, preset="int4-awq"),
+    "int4-awq-all": Recipe(ratio=1.0, awq=True, scale_estimation=True, all_layers=True, preset="int4-awq-all"),
 }
