@@ -321,7 +321,12 @@ def main(argv=None) -> int:
     what = set(args.what or ["ir", "gguf"])
     if what - {"ir", "gguf"}:
         parser.error("choose among: ir, gguf")
-    name = NAME + ("-tiny" if args.tiny else "-int4" + "-all" * args.all_layers if args.int4 else "")
+    if args.tiny:
+        name = NAME + "-tiny"
+    elif args.int4:
+        name = NAME + ("-int4-all" if args.all_layers else "-int4")
+    else:
+        name = NAME
     variant = VARIANTS[name]
     if "gguf" in what:
         print(ensure_gguf(variant.shape, variant.gguf_name))

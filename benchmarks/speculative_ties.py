@@ -20,16 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
-GENAI_ONLY = ("ATTENTION_BACKEND",)
-KINDS = {"prompt lookup": {"prompt_lookup": True}, "prompt lookup, batching": {"prompt_lookup": True, "batching": True},
-         "draft (itself)": "draft"}
+from .decode_parts import GENAI_ONLY
+
+GROUNDED_TEXT = (Path(__file__).parent / "texts" / "harbour_report.txt").read_text()
+# Shared with tests/test_speculative.py, which asserts the exact-arithmetic equality.
+PROMPTS = {"grounded edit": "Copy the following text, correcting any spelling mistakes:\n\n" + GROUNDED_TEXT,
+           "grounded summary": "Summarise the decisions of this meeting in a few sentences:\n\n" + GROUNDED_TEXT,
+           "free chat": "Tell me about the history of sailing."}
 
 
-def prompts() -> dict:
-    text = (Path(__file__).parent / "texts" / "harbour_report.txt").read_text()
-    return {"grounded edit": "Copy the following text, correcting any spelling mistakes:\n\n" + text,
-            "grounded summary": "Summarise the decisions of this meeting in a few sentences:\n\n" + text,
-            "free chat": "Tell me about the history of sailing."}
+def speculation_kinds(model) -> dict:
+    """Engine.load keyword arguments of each kind of speculation; the draft is the model itself."""
+    return {"prompt lookup": {"prompt_lookup": True}, "prompt lookup, batching": {"prompt_lookup": True, "batching": True},
+            "draft (itself)": {"draft_model": model}}
 
 
 def next_token_logits(compiled, ids) -> np.ndarray:
@@ -68,13 +71,13 @@ def main(argv=None) -> int:
     greedy = GenerationOptions(max_new_tokens=96)
     plain_engine = Engine.load(model, ATTENTION_BACKEND="PA", **args.properties)
     tokenizer = plain_engine.tokenizer
-    plain = {name: plain_engine.generate(prompt, greedy).text for name, prompt in prompts().items()}
+    plain = {name: plain_engine.generate(prompt, greedy).text for name, prompt in PROMPTS.items()}
     plain_engine.close()
     compiled = core().compile_model(str(Path(model) / "openvino_model.xml"), "CPU",
                                     {k: v for k, v in args.properties.items() if k not in GENAI_ONLY})
-    for kind, kwargs in KINDS.items():
-        engine = Engine.load(model, **({"draft_model": model} if kwargs == "draft" else kwargs), **args.properties)
-        for name, prompt in prompts().items():
+    for kind, kwargs in speculation_kinds(model).items():
+        engine = Engine.load(model, **kwargs, **args.properties)
+        for name, prompt in PROMPTS.items():
             text = engine.generate(prompt, greedy).text
             if text == plain[name]:
                 print(f"{kind} / {name}: equal")

@@ -18,7 +18,7 @@ import openvino_genai as ov_genai
 
 from .batch import BatchRunner
 from .devices import check_device
-from .errors import ModelError
+from .errors import ModelError, reason
 from .memory import releasing_mapped_weights
 from .model import ModelInfo, damaged_files_message, resolve
 from .options import BatchOptions, GenerationOptions, LoadOptions
@@ -28,7 +28,7 @@ from .single import SingleRunner
 from .speculative import speculative_properties
 from .stream import TextStream
 from .structured import StructureChecker
-from .tokenizer import Tokenizer, _first_line
+from .tokenizer import Tokenizer
 
 
 WARMUP_PROMPT = "The quick brown fox jumps over the lazy dog, then rests by the river until noon."
@@ -89,7 +89,7 @@ class Engine:
                                                                options.device, properties)
         except RuntimeError as error:
             raise ModelError(damaged_files_message(info) or
-                f"OpenVINO could not load {info.path} on {options.device}: {_first_line(error)}. "
+                f"OpenVINO could not load {info.path} on {options.device}: {reason(error)}. "
                 "Check the files are complete (re-export if in doubt) and the properties are valid for this device."
             ) from None
         tokenizer = Tokenizer(info, pipeline.get_tokenizer())

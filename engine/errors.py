@@ -1,5 +1,7 @@
 """ovchat's exceptions. Every message is shown to the user as is, and says what to do next."""
 
+import re
+
 
 class EngineError(Exception):
     """Base of every error ovchat raises on purpose."""
@@ -23,3 +25,15 @@ class PromptError(EngineError, ValueError):
 
 class BusyError(EngineError):
     """The engine is already generating for another caller and was asked not to wait."""
+
+
+# OpenVINO wraps its reason in "Exception from <file>:<line>:" and "Check '<cond>' failed at <file>:"
+# lines; the user needs the reason, which comes after them.
+_OPENVINO_LOCATION = re.compile(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:)$")
+
+
+def reason(error: Exception) -> str:
+    """The first line of `error` that says why, skipping OpenVINO's source locations."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reasons = [line for line in lines if not _OPENVINO_LOCATION.match(line)]
+    return (reasons or lines or [type(error).__name__])[0]

@@ -7,14 +7,13 @@ engine, the same one LLMPipeline applies, so counts match what the pipeline sees
 
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import openvino_genai as ov_genai
 import openvino_tokenizers  # noqa: F401  (registers the tokenizer operations with OpenVINO)
 
 from .devices import core
-from .errors import ModelError, PromptError
+from .errors import ModelError, PromptError, reason
 from .model import ModelInfo
 
 
@@ -28,7 +27,7 @@ class Tokenizer:
                 self._decoder = core().compile_model(info.path / "openvino_detokenizer.xml", "CPU")
             except RuntimeError as error:
                 raise ModelError(
-                    f"Cannot compile the tokenizer files in {info.path}: {_first_line(error)}. "
+                    f"Cannot compile the tokenizer files in {info.path}: {reason(error)}. "
                     "Re-export the model with a matching openvino-tokenizers."
                 ) from None
 
@@ -61,18 +60,7 @@ class Tokenizer:
         try:
             return self._genai.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
         except RuntimeError as error:  # the template's own raise_exception(), or a Jinja error
-            raise PromptError(f"The model's chat template refused these messages: {_first_line(error)}. "
+            raise PromptError(f"The model's chat template refused these messages: {reason(error)}. "
                               "Check the roles and their order (most templates want user and assistant "
                               "turns to alternate after an optional system prompt).") from None
 
-
-# OpenVINO wraps its reason in "Exception from <file>:<line>:" and "Check '<cond>' failed at <file>:"
-# lines; the user needs the reason, which comes after them.
-_OPENVINO_LOCATION = re.compile(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:)$")
-
-
-def _first_line(error: Exception) -> str:
-    """The first line of `error` that says why, skipping OpenVINO's source locations."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    reasons = [line for line in lines if not _OPENVINO_LOCATION.match(line)]
-    return (reasons or lines or [type(error).__name__])[0]

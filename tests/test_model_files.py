@@ -101,7 +101,7 @@ def test_a_corrupt_ir_is_a_model_error_not_a_crash(tmp_path):
 
 
 def test_openvino_errors_are_shown_by_their_reason_not_their_source_location():
-    from ovchat.engine.tokenizer import _first_line
+    from ovchat.engine.errors import reason
     # What genai 2026.4 raised for ATTENTION_BACKEND=PA, KV_CACHE_PRECISION=f32 on a bf16 CPU.
     error = RuntimeError(
         "Exception from src/inference/src/cpp/core.cpp:117:\n"
@@ -109,7 +109,7 @@ def test_openvino_errors_are_shown_by_their_reason_not_their_source_location():
         "Check 'key_cache_type == ov::element::bf16 && value_cache_type == ov::element::bf16' failed at "
         "/home/jenkins/b/build/dldt/src/plugins/intel_cpu/executor_pa.cpp:2847:\n"
         "expect kvcache type bf16, current: f32 , f32\n\n\n")
-    assert _first_line(error) == "expect kvcache type bf16, current: f32 , f32"
-    assert _first_line(RuntimeError("Exception from src/a.cpp:1:\n")) == "Exception from src/a.cpp:1:"
-    assert _first_line(RuntimeError("template error: bad role\nline 2")) == "template error: bad role"
-    assert _first_line(RuntimeError("")) == "RuntimeError"
+    assert reason(error) == "expect kvcache type bf16, current: f32 , f32"
+    assert reason(RuntimeError("Exception from src/a.cpp:1:\n")) == "Exception from src/a.cpp:1:"
+    assert reason(RuntimeError("template error: bad role\nline 2")) == "template error: bad role"
+    assert reason(RuntimeError("")) == "RuntimeError"

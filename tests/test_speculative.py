@@ -6,14 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from ovchat.benchmarks.speculative_ties import GROUNDED_TEXT, PROMPTS, speculation_kinds
 from ovchat.engine import EngineError, GenerationOptions, LoadOptions, ModelError, OptionsError
 
-GROUNDED_TEXT = (Path(__file__).parents[1] / "benchmarks" / "texts" / "harbour_report.txt").read_text()
-PROMPTS = {
-    "grounded edit": "Copy the following text, correcting any spelling mistakes:\n\n" + GROUNDED_TEXT,
-    "grounded summary": "Summarise the decisions of this meeting in a few sentences:\n\n" + GROUNDED_TEXT,
-    "free chat": "Tell me about the history of sailing.",
-}
 GREEDY = GenerationOptions(max_new_tokens=96)
 
 
@@ -92,8 +87,7 @@ def plain_answers(default_model_dir):
 @pytest.fixture(scope="module", params=["prompt lookup", "prompt lookup, batching", "draft (itself)"])
 def speculative_engine(request, default_model_dir):
     from ovchat.engine import Engine
-    kwargs = {"prompt lookup": dict(prompt_lookup=True), "prompt lookup, batching": dict(prompt_lookup=True, batching=True),
-              "draft (itself)": dict(draft_model=default_model_dir)}[request.param]
+    kwargs = speculation_kinds(default_model_dir)[request.param]
     engine = Engine.load(default_model_dir, **kwargs, **EXACT)
     yield engine
     engine.close()
