@@ -60,6 +60,21 @@ def test_chat_completions_through_the_openai_client(served, client):
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
 
+def test_a_request_that_leaves_decoding_out_gets_the_models_recommended_decoding(served, client, default_model_dir):
+    from ovchat.engine.model import resolve
+
+    recommended = resolve(default_model_dir).generation_defaults  # what `ovchat generate` decodes with
+    assert recommended == {"repetition_penalty": 1.1, "frequency_penalty": 0.2}
+    story = [{"role": "user", "content": "Write a short poem about the sea."}]
+    plain = client.chat.completions.create(model=served[1], messages=story, max_tokens=48)
+    explicit = client.chat.completions.create(model=served[1], messages=story, max_tokens=48, temperature=0,
+                                              frequency_penalty=0.2, extra_body={"repetition_penalty": 1.1})
+    seed_greedy = client.chat.completions.create(model=served[1], messages=story, max_tokens=48, temperature=0,
+                                                 frequency_penalty=0, extra_body={"repetition_penalty": 1.0, "top_k": 0})
+    assert plain.choices[0].message.content == explicit.choices[0].message.content
+    assert plain.choices[0].message.content != seed_greedy.choices[0].message.content  # the penalties changed it
+
+
 def test_a_stream_holds_the_same_answer_as_the_full_reply(served, client):
     full = client.chat.completions.create(model=served[1], messages=FRANCE, max_tokens=24, temperature=0)
     chunks = list(client.chat.completions.create(model=served[1], messages=FRANCE, max_tokens=24, temperature=0,
