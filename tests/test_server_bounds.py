@@ -141,3 +141,14 @@ def test_the_structure_checker_remembers_within_its_bounds(monkeypatch):
     assert checker.cached == (2, 8 + 190)
     checker.check(GenerationOptions(regex="y" * 300))  # over the bytes bound alone: checked, not kept
     assert checker.cached[1] <= 200 and ("regex", "y" * 300) not in checker._compiled
+
+
+def test_a_capped_kv_cache_loads_and_answers(default_model_dir):
+    from ovchat.engine import BatchOptions, Engine, GenerationOptions
+
+    engine = Engine.load(default_model_dir, batching=BatchOptions(max_sequences=4, kv_cache_gb=1))  # --kv-cache-gb 1
+    try:
+        result = engine.generate("What is the capital of France?", GenerationOptions(max_new_tokens=8, ignore_eos=True))
+        assert result.output_tokens == 8 and engine.stats().kv_cache_usage is not None
+    finally:
+        engine.close()
