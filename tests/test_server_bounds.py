@@ -123,24 +123,26 @@ def test_serve_flags_set_the_bounds():
     assert (unbounded.max_tokens, unbounded.request_timeout_s) == (None, None)
 
 
-def test_the_structure_checker_remembers_within_its_bounds(monkeypatch):
-    from ovchat.engine import GenerationOptions
+def test_the_structure_checker_admits_a_bounded_number_of_distinct_constraints(monkeypatch):
+    from ovchat.engine import GenerationOptions, OptionsError
     from ovchat.engine.structured import StructureChecker
 
-    checker = StructureChecker(tokenizer=None, max_entries=3, max_bytes=200)
+    checker = StructureChecker(tokenizer=None, max_constraints=3, max_bytes=40)
     compiled = []
     monkeypatch.setattr(checker, "_compile", lambda kind, text: compiled.append(text))
-    regexes = [f"[a-z]{{{i}}}" for i in range(5)]
-    for regex in regexes:
+    regexes = [f"[a-z]{{{i}}}" for i in range(3)]  # 8 bytes each
+    for regex in regexes * 2:
         checker.check(GenerationOptions(regex=regex))
-    assert checker.cached == (3, sum(len(r) for r in regexes[2:]))  # the 3 most recent
-    checker.check(GenerationOptions(regex=regexes[4]))  # remembered: not compiled again
-    checker.check(GenerationOptions(regex=regexes[0]))  # forgotten: compiled again
-    assert compiled == regexes + [regexes[0]]
-    checker.check(GenerationOptions(regex="x" * 190))  # the bytes bound: the older ones go
-    assert checker.cached == (2, 8 + 190)
-    checker.check(GenerationOptions(regex="y" * 300))  # over the bytes bound alone: checked, not kept
-    assert checker.cached[1] <= 200 and ("regex", "y" * 300) not in checker._compiled
+    assert compiled == regexes and checker.cached == (3, 24)  # each compiled once, then known
+    with pytest.raises(OptionsError, match="compiled 3 distinct structured-output constraints"):
+        checker.check(GenerationOptions(regex="[0-9]+"))  # a 4th: refused, and not compiled
+    checker.check(GenerationOptions(regex=regexes[0]))  # known ones still work
+    roomy = StructureChecker(tokenizer=None, max_constraints=100, max_bytes=40)
+    monkeypatch.setattr(roomy, "_compile", lambda kind, text: None)
+    roomy.check(GenerationOptions(regex="x" * 30))
+    with pytest.raises(OptionsError, match="30 bytes"):
+        roomy.check(GenerationOptions(regex="y" * 11))  # over the bytes bound
+    assert roomy.cached == (1, 30)
 
 
 def test_a_capped_kv_cache_loads_and_answers(default_model_dir):
