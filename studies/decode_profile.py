@@ -1,10 +1,10 @@
 """Where a decode step's time goes (issue 14), and what each OpenVINO property does to it.
 
-    python -m ovchat.benchmarks.decode_profile                     # the split, default model
-    python -m ovchat.benchmarks.decode_profile --lever kv-cache    # one lever against the defaults
-    python -m ovchat.benchmarks.decode_profile --lever all --reps 3
+    python -m studies.decode_profile                     # the split, default model
+    python -m studies.decode_profile --lever kv-cache    # one lever against the defaults
+    python -m studies.decode_profile --lever all --reps 3
 
-The profile runs every part of benchmarks/decode_parts.py in this one process, one after the
+The profile runs every part of studies/decode_parts.py in this one process, one after the
 other, rotating their order each repetition, each repetition on a fresh random prompt (the same
 for every part of it): the plugin alone, the plugin with per-layer counters, LLMPipeline with no
 streamer / a token streamer / a text callback, the engine, and llama.cpp on the GGUF. A lever run
@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 from . import decode_parts as parts
-from . import roofline
-from .machine import load_average, machine_info
-from .pairing import rotation
-from .worker import prompt_ids
+from ovchat.benchmarks import roofline
+from ovchat.benchmarks.machine import load_average, machine_info
+from ovchat.benchmarks.pairing import rotation
+from ovchat.benchmarks.worker import prompt_ids
 
 PARTS = ("kernels", "layers", "genai-none", "genai-tokens", "genai-text", "engine", "llamacpp")
 # Each lever: the variants measured against the engine's own properties ("default").
@@ -45,7 +45,7 @@ REPORTED_PROPERTIES = ("INFERENCE_NUM_THREADS", "ENABLE_CPU_PINNING", "KV_CACHE_
 
 
 def setup_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ovchat.benchmarks.decode_profile", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m studies.decode_profile", description=__doc__.split("\n")[0])
     p.add_argument("--model", help="exported IR folder (default: the default model)")
     p.add_argument("--gguf", help="GGUF for llama.cpp (default: the default model's source, if in the cache)")
     p.add_argument("--reps", type=int, default=5)
@@ -60,8 +60,8 @@ def setup_arg_parser() -> argparse.ArgumentParser:
 
 
 def default_files() -> tuple[Path, Path | None]:
-    from .. import engine
-    from ..engine.paths import default_model_dir
+    from ovchat import engine
+    from ovchat.engine.paths import default_model_dir
     ir = default_model_dir()
     info = json.loads((ir / "ovchat.json").read_text()) if (ir / "ovchat.json").exists() else {}
     gguf = Path(info.get("source", {}).get("path", ""))

@@ -1,10 +1,10 @@
 """Speculative decoding and structured output: what they buy and what they cost, on the default model.
 
-    python -m ovchat.benchmarks.speculative [--reps 3] [--new-tokens 128] [--out DIR]
-    python -m ovchat.benchmarks.speculative --model phi3-mini-shaped --tasks "free chat,grounded edit" \
+    python -m studies.speculative [--reps 3] [--new-tokens 128] [--out DIR]
+    python -m studies.speculative --model phi3-mini-shaped --tasks "free chat,grounded edit" \
         --backends ovchat,ovchat-pa,ovchat-lookup,llamacpp --no-structured --reps 3 --new-tokens 96
 
-Tasks: input-grounded work on a ~500-token text shipped in benchmarks/texts/ (copy-edit it,
+Tasks: input-grounded work on a ~500-token text in tests/texts/ (copy-edit it,
 summarise it: what prompt lookup is for) and free chat. Backends (speculative_worker.py): ovchat
 plain (SDPA, the default), ovchat on PA (what speculation runs on), ovchat with prompt lookup
 (5 and 10 guesses per pass), llama-cpp-python plain and with its LlamaPromptLookupDecoding
@@ -32,11 +32,14 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from .machine import cpu_model, git_commit, load_average, versions
-from .pairing import rotation
+from ovchat.benchmarks.machine import cpu_model, git_commit, load_average, versions
+from ovchat.benchmarks.pairing import rotation
+from tests.speculation_cases import GROUNDED_TEXT
+
 from .speculative_worker import LLAMA, OVCHAT, is_ovchat, ovchat_kwargs
 
-TEXT = (Path(__file__).parent / "texts" / "harbour_report.txt").read_text()
+REPO = Path(__file__).resolve().parents[1]  # the checkout: studies run from it
+TEXT = GROUNDED_TEXT
 TASKS = {
     "grounded edit": "Copy the following text, correcting any spelling mistakes:\n\n" + TEXT,
     "grounded summary": "Summarise this report of a meeting, keeping its figures:\n\n" + TEXT,
@@ -55,9 +58,9 @@ JSON_PROMPT = "Give the name, age and postal address of a famous person as JSON.
 class Worker:
     def __init__(self, name: str, model: str, gguf: str, llama_threads: int):
         self.name = name
-        self.proc = subprocess.Popen([sys.executable, "-m", "ovchat.benchmarks.speculative_worker", name, model, gguf,
+        self.proc = subprocess.Popen([sys.executable, "-m", "studies.speculative_worker", name, model, gguf,
                                       str(llama_threads)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
         self._read()  # {"ready": name}
 
     def ask(self, **job) -> dict:
@@ -179,7 +182,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ovchat.benchmarks.speculative", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.speculative", description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--backends", default=",".join([*OVCHAT, *LLAMA]),
@@ -248,9 +251,9 @@ def parse_list(text: str, known, what: str) -> list[str]:
 def model_files(name: str, gguf: str | None, needs_gguf: bool) -> tuple[str, str, str]:
     """(label, IR folder, GGUF path or "") for --model / --gguf."""
     if name == "default":
-        from ..engine import default_model_dir
+        from ovchat.engine import default_model_dir
         return "default model", str(default_model_dir()), gguf or (str(_gguf()) if needs_gguf else "")
-    from .runner import resolve_model
+    from ovchat.benchmarks.runner import resolve_model
     files = resolve_model(name)
     if not files.ir:
         raise SystemExit(f"{name}: an exported IR folder is needed (the ovchat backends run it).")
@@ -267,7 +270,7 @@ def _random_weights(model: str) -> bool:
 
 
 def _gguf() -> Path:
-    from ..engine import cache_root
+    from ovchat.engine import cache_root
     found = sorted((cache_root() / "sources").glob("*.gguf"))
     if not found:
         raise SystemExit("No GGUF in the ovchat cache: run `ovchat export default` first.")

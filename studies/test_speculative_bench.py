@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from ovchat.benchmarks import speculative
-from ovchat.benchmarks.speculative_worker import ovchat_kwargs
+from studies import speculative
+from studies.speculative_worker import ovchat_kwargs
 
 
 def test_backend_names_give_their_engine_arguments():
