@@ -72,7 +72,7 @@ def profile_from(args):
 def handle(args) -> int:
     from . import report as report_mod
     from . import runner
-    from .scenarios import SCENARIOS
+    from .registry import SCENARIOS
 
     unknown = set(args.scenario or []) - set(SCENARIOS)
     if unknown:

@@ -22,7 +22,8 @@ from . import roofline
 from .backends import BACKENDS, MAIN_BACKENDS, ModelFiles, unavailable
 from .machine import load_average, machine_info
 from .pairing import paired_ratios, rotation
-from .scenarios import SCENARIOS, Profile, Skip, WorkerError
+from .registry import SCENARIOS
+from .scenarios import Profile, Skip, WorkerError
 
 DEVICES = ("CPU", "GPU", "NPU")
 PHI3 = "phi3-mini-shaped"

@@ -34,7 +34,7 @@ import subprocess
 import sys
 
 from . import llama_server
-from .scenarios import Scenario, Skip, WorkerError, register, stats
+from .scenarios import Scenario, Skip, WorkerError, stats
 from .server_launch import ServerSpec, ServerStartError, launched
 from .server_load import make_prompt, run_load
 
@@ -274,6 +274,5 @@ def server_figures(rep: dict) -> dict:
     return out
 
 
-SERVER = register(Scenario("server", "OpenAI-compatible servers under 1/4/16 concurrent streams (issue 11)",
-                           server_rep, server_summary, server_figures, reps=lambda p: p.server_reps,
-                           backends=SERVER_BACKENDS))
+SERVER = Scenario("server", "OpenAI-compatible servers under 1/4/16 concurrent streams (issue 11)",
+                  server_rep, server_summary, server_figures, reps=lambda p: p.server_reps, backends=SERVER_BACKENDS)

@@ -10,7 +10,8 @@ import pytest
 from ovchat.benchmarks import phi3_shaped, report, runner
 from ovchat.benchmarks.backends import BACKENDS, MAIN_BACKENDS, ModelFiles, create, unavailable
 from ovchat.benchmarks.pairing import paired_ratios, rotation
-from ovchat.benchmarks.scenarios import QUICK, SCENARIOS, Scenario, WorkerError, stats
+from ovchat.benchmarks.registry import SCENARIOS
+from ovchat.benchmarks.scenarios import QUICK, Scenario, WorkerError, stats
 
 ROOT = Path(__file__).parent.parent
 
@@ -38,8 +39,9 @@ def test_stats_gives_median_min_max():
     assert stats([])["median"] is None
 
 
-def test_every_issue_scenario_is_registered():
-    assert {"latency", "chat", "load", "memory", "concurrency"} <= set(SCENARIOS)
+def test_the_registry_lists_every_scenario_once_in_the_order_they_run():
+    assert list(SCENARIOS) == ["latency", "chat", "load", "memory", "concurrency", "coldstart", "server"]
+    assert all(name == scenario.name for name, scenario in SCENARIOS.items())
 
 
 def test_markdown_shows_ratios_first_and_skipped_devices_in_the_cpu_gpu_table():

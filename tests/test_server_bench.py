@@ -15,7 +15,8 @@ import pytest
 
 from ovchat.benchmarks import report, server_report, server_scenario
 from ovchat.benchmarks.backends import ModelFiles
-from ovchat.benchmarks.scenarios import QUICK, SCENARIOS
+from ovchat.benchmarks.registry import SCENARIOS
+from ovchat.benchmarks.scenarios import QUICK
 from ovchat.benchmarks.server_launch import ServerSpec, ServerStartError, launched
 from ovchat.benchmarks.server_load import (make_prompt, percentile, run_load, sse_events, stream_chat,
                                            summarize_load, RequestResult)
