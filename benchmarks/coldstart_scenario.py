@@ -24,12 +24,10 @@ def coldstart_rep(ctx, files, device, backend, rep) -> dict:
             return client_first_token.measure(files, ctx.profile, ctx.out / "logs")
         except (RuntimeError, subprocess.TimeoutExpired) as error:
             raise WorkerError(str(error)[-2000:]) from None
-    try:
-        return {cache: coldstart.measure(BACKENDS[backend], model, device, cache, timeout_s=ctx.profile.timeout_s,
-                                         new_tokens=16, drop_caches=ctx.profile.drop_page_cache)
-                for cache in ("cold", "warm")}
-    except (RuntimeError, subprocess.TimeoutExpired) as error:
-        raise WorkerError(str(error)[-2000:]) from None
+    return {cache: coldstart.measure(BACKENDS[backend], model, device, cache, timeout_s=ctx.profile.timeout_s,
+                                     new_tokens=16, drop_caches=ctx.profile.drop_page_cache,
+                                     log_path=ctx.out / "logs" / f"{ctx.log_name}.log")
+            for cache in ("cold", "warm")}
 
 
 def coldstart_summary(reps: list[dict]) -> dict:

@@ -24,16 +24,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .backends import MAIN_BACKENDS
+from .child import WorkerError  # noqa: F401  (the scenarios' failure, raised by the child protocol)
 
 HINTS = ("LATENCY", "THROUGHPUT")
 
 
 class Skip(Exception):
     """This scenario does not apply to this backend/model/device; the message says why."""
-
-
-class WorkerError(Exception):
-    """A measurement failed (crash, timeout, error in the worker); the message says where to look."""
 
 
 @dataclass(frozen=True)

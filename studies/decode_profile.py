@@ -60,7 +60,6 @@ def setup_arg_parser() -> argparse.ArgumentParser:
 
 
 def default_files() -> tuple[Path, Path | None]:
-    from ovchat import engine
     from ovchat.engine.paths import default_model_dir
     ir = default_model_dir()
     info = json.loads((ir / "ovchat.json").read_text()) if (ir / "ovchat.json").exists() else {}

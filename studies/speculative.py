@@ -27,11 +27,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 
+from ovchat.benchmarks.child import Child
 from ovchat.benchmarks.machine import cpu_model, git_commit, load_average, versions
 from ovchat.benchmarks.pairing import rotation
 from tests.speculation_cases import GROUNDED_TEXT
@@ -56,27 +56,19 @@ JSON_PROMPT = "Give the name, age and postal address of a famous person as JSON.
 
 
 class Worker:
-    def __init__(self, name: str, model: str, gguf: str, llama_threads: int):
-        self.name = name
-        self.proc = subprocess.Popen([sys.executable, "-m", "studies.speculative_worker", name, model, gguf,
-                                      str(llama_threads)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
-        self._read()  # {"ready": name}
+    """One backend loaded once in its own process (studies/speculative_worker.py), through the
+    harness's child protocol: every job has a timeout, a dead or silent worker is an error."""
+
+    def __init__(self, name: str, model: str, gguf: str, llama_threads: int, timeout_s: float):
+        self.name, self.timeout_s = name, timeout_s
+        self.child = Child("studies.speculative_worker", [name, model, gguf, str(llama_threads)], cwd=REPO)
+        self.ask(action="ready")  # loaded: the next worker loads after this one, not beside it
 
     def ask(self, **job) -> dict:
-        self.proc.stdin.write(json.dumps(job) + "\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the {self.name} worker died (see its stderr above)")
-        return json.loads(line)
+        return self.child.ask(job, self.timeout_s)
 
     def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        self.child.close()
 
 
 def prompt_ids(model: str, text: str) -> list[int]:
@@ -196,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llama-threads", type=int, default=os.cpu_count(),
                         help="llama.cpp's n_threads (default: every core; on a busy machine 1 can be faster: "
                              "its threads spin at a barrier and stall when one is descheduled)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds a worker may take for one job, its load "
+                                                                    "included (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="write bench.json and bench.md here")
     parser.add_argument("--report", type=Path, metavar="BENCH_JSON", help="only rewrite the tables of a saved run")
     args = parser.parse_args(argv)
@@ -215,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = {}
     try:
         for name in backends:
-            workers[name] = Worker(name, model, gguf, args.llama_threads)
+            workers[name] = Worker(name, model, gguf, args.llama_threads, args.timeout)
         result = speculation(workers, ids, args.reps, args.new_tokens)
         structured = None if args.no_structured else structured_cost(workers["ovchat"], args.reps * 2,
                                                                      max(args.new_tokens, 160))
