@@ -39,13 +39,13 @@ import json
 import os
 import random
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from .child import run_once, serve
+from .pairing import stats
 
 BACKENDS = ("engine", "llmpipeline", "llama.cpp")
 CACHE_STATES = ("none", "cold", "warm")
@@ -269,16 +269,15 @@ COLUMNS = ("import_s", "load_s", "warmup_s", "first_ttft_s", "start_to_first_tok
 
 def summarize(runs: list[dict]) -> dict:
     """median/min/max of each figure over several runs of one configuration."""
-    return {key: (statistics.median(vals), min(vals), max(vals))
-            for key in COLUMNS if (vals := [r[key] for r in runs if r.get(key) is not None])}
+    return {key: stats(r.get(key) for r in runs) for key in COLUMNS}
 
 
 def print_table(rows: list[tuple[str, dict]]) -> None:
     print("| config | " + " | ".join(COLUMNS) + " |")
     print("|---" * (len(COLUMNS) + 1) + "|")
     for name, summary in rows:
-        cells = [f"{summary[k][0]:.3g} ({summary[k][1]:.3g}–{summary[k][2]:.3g})" if k in summary else "–"
-                 for k in COLUMNS]
+        cells = [f"{summary[k]['median']:.3g} ({summary[k]['min']:.3g}–{summary[k]['max']:.3g})" if summary[k]["n"]
+                 else "–" for k in COLUMNS]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import subprocess
 
 from . import client_first_token, coldstart, server_scenario
-from .scenarios import Scenario, Skip, WorkerError, stats
+from .pairing import stats
+from .scenarios import Scenario, Skip, WorkerError
 
 BACKENDS = {"ovchat": "engine", "genai": "llmpipeline", "llamacpp": "llama.cpp", "ovchat-client": "client"}
 FIGURES = ("start_to_first_token_s", "import_s", "load_s", "peak_rss_mb")

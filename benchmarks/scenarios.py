@@ -25,6 +25,7 @@ from typing import Callable
 
 from .backends import MAIN_BACKENDS
 from .child import WorkerError  # noqa: F401  (the scenarios' failure, raised by the child protocol)
+from .pairing import stats
 
 HINTS = ("LATENCY", "THROUGHPUT")
 
@@ -74,13 +75,6 @@ class Scenario:
     figures: Callable
     reps: Callable = lambda profile: profile.reps
     backends: tuple[str, ...] = MAIN_BACKENDS
-
-
-def stats(values) -> dict:
-    values = [float(v) for v in values]
-    if not values:
-        return {"median": None, "min": None, "max": None, "n": 0}
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
 def _job(task: str, files, device: str, backend: str, **params) -> dict:

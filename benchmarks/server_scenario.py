@@ -34,7 +34,8 @@ import sys
 
 from . import llama_server
 from .child import run_once
-from .scenarios import Scenario, Skip, WorkerError, stats
+from .pairing import stats
+from .scenarios import Scenario, Skip, WorkerError
 from .server_launch import ServerSpec, ServerStartError, launched
 from .server_load import make_prompt, run_load
 

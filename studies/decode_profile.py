@@ -26,7 +26,7 @@ from pathlib import Path
 from . import decode_parts as parts
 from ovchat.benchmarks import roofline
 from ovchat.benchmarks.machine import load_average, machine_info
-from ovchat.benchmarks.pairing import rotation
+from ovchat.benchmarks.pairing import paired, rotation, stats
 from ovchat.benchmarks.worker import prompt_ids
 
 PARTS = ("kernels", "layers", "genai-none", "genai-tokens", "genai-text", "engine", "llamacpp")
@@ -120,13 +120,6 @@ def measure(built: dict, lengths: list[int], reps: int, new_tokens: int, log, on
     return samples
 
 
-def stats(values: list[float]) -> dict:
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"median": None, "min": None, "max": None, "n": 0}
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
-
-
 def summarise(samples: dict, reference: str) -> dict:
     """Per length and part: each figure's stats over repetitions, and the part's step time over
     the reference's, paired within each repetition: "ratio" on the mean step (TPOT as genai
@@ -138,7 +131,7 @@ def summarise(samples: dict, reference: str) -> dict:
         for name, reps in by_part.items():
             rows[name] = {k: stats([r[k] for r in reps]) for k in reps[0] if k != "by_type_ms"} if reps else {}
             for label, key in (("ratio", "tpot_ms"), ("ratio_median", "median_ms")):
-                rows[name][label] = stats([r[key] / f[key] for r, f in zip(reps, ref) if f.get(key)])
+                rows[name][label] = paired([r[key] for r in reps], [f.get(key) for f in ref])
             if reps and "by_type_ms" in reps[0]:
                 types = {t for r in reps for t in r["by_type_ms"]}
                 rows[name]["by_type_ms"] = dict(sorted(

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ovchat.benchmarks.child import Child
 from ovchat.benchmarks.machine import cpu_model, git_commit, load_average, versions
-from ovchat.benchmarks.pairing import rotation
+from ovchat.benchmarks.pairing import paired, rotation
 from tests.speculation_cases import GROUNDED_TEXT
 
 from .speculative_worker import LLAMA, OVCHAT, is_ovchat, ovchat_kwargs
@@ -106,9 +106,9 @@ def summarise(result: dict, n: int) -> dict:
             tpot = [r["tpot_ms"] for r in runs]
             plain = by_backend.get(_plain(name))
             row = {"tpot_ms": statistics.median(tpot), "tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
-                   "vs_ovchat": _paired(tpot, [r["tpot_ms"] for r in by_backend.get("ovchat", [])]),
-                   "vs_ovchat_pa": _paired(tpot, [r["tpot_ms"] for r in by_backend.get("ovchat-pa", [])]),
-                   "vs_llamacpp_best": _paired(tpot, llama_best),
+                   "vs_ovchat": paired(tpot, [r["tpot_ms"] for r in by_backend.get("ovchat", [])]),
+                   "vs_ovchat_pa": paired(tpot, [r["tpot_ms"] for r in by_backend.get("ovchat-pa", [])]),
+                   "vs_llamacpp_best": paired(tpot, llama_best),
                    "same_text_as_plain": runs[0]["text"] == plain[0]["text"] if plain else None}
             counted = result["passes"].get(task, {}).get(name) or runs[-1]
             if counted.get("passes"):
@@ -130,7 +130,7 @@ def structured_cost(worker: Worker, reps: int, n: int) -> dict:
             _log(f"rep {rep + 1} structured {kind:5} TPOT {run['tpot_ms']:6.2f} ms TTFT {run['ttft_ms']:7.1f} ms")
     compile_ms = [worker.ask(action="compile_ms", schema=dict(SCHEMA, title=f"s{i}"))["compile_ms"] for i in range(reps)]
     valid = all(_parses(run["text"]) for run in constrained)
-    return {"first_ttft_ms": first["ttft_ms"], "tpot_ratio": _paired([r["tpot_ms"] for r in constrained], [r["tpot_ms"] for r in plain]),
+    return {"first_ttft_ms": first["ttft_ms"], "tpot_ratio": paired([r["tpot_ms"] for r in constrained], [r["tpot_ms"] for r in plain]),
             "tpot_ms": statistics.median(r["tpot_ms"] for r in constrained),
             "tpot_plain_ms": statistics.median(r["tpot_ms"] for r in plain),
             "ttft_ms": statistics.median(r["ttft_ms"] for r in constrained),
@@ -271,11 +271,6 @@ def _gguf() -> Path:
     return found[0]
 
 
-def _paired(mine: list[float], theirs: list[float]) -> dict:
-    ratios = [a / b for a, b in zip(mine, theirs) if b]
-    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)} if ratios else {}
-
-
 def _reps(by_backend: dict) -> int:
     return min(len(runs) for runs in by_backend.values())
 
@@ -288,7 +283,7 @@ def _plain(name: str) -> str:
 
 
 def _cell(r: dict) -> str:
-    return f"{r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]" if r else "-"
+    return f"{r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]" if r and r.get("median") is not None else "-"
 
 
 def _pct(value) -> str:

@@ -9,9 +9,9 @@ import pytest
 
 from ovchat.benchmarks import phi3_shaped, report, runner
 from ovchat.benchmarks.backends import BACKENDS, MAIN_BACKENDS, ModelFiles, create, unavailable
-from ovchat.benchmarks.pairing import paired_ratios, rotation
+from ovchat.benchmarks.pairing import paired, paired_ratios, rotation, stats
 from ovchat.benchmarks.registry import SCENARIOS
-from ovchat.benchmarks.scenarios import QUICK, Scenario, WorkerError, stats
+from ovchat.benchmarks.scenarios import QUICK, Scenario, WorkerError
 
 ROOT = Path(__file__).parent.parent
 
@@ -36,7 +36,13 @@ def _fake_report() -> dict:
 
 def test_stats_gives_median_min_max():
     assert stats([3, 1, 2]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
-    assert stats([])["median"] is None
+    assert stats([]) == stats([None]) == {"median": None, "min": None, "max": None, "n": 0}
+    assert stats([4, None, 2])["n"] == 2
+
+
+def test_paired_takes_the_ratio_within_each_repetition():
+    assert paired([10, 30, 5], [10, 20]) == {"median": 1.25, "min": 1.0, "max": 1.5, "n": 2}  # a third rep has no pair
+    assert paired([10, None, 6], [0, 4, 3])["n"] == 1                                          # zero or missing: no ratio
 
 
 def test_the_registry_lists_every_scenario_once_in_the_order_they_run():
