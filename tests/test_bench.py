@@ -163,6 +163,16 @@ def test_absent_device_and_missing_files_are_skip_reasons():
     assert "NOSUCH" in absent
 
 
+def test_reports_go_under_the_current_directory_never_beside_the_package(tmp_path, monkeypatch):
+    import argparse
+    from ovchat.benchmarks import cli
+    parser = cli.setup_arg_parser(argparse.ArgumentParser())
+    monkeypatch.chdir(tmp_path)
+    out = cli.report_folder(parser.parse_args(["--quick"]))
+    assert out.parent == tmp_path / "bench-results" and out.name.endswith("-quick")
+    assert cli.report_folder(parser.parse_args(["--out", "elsewhere"])) == Path("elsewhere")
+
+
 def test_phi3_vocabulary_is_deterministic_and_mergeable():
     pieces, merges = phi3_shaped.vocabulary(phi3_shaped.PHI3_MINI)
     assert len(pieces) == 32000 and len(set(pieces)) == 32000
