@@ -3,7 +3,8 @@
 Not part of the installed package: each runs from a checkout, at its root, against the installed
 `ovchat` (`python -m studies.NAME --help`), and keeps its committed results in studies/results/.
 They use `ovchat bench`'s harness (ovchat.benchmarks: child processes, pairing, statistics) and
-share their prompts with the tests in tests/ (read as the namespace package `tests`).
+share their prompts with the tests in tests/ (read as the namespace package `tests`). Their own
+tests (studies/test_*.py, no model) run with `python -m pytest studies`, outside CI's tests/.
 
     decode_profile, decode_parts   where a decode step's time goes, and what each property does to it
     decoding_defaults              the measurement behind the CLI's default decoding
