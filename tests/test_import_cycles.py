@@ -1,7 +1,7 @@
 """No import cycles among the package's modules: the graph of every `import` and `from ... import`
 statement in engine/, server/, tools/, benchmarks/ and ovchat/ (those inside functions too, read
 with ast), resolved to module names, has no strongly connected component of two or more modules.
-The package never imports the studies or the tests. No module is imported or run."""
+The package never imports the studies or the tests, nor the tests a study. No module is imported or run."""
 
 import ast
 from pathlib import Path
@@ -109,3 +109,9 @@ def test_the_package_imports_neither_studies_nor_tests():
     for name, path in modules().items():
         outside = {n for n in imported_names(name, path) if n.split(".")[0] in ("studies", "tests")}
         assert not outside, (name, outside)
+
+
+def test_the_tests_import_no_study():
+    for path in sorted((REPO / "tests").glob("*.py")):
+        outside = {n for n in imported_names(f"tests.{path.stem}", path) if n.split(".")[0] == "studies"}
+        assert not outside, (path.name, outside)
