@@ -45,7 +45,6 @@ import time
 from pathlib import Path
 
 from .child import run_once, serve
-from .pairing import stats
 
 BACKENDS = ("engine", "llmpipeline", "llama.cpp")
 CACHE_STATES = ("none", "cold", "warm")
@@ -269,6 +268,7 @@ COLUMNS = ("import_s", "load_s", "warmup_s", "first_ttft_s", "start_to_first_tok
 
 def summarize(runs: list[dict]) -> dict:
     """median/min/max of each figure over several runs of one configuration."""
+    from .pairing import stats  # the parent's only: the child imports as little as it can
     return {key: stats(r.get(key) for r in runs) for key in COLUMNS}
 
 
