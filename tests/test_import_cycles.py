@@ -1,7 +1,8 @@
 """No import cycles among the package's modules: the graph of every `import` and `from ... import`
 statement in engine/, server/, tools/, benchmarks/ and ovchat/ (those inside functions too, read
 with ast), resolved to module names, has no strongly connected component of two or more modules.
-The package never imports the studies or the tests, nor the tests a study. No module is imported or run."""
+The package never imports the studies or the tests, nor the tests a study, and every module of
+benchmarks/ serves `ovchat bench` (a one-off study belongs in studies/). No module is imported or run."""
 
 import ast
 from pathlib import Path
@@ -115,3 +116,21 @@ def test_the_tests_import_no_study():
     for path in sorted((REPO / "tests").glob("*.py")):
         outside = {n for n in imported_names(f"tests.{path.stem}", path) if n.split(".")[0] == "studies"}
         assert not outside, (path.name, outside)
+
+
+def test_every_module_of_benchmarks_serves_ovchat_bench():
+    # Reached from the command by imports, or started as a child process by name
+    # ("ovchat.benchmarks.worker" given to benchmarks/child.py); a module reached by neither is a study.
+    found, graph = modules(), import_graph()
+    started = {node.value for name in found if name.startswith("ovchat.benchmarks")
+               for node in ast.walk(ast.parse(found[name].read_text())) if isinstance(node, ast.Constant)
+               and isinstance(node.value, str) and node.value in found}
+    reached, todo = set(), ["ovchat.benchmarks.cli", "ovchat.benchmarks.__main__", *started]
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            todo += graph[name]
+    assert "ovchat.benchmarks.server_baseline" in started
+    unreached = {name for name in found if name.startswith("ovchat.benchmarks.")} - reached
+    assert not unreached, f"not part of `ovchat bench`: move to studies/ ({sorted(unreached)})"
