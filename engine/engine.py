@@ -18,7 +18,7 @@ import openvino_genai as ov_genai
 
 from .batch import BatchRunner
 from .devices import check_device
-from .errors import ModelError, reason
+from .errors import ModelError, OptionsError, reason
 from .memory import releasing_mapped_weights
 from .model import ModelInfo, damaged_files_message, resolve
 from .options import BatchOptions, GenerationOptions, LoadOptions
@@ -146,6 +146,9 @@ class Engine:
     def submit(self, prepared: PreparedPrompt, events=None) -> TextStream:
         """Run an already prepared prompt (see prompt.prepare); chat sessions use it."""
         self._structure_checker.check(prepared.options)  # a constraint that cannot compile fails here, not mid-run
+        if prepared.options.logprobs and self.mode != "batch":
+            raise OptionsError("Per-token logprobs need the batching mode: load with Engine.load(..., batching=True). "
+                               "(genai's LLMPipeline reports only the answer's total log-probability.)")
         config = self.load_options.apply_speculation(prepared.options.apply_to(self._runner.generation_config()))
         config.stop_token_ids = set(config.stop_token_ids) | self._stop_ids
         return self._runner.submit(prepared, config, events)

@@ -184,7 +184,7 @@ def create_app(load_engine: Callable, config: ServerConfig = ServerConfig(),
 async def _generate(serving: Serving, parsed, prompt, chat: bool) -> Response:
     if parsed.model is not None and parsed.model != serving.model_name:
         raise protocol.model_not_found(parsed.model, serving.model_name)
-    reply = Reply("chat" if chat else "completion", serving.model_name)
+    reply = Reply("chat" if chat else "completion", serving.model_name, parsed.sampling)
     run = await serving.open(prompt, parsed.sampling, chat)
     if parsed.sampling.stream:
         return _EventStream(_chunks(run, reply, chat, parsed.sampling.include_usage), run)
@@ -200,14 +200,24 @@ async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):
     choice's end with its finish_reason, the usage (its own chunk with include_usage, else on
     the last end), then [DONE]. A generation that fails mid-stream ends with an error event."""
     prompt_tokens = completion_tokens = ended = 0
+    tokens = [()] * run.n       # each choice's logprob tokens not sent yet (they precede their text)
+    offsets = [0] * run.n       # characters of the tokens sent per choice: the completions' text_offset
     try:
         if chat:
             for index in range(run.n):
                 yield reply.chunk(index, role=True)
         async for index, kind, payload in run.events():
-            if kind == "piece":
-                yield reply.chunk(index, text=payload)
+            if kind == "tokens":
+                tokens[index] += payload
                 continue
+            if kind == "piece":
+                yield reply.chunk(index, text=payload, tokens=tokens[index], text_offset=offsets[index])
+                offsets[index] += sum(len(token.text) for token in tokens[index])
+                tokens[index] = ()
+                continue
+            if tokens[index]:  # tokens with no text of their own (an end-of-turn token)
+                yield reply.chunk(index, tokens=tokens[index], text_offset=offsets[index])
+                tokens[index] = ()
             prompt_tokens, completion_tokens, ended = payload.input_tokens, completion_tokens + payload.output_tokens, ended + 1
             last_usage = usage(prompt_tokens, completion_tokens) if ended == run.n and not include_usage else None
             yield reply.chunk(index, finish_reason=payload.finish_reason, usage=last_usage)

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ovchat.engine.errors import PromptError
-from ovchat.engine.results import GenerationResult, Metrics
+from ovchat.engine.results import GeneratedToken, GenerationResult, Metrics
 from ovchat.engine.stream import Feed, TextStream
 
 
@@ -112,18 +112,22 @@ class FakeEngine:
         self.active += 1
         try:
             count = min(options.max_new_tokens, len(self.pieces))
+            # With logprobs, piece i is token i with logprob -(i + 1) / 10.
+            tokens = tuple(GeneratedToken(i, piece, -(i + 1) / 10) for i, piece in enumerate(self.pieces)) \
+                if options.logprobs else ()
             for i in range(count):
                 while self.gate is not None and not self.gate.wait(0.01) and not feed.cancelled:
                     pass
                 if feed.cancelled:
                     self.cancelled += 1
                     return feed.end(None)
-                feed.piece(self.pieces[i], i + 1)
+                feed.piece(self.pieces[i], i + 1, tokens[i:i + 1])
                 feed.flush()  # one token per "step"
                 time.sleep(0.002)
             reason = "length" if count < len(self.pieces) else "stop"
             feed.end(GenerationResult("".join(self.pieces[:count]), 3, count, reason,
-                                      Metrics(ttft_ms=1.0, tpot_ms=2.0, tokens_per_s=500.0, generate_ms=9.0)))
+                                      Metrics(ttft_ms=1.0, tpot_ms=2.0, tokens_per_s=500.0, generate_ms=9.0),
+                                      tokens=tokens[:count]))
         finally:
             self.active -= 1
 
