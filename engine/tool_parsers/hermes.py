@@ -35,7 +35,8 @@ class HermesParser(ToolParser):
             closed = close >= 0 or final
             body_end = close if close >= 0 else len(text)
             raw = text[start:body_end + len(CLOSE) if close >= 0 else body_end]
-            segments += block(raw, *_calls(text[body_start:body_end], closed), closed)
+            calls, well_formed = _calls(text[body_start:body_end], closed)
+            segments += block(raw, calls, closed, well_formed)
             if close < 0:
                 return segments
             i = close + len(CLOSE)

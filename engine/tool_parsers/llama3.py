@@ -24,6 +24,7 @@ from .base import CallSyntax, ToolParser, block
 from .json_scan import RawCall, calls_in_sequence
 
 PYTHON_TAG = "<|python_tag|>"
+PYTHON_START = "<|python_start|>"
 _PYTHONIC_START = re.compile(r"^\[\s*[A-Za-z_][\w.-]*\s*\(")
 _LITERAL_NAMES = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
 
@@ -34,6 +35,8 @@ class Llama3JsonParser(ToolParser):
                         begin_template='{{"name": "{name}", "parameters": ', end="}")
 
     def scan(self, text: str, final: bool = False) -> list:
+        if not final and PYTHON_TAG.startswith(text.lstrip()):
+            return []  # nothing yet, or the start of <|python_tag|>
         body = text.replace(PYTHON_TAG, "", 1).lstrip() if text.lstrip().startswith(PYTHON_TAG) else text.lstrip()
         if not body:
             return [text] if final else []
@@ -51,7 +54,9 @@ class Llama3PythonicParser(ToolParser):
     syntax = None  # Python call syntax: parsed, not constrained
 
     def scan(self, text: str, final: bool = False) -> list:
-        body = text.strip().removeprefix("<|python_start|>").removesuffix("<|python_end|>").strip()
+        if not final and PYTHON_START.startswith(text.lstrip()):
+            return []
+        body = text.strip().removeprefix(PYTHON_START).removesuffix("<|python_end|>").strip()
         if not body:
             return [text] if final else []
         if not _PYTHONIC_START.match(body) and not (not final and _could_start(body)):

@@ -84,7 +84,7 @@ class MistralParser(MarkedArrayParser):
         while True:
             match = _V11_CALL.match(text, i)
             if not match:
-                if not final and _V11_PARTIAL.fullmatch(text, i):  # a name still being written
+                if not final and (_V11_PARTIAL.fullmatch(text, i) or self.marker.startswith(text[i:].lstrip())):
                     return calls
                 return block(text[after - len(self.marker):i], calls, closed=True, well_formed=bool(calls)) + [text[i:]]
             end = value_end(text, match.end(), final)
