@@ -11,6 +11,7 @@ import openvino_genai as ov_genai
 
 from .errors import PromptError
 from .options import GenerationOptions
+from .tool_calls import check_tool_messages
 from .tokenizer import Tokenizer
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -27,19 +28,25 @@ class PreparedPrompt:
     dropped_messages: int = 0
 
 
+_KEYS = {"role", "content", "tool_calls", "tool_call_id", "name"}
+
+
 def check_messages(messages) -> list[dict]:
+    """Checked copies of chat messages: {"role", "content"}; an assistant turn may carry
+    `tool_calls` (its content may then be empty or None), a `tool` turn its `tool_call_id`."""
     if not isinstance(messages, (list, tuple)) or not messages:
         raise PromptError("Messages must be a non-empty list of {'role': ..., 'content': ...} dicts.")
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or set(message) - {"role", "content"} or "role" not in message:
+        if not isinstance(message, dict) or set(message) - _KEYS or "role" not in message:
             raise PromptError(f"Message {i} must be a dict with 'role' and 'content', got {message!r}.")
         if message["role"] not in ROLES:
             raise PromptError(f"Message {i} has role {message['role']!r}; use one of {', '.join(ROLES)}.")
-        if not isinstance(message.get("content"), str):
+        calls_only = message.get("tool_calls") and message.get("content") is None
+        if not isinstance(message.get("content"), str) and not calls_only:
             raise PromptError(f"Message {i} content must be a string.")
-    if not messages[-1]["content"].strip():
+    if messages[-1]["role"] != "tool" and not (messages[-1].get("content") or "").strip():
         raise PromptError("The last message is empty; say something.")
-    return [dict(m) for m in messages]
+    return check_tool_messages(messages)
 
 
 def prepare(prompt, options: GenerationOptions, tokenizer: Tokenizer, context_length: int | None,
