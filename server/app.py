@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import protocol
+from . import protocol, responses
 from .metrics import ServerMetrics
 from .protocol import SSE_DONE, APIError, Reply, sse, usage
 from .serving import Run, Serving
@@ -135,6 +135,11 @@ def create_app(load_engine: Callable, config: ServerConfig = ServerConfig(),
         parsed = protocol.parse_completion(await _read_json(request, config.max_body_bytes), serving.max_concurrency)
         return await _unless_client_leaves(request, _generate(serving, parsed, parsed.prompt, chat=False))
 
+    @api("responses")
+    async def responses_route(request: Request, serving: Serving) -> Response:
+        parsed = responses.parse_responses(await _read_json(request, config.max_body_bytes), serving.max_concurrency)
+        return await _unless_client_leaves(request, _respond(serving, parsed))
+
     @api("models")
     async def models(request: Request, serving: Serving) -> Response:
         card = _model_card(serving)
@@ -170,6 +175,7 @@ def create_app(load_engine: Callable, config: ServerConfig = ServerConfig(),
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/responses", responses_route, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model:path}", models, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -193,6 +199,23 @@ async def _generate(serving: Serving, parsed, prompt, chat: bool) -> Response:
     finally:
         run.close()
     return JSONResponse(reply.full(choices, run.prompt_tokens))
+
+
+async def _respond(serving: Serving, parsed: responses.ResponsesRequest) -> Response:
+    """The Responses API: the chat request it was rewritten as, answered as a Response."""
+    chat = parsed.chat
+    if chat.model is not None and chat.model != serving.model_name:
+        raise protocol.model_not_found(chat.model, serving.model_name)
+    builder = responses.ResponseBuilder(serving.model_name, parsed)
+    run = await serving.open(chat.messages, chat.sampling, True)
+    if chat.sampling.stream:
+        return _EventStream(responses.stream(builder, run), run)
+    try:
+        choice = (await run.collect())[0]
+    finally:
+        run.close()
+    return JSONResponse(builder.full(choice.text, list(getattr(choice, "tool_calls", ())), choice.tokens,
+                                     choice.finish_reason, run.prompt_tokens, choice.completion_tokens))
 
 
 async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):

@@ -54,7 +54,8 @@ def model_not_found(name: str, served: str) -> APIError:
 
 
 def not_found(path: str) -> APIError:
-    return APIError(404, f"No route {path}; see /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics.",
+    return APIError(404, f"No route {path}; see /v1/chat/completions, /v1/completions, /v1/responses, /v1/models, "
+                    "/health, /metrics.",
                     code="not_found")
 
 
