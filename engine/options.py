@@ -154,6 +154,7 @@ class GenerationOptions:
     tool_choice: str = "auto"              # "auto", "none" (offer none), "required", or a tool's name
     parallel_tool_calls: bool = True       # may one answer hold several calls?
     tool_format: str | None = None         # the call format (tool_parsers/); None: read from the chat template
+    constrain_tool_calls: bool = True      # a grammar keeps calls parseable (tool_grammar.py); False: parse only
 
     def __post_init__(self):
         _check(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
@@ -186,6 +187,7 @@ class GenerationOptions:
         object.__setattr__(self, "tools", check_tools(self.tools))
         object.__setattr__(self, "tool_choice", check_tool_choice(self.tool_choice, self.tools))
         _check(isinstance(self.parallel_tool_calls, bool), "parallel_tool_calls must be True or False.")
+        _check(isinstance(self.constrain_tool_calls, bool), "constrain_tool_calls must be True or False.")
         _check(self.tool_format is None or self.tool_format in TOOL_FORMATS,
                f"tool_format={self.tool_format!r} is not one of {', '.join(TOOL_FORMATS)} (or None: from the chat template).")
         _check(not (self.offers_tools and self.structure),

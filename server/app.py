@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..engine.tool_parsers import IncrementalToolParser, TextDelta, parser_for
 from . import protocol
 from .metrics import ServerMetrics
 from .protocol import SSE_DONE, APIError, Reply, sse, usage
@@ -200,14 +201,23 @@ async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):
     choice's end with its finish_reason, the usage (its own chunk with include_usage, else on
     the last end), then [DONE]. A generation that fails mid-stream ends with an error event."""
     prompt_tokens = completion_tokens = ended = 0
+    readers = {index: IncrementalToolParser(parser_for(stream.tool_format))
+               for index, stream in enumerate(run.streams) if chat and stream.tool_format}
     try:
         if chat:
             for index in range(run.n):
                 yield reply.chunk(index, role=True)
         async for index, kind, payload in run.events():
             if kind == "piece":
-                yield reply.chunk(index, text=payload)
+                if index not in readers:
+                    yield reply.chunk(index, text=payload)
+                else:
+                    for chunk in _tool_chunks(reply, index, readers[index].feed(payload)):
+                        yield chunk
                 continue
+            if index in readers:
+                for chunk in _tool_chunks(reply, index, readers[index].finish()[0]):
+                    yield chunk
             prompt_tokens, completion_tokens, ended = payload.input_tokens, completion_tokens + payload.output_tokens, ended + 1
             last_usage = usage(prompt_tokens, completion_tokens) if ended == run.n and not include_usage else None
             yield reply.chunk(index, finish_reason=payload.finish_reason, usage=last_usage)
@@ -216,6 +226,16 @@ async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):
     except APIError as error:
         yield sse(error.body())
     yield SSE_DONE
+
+
+def _tool_chunks(reply: Reply, index: int, deltas: list):
+    """Text and tool-call deltas of one choice as SSE chunks: text as content, a call's start
+    (index, id, name) and its argument fragments as tool_calls."""
+    for delta in deltas:
+        if isinstance(delta, TextDelta):
+            yield reply.chunk(index, text=delta.text)
+        else:
+            yield reply.chunk(index, tool_calls=[delta])
 
 
 class _EventStream(StreamingResponse):
