@@ -27,6 +27,7 @@ from .errors import EngineError, PromptError
 from .prompt import PreparedPrompt
 from .results import GeneratedToken, GenerationResult, Metrics
 from .stream import Feed, TextStream
+from .tool_use import with_tool_calls
 
 _Status = ov_genai.GenerationStatus
 _FINISH = {ov_genai.GenerationFinishReason.LENGTH: "length", ov_genai.GenerationFinishReason.STOP: "stop"}
@@ -173,9 +174,10 @@ class BatchRunner:
     def _result(self, request: _Request, reason: str) -> GenerationResult:
         # Timed here, per request: genai's pipeline-wide perf metrics mix every request of a step.
         metrics = Metrics.timed(request.submitted, request.first_token_at, request.tokens)
-        return GenerationResult(text="".join(request.pieces), input_tokens=len(request.ids), output_tokens=request.tokens,
-                                finish_reason=reason, metrics=metrics, dropped_messages=request.prepared.dropped_messages,
-                                tokens=tuple(request.records))
+        result = GenerationResult(text="".join(request.pieces), input_tokens=len(request.ids), output_tokens=request.tokens,
+                                  finish_reason=reason, metrics=metrics, dropped_messages=request.prepared.dropped_messages,
+                                  tokens=tuple(request.records))
+        return with_tool_calls(result, request.prepared.tool_format)
 
     def _fail_all(self, error: Exception) -> None:
         for request in self._active.values():

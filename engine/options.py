@@ -154,6 +154,7 @@ class GenerationOptions:
     tool_choice: str = "auto"              # "auto", "none" (offer none), "required", or a tool's name
     parallel_tool_calls: bool = True       # may one answer hold several calls?
     tool_format: str | None = None         # the call format (tool_parsers/); None: read from the chat template
+    constrain_tool_calls: bool = True      # a grammar keeps calls parseable (tool_grammar.py); False: parse only
     # Each generated token's id, text and log-probability (GenerationResult.tokens, TextStream.tokens()):
     # the batching mode only, as genai's sampler computed it (see logprobs in README).
     logprobs: bool = False
@@ -190,6 +191,7 @@ class GenerationOptions:
         object.__setattr__(self, "tools", check_tools(self.tools))
         object.__setattr__(self, "tool_choice", check_tool_choice(self.tool_choice, self.tools))
         _check(isinstance(self.parallel_tool_calls, bool), "parallel_tool_calls must be True or False.")
+        _check(isinstance(self.constrain_tool_calls, bool), "constrain_tool_calls must be True or False.")
         _check(self.tool_format is None or self.tool_format in TOOL_FORMATS,
                f"tool_format={self.tool_format!r} is not one of {', '.join(TOOL_FORMATS)} (or None: from the chat template).")
         _check(not (self.offers_tools and self.structure),

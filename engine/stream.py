@@ -90,6 +90,9 @@ class TextStream:
         self._first_piece_at: float | None = None
         self._on_result: list[Callable[[GenerationResult], None]] = []
         self.result: GenerationResult | None = None
+        # Tools offered: the format of the calls in the text (tool_parsers/), for a caller that
+        # reads them as they stream (IncrementalToolParser); the result carries them parsed.
+        self.tool_format: str | None = None
 
     @property
     def text(self) -> str:

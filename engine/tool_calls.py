@@ -157,10 +157,16 @@ def check_tool_messages(messages: list[dict]) -> list[dict]:
         calls = message.get("tool_calls")
         if calls is not None:
             if message["role"] != "assistant":
-                raise PromptError(f"Message {i}: only assistant messages carry tool_calls.")
+                raise PromptError(f"Message {i}: only assistant messages carry tool_calls.", param=f"messages[{i}].tool_calls")
             if not isinstance(calls, (list, tuple)):
-                raise PromptError(f"Message {i}: tool_calls must be a list of calls.")
-            parsed = [ToolCall.from_openai(c, f"Message {i} tool_calls[{j}]") for j, c in enumerate(calls)]
+                raise PromptError(f"Message {i}: tool_calls must be a list of calls.", param=f"messages[{i}].tool_calls")
+            parsed = []
+            for j, call in enumerate(calls):
+                try:
+                    parsed.append(ToolCall.from_openai(call, f"Message {i} tool_calls[{j}]"))
+                except PromptError as error:
+                    raise PromptError(str(error), param=f"messages[{i}].tool_calls[{j}].function.arguments"
+                                      if "arguments" in str(error) else f"messages[{i}].tool_calls[{j}]") from None
             made.update(c.id for c in parsed)
             message["tool_calls"] = [c.to_template() for c in parsed]
             if message.get("content") is None:
@@ -169,6 +175,7 @@ def check_tool_messages(messages: list[dict]) -> list[dict]:
             call_id = message.get("tool_call_id")
             if not isinstance(call_id, str) or call_id not in made:
                 raise PromptError(f"Message {i} (role 'tool') has tool_call_id {call_id!r}, which answers no "
-                                  "tool call of an earlier assistant message; send the assistant turn with its tool_calls first.")
+                                  "tool call of an earlier assistant message; send the assistant turn with its tool_calls first.",
+                                  param=f"messages[{i}].tool_call_id")
         out.append(message)
     return out

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..engine.tool_parsers import IncrementalToolParser, TextDelta, parser_for
 from . import protocol, responses
 from .metrics import ServerMetrics
 from .protocol import SSE_DONE, APIError, Reply, sse, usage
@@ -223,6 +224,8 @@ async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):
     choice's end with its finish_reason, the usage (its own chunk with include_usage, else on
     the last end), then [DONE]. A generation that fails mid-stream ends with an error event."""
     prompt_tokens = completion_tokens = ended = 0
+    readers = {index: IncrementalToolParser(parser_for(stream.tool_format))
+               for index, stream in enumerate(run.streams) if chat and stream.tool_format}
     tokens = [()] * run.n       # each choice's logprob tokens not sent yet (they precede their text)
     offsets = [0] * run.n       # characters of the tokens sent per choice: the completions' text_offset
     try:
@@ -234,13 +237,19 @@ async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):
                 tokens[index] += payload
                 continue
             if kind == "piece":
-                yield reply.chunk(index, text=payload, tokens=tokens[index], text_offset=offsets[index])
+                deltas = readers[index].feed(payload) if index in readers else [TextDelta(payload)]
+            else:
+                deltas = readers[index].finish()[0] if index in readers else []
+            chunks = list(_tool_chunks(reply, index, deltas, tokens[index], offsets[index]))
+            if kind == "end" and not chunks and tokens[index]:  # tokens with no text of their own (end of turn)
+                chunks = [reply.chunk(index, tokens=tokens[index], text_offset=offsets[index])]
+            if chunks:  # the logprob tokens went with the first of them
                 offsets[index] += sum(len(token.text) for token in tokens[index])
                 tokens[index] = ()
+            for chunk in chunks:
+                yield chunk
+            if kind == "piece":
                 continue
-            if tokens[index]:  # tokens with no text of their own (an end-of-turn token)
-                yield reply.chunk(index, tokens=tokens[index], text_offset=offsets[index])
-                tokens[index] = ()
             prompt_tokens, completion_tokens, ended = payload.input_tokens, completion_tokens + payload.output_tokens, ended + 1
             last_usage = usage(prompt_tokens, completion_tokens) if ended == run.n and not include_usage else None
             yield reply.chunk(index, finish_reason=payload.finish_reason, usage=last_usage)
@@ -249,6 +258,17 @@ async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):
     except APIError as error:
         yield sse(error.body())
     yield SSE_DONE
+
+
+def _tool_chunks(reply: Reply, index: int, deltas: list, tokens: tuple = (), text_offset: int = 0):
+    """Text and tool-call deltas of one choice as SSE chunks: text as content, a call's start
+    (index, id, name) and its argument fragments as tool_calls; the first carries `tokens`' logprobs."""
+    for delta in deltas:
+        if isinstance(delta, TextDelta):
+            yield reply.chunk(index, text=delta.text, tokens=tokens, text_offset=text_offset)
+        else:
+            yield reply.chunk(index, tool_calls=[delta], tokens=tokens, text_offset=text_offset)
+        tokens = ()
 
 
 class _EventStream(StreamingResponse):

@@ -15,9 +15,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from . import logprobs
+from . import logprobs, tool_protocol
 
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 MAX_STOP_STRINGS = 4  # as OpenAI's API
 
 
@@ -96,6 +96,9 @@ class Sampling:
     json_schema: str | None = None  # response_format json_schema: the answer validates against it
     json_object: bool = False       # response_format json_object: the answer is a JSON object
     ignore_eos: bool = False        # vLLM's and llama.cpp's extension: generate max_tokens whatever the model says
+    tools: tuple = ()               # engine Tools offered (tool_protocol.py)
+    tool_choice: str = "auto"       # "auto", "none", "required" or a tool's name
+    parallel_tool_calls: bool = True
     logprobs: bool = False          # each token's logprob (chat: logprobs true; completions: logprobs N)
     top_logprobs: int = 0           # alternatives per token (server/logprobs.py says how many are known)
 
@@ -201,8 +204,8 @@ _SAMPLING_FIELDS = {
 }
 _CHAT_FIELDS = {
     **_SAMPLING_FIELDS, "model": _str, "messages": None, "max_completion_tokens": _int(1),
-    "logprobs": _bool, "top_logprobs": _int(0, 20), "tools": _only([]), "tool_choice": _only("none"),
-    "parallel_tool_calls": _bool, "response_format": _response_format, "store": _only(False),
+    "logprobs": _bool, "top_logprobs": _int(0, 20), "tools": tool_protocol.parse_tools,
+    "tool_choice": tool_protocol.parse_tool_choice, "parallel_tool_calls": _bool, "response_format": _response_format, "store": _only(False),
 }
 _COMPLETION_FIELDS = {
     **_SAMPLING_FIELDS, "model": _str, "prompt": None,
@@ -251,6 +254,8 @@ def _sampling(values: dict, max_n: int, chat: bool = True) -> Sampling:
         presence_penalty=values.get("presence_penalty") or 0.0, frequency_penalty=values.get("frequency_penalty") or 0.0,
         repetition_penalty=values.get("repetition_penalty"), n=n, stream=stream,
         include_usage=bool(values.get("stream_options")), ignore_eos=bool(values.get("ignore_eos")),
+        tools=values.get("tools") or (), parallel_tool_calls=values.get("parallel_tool_calls") is not False,
+        tool_choice=tool_protocol.check_tool_choice(values.get("tool_choice"), values.get("tools") or ()),
         **(values.get("response_format") or {}), **_logprobs(values, chat),
     )
 
@@ -259,13 +264,19 @@ def _message(message, i: int) -> dict:
     where = f"messages[{i}]"
     if not isinstance(message, dict):
         raise bad_request(f"{where} must be an object with 'role' and 'content'.", param=where)
-    for key in message:
-        if key not in ("role", "content"):
-            raise unsupported(f"{where}.{key}")
     role = message.get("role")
+    for key in message:  # a tool result may name its function (templates such as Llama 3.1's show it)
+        if key not in ("role", "content", "tool_calls", "tool_call_id") and not (key == "name" and role == "tool"):
+            raise unsupported(f"{where}.{key}")
     if role not in ROLES:
         raise bad_request(f"{where}.role is {role!r}; use one of {', '.join(ROLES)}.", param=f"{where}.role")
-    return {"role": ROLES[role], "content": _content(message.get("content"), f"{where}.content")}
+    fields = tool_protocol.message_tool_fields(message, role, where)
+    if "name" in message:
+        fields["name"] = _str(message["name"], f"{where}.name")
+    content = message.get("content")
+    if content is None and fields.get("tool_calls"):
+        content = ""  # an assistant turn that only calls tools
+    return {"role": ROLES[role], "content": _content(content, f"{where}.content"), **fields}
 
 
 def _content(content, where: str) -> str:
@@ -288,8 +299,9 @@ def parse_chat(body: dict, max_n: int) -> ChatRequest:
     if not isinstance(messages, list) or not messages:
         raise bad_request("'messages' must be a non-empty list of {'role', 'content'} objects.", param="messages")
     checked = [_message(message, i) for i, message in enumerate(messages)]
-    if not checked[-1]["content"].strip():
+    if checked[-1]["role"] != "tool" and not checked[-1]["content"].strip():
         raise bad_request("The last message is empty; say something.", param=f"messages[{len(checked) - 1}].content")
+    tool_protocol.check_history(checked)
     return ChatRequest(values.get("model"), checked, _sampling(values, max_n))
 
 
@@ -323,9 +335,10 @@ def parse_json(body: bytes) -> dict:
 class Choice:
     index: int
     text: str
-    finish_reason: str  # "stop", "length", or "cancelled" (the client left or the server stopped)
+    finish_reason: str  # "stop", "length", "tool_calls", or "cancelled" (the client left or the server stopped)
     completion_tokens: int
-    tokens: tuple = ()  # the engine's GeneratedTokens, when logprobs were asked for
+    tool_calls: tuple = ()  # engine ToolCalls
+    tokens: tuple = ()      # the engine's GeneratedTokens, when logprobs were asked for
 
 
 class Reply:
@@ -349,8 +362,8 @@ class Reply:
     def full(self, choices: list[Choice], prompt_tokens: int) -> dict:
         """The non-streaming response."""
         if self.chat:
-            items = [{"index": c.index, "message": {"role": "assistant", "content": c.text},
-                      "logprobs": self.logprobs_of(c.tokens), "finish_reason": c.finish_reason} for c in choices]
+            items = [{"index": c.index, "message": _assistant_message(c), "logprobs": self.logprobs_of(c.tokens),
+                      "finish_reason": c.finish_reason} for c in choices]
         else:
             items = [{"index": c.index, "text": c.text, "logprobs": self.logprobs_of(c.tokens),
                       "finish_reason": c.finish_reason} for c in choices]
@@ -363,12 +376,15 @@ class Reply:
         return logprobs.chat(tokens, self.top_logprobs) if self.chat else logprobs.completion(tokens, text_offset)
 
     def chunk(self, index: int, text: str | None = None, finish_reason: str | None = None, role: bool = False,
-              usage: dict | None = None, tokens: tuple = (), text_offset: int = 0) -> bytes:
-        """One SSE event: the role (chat's first delta), a text delta (with its tokens' logprobs
-        when asked for), or the choice's end."""
+              usage: dict | None = None, tool_calls: list | None = None, tokens: tuple = (),
+              text_offset: int = 0) -> bytes:
+        """One SSE event: the role (chat's first delta), a text delta, tool-call deltas (with their
+        tokens' logprobs when asked for), or the choice's end."""
         lp = self.logprobs_of(tokens, text_offset) if tokens else None
         if self.chat:
             delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
+            if tool_calls:
+                delta["tool_calls"] = [tool_protocol.delta_json(d) for d in tool_calls]
             item = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish_reason}
         else:
             item = {"index": index, "text": text or "", "logprobs": lp, "finish_reason": finish_reason}
@@ -377,6 +393,13 @@ class Reply:
     def usage_chunk(self, usage: dict) -> bytes:
         """stream_options.include_usage: a last chunk with no choices and the request's usage."""
         return sse(self._envelope([], usage, chunk=True))
+
+
+def _assistant_message(choice: Choice) -> dict:
+    if not choice.tool_calls:
+        return {"role": "assistant", "content": choice.text}
+    return {"role": "assistant", "content": choice.text or None,
+            "tool_calls": [tool_protocol.call_json(call) for call in choice.tool_calls]}
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:

@@ -85,13 +85,21 @@ def generation_options(sampling: Sampling, default_max_tokens: int, chat: bool, 
             repetition_penalty=sampling.repetition_penalty or 1.0, presence_penalty=sampling.presence_penalty,
             frequency_penalty=sampling.frequency_penalty, seed=None if sampling.seed is None else sampling.seed + index,
             stop=sampling.stop, apply_chat_template=chat, json_schema=sampling.json_schema,
-            json_object=sampling.json_object, ignore_eos=sampling.ignore_eos, logprobs=sampling.logprobs)
+            json_object=sampling.json_object, ignore_eos=sampling.ignore_eos, tools=sampling.tools,
+            tool_choice=sampling.tool_choice, parallel_tool_calls=sampling.parallel_tool_calls, logprobs=sampling.logprobs)
     except OptionsError as error:
-        raise bad_request(str(error)) from None
+        raise bad_request(str(error), param=_wire_param(error.param)) from None
     if sampling.logprobs and (why := logprobs.unknown_alternatives(sampling.top_logprobs, options)):
         param = "top_logprobs" if chat else "logprobs"
         raise bad_request(f"'{param}' {why}", param=param)
     return options
+
+
+def _wire_param(param: str | None) -> str | None:
+    """The engine's name for a field as the API names it: tools[1].parameters -> tools[1].function.parameters."""
+    if param and param.startswith("tools[") and param.endswith("].parameters"):
+        return param.replace("].parameters", "].function.parameters")
+    return param
 
 
 class _ChoiceSink:
@@ -189,7 +197,8 @@ class Run:
         choices = []
         async for index, kind, result in self.events():
             if kind == "end":
-                choices.append(Choice(index, result.text, result.finish_reason, result.output_tokens, result.tokens))
+                choices.append(Choice(index, result.text, result.finish_reason, result.output_tokens, result.tool_calls,
+                                      result.tokens))
         return sorted(choices, key=lambda c: c.index)
 
     def cancel(self) -> None:
@@ -248,9 +257,10 @@ class Serving:
             for choice_options in options:
                 run.start(self.engine, prompt, choice_options)
         except PromptError as error:
-            raise bad_request(str(error), param="messages" if chat else "prompt", code="invalid_prompt") from None
+            raise bad_request(str(error), param=error.param or ("messages" if chat else "prompt"),
+                              code="invalid_prompt") from None
         except OptionsError as error:
-            raise bad_request(str(error)) from None
+            raise bad_request(str(error), param=_wire_param(error.param)) from None
 
     def finished(self, run: Run) -> None:
         self._runs.discard(run)

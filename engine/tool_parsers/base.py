@@ -10,6 +10,7 @@ the model said is lost.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from ..tool_calls import ToolCall
@@ -46,6 +47,18 @@ class ToolParser:
 
     def scan(self, text: str, final: bool = False) -> list:
         raise NotImplementedError
+
+    def write_calls(self, calls) -> str:
+        """`calls` (ToolCalls) as this format writes them: how a history shows past calls to a
+        template that knows no tools."""
+        s = self.syntax
+        return s.prefix + s.separator.join(s.begin(c.name) + json.dumps(c.arguments, ensure_ascii=False) + s.end
+                                           for c in calls) + s.suffix
+
+    def example(self) -> str:
+        """One call, with placeholders: for the fallback prompt's instructions."""
+        s = self.syntax
+        return s.prefix + s.begin("<function-name>") + "<arguments-json-object>" + s.end + s.suffix
 
     def parse(self, text: str, ids: list[str] | None = None) -> ParsedAnswer:
         """Text and calls of a whole answer; `ids` names the calls (new ids beyond them)."""

@@ -53,6 +53,13 @@ class Llama3PythonicParser(ToolParser):
     name = "llama3_pythonic"
     syntax = None  # Python call syntax: parsed, not constrained
 
+    def write_calls(self, calls) -> str:
+        return "[" + ", ".join(f"{c.name}(" + ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}"
+                                                           for k, v in c.arguments.items()) + ")" for c in calls) + "]"
+
+    def example(self) -> str:
+        return "[function_name(argument=value, ...)]"
+
     def scan(self, text: str, final: bool = False) -> list:
         if not final and PYTHON_START.startswith(text.lstrip()):
             return []
