@@ -210,13 +210,15 @@ async def _respond(serving: Serving, parsed: responses.ResponsesRequest) -> Resp
     builder = responses.ResponseBuilder(serving.model_name, parsed)
     run = await serving.open(chat.messages, chat.sampling, True)
     if chat.sampling.stream:
-        return _EventStream(responses.stream(builder, run), run)
+        tool_format = run.streams[0].tool_format  # tools offered: calls are read from the answer as it streams
+        reader = IncrementalToolParser(parser_for(tool_format)) if tool_format else None
+        return _EventStream(responses.stream(builder, run, reader), run)
     try:
         choice = (await run.collect())[0]
     finally:
         run.close()
-    return JSONResponse(builder.full(choice.text, list(getattr(choice, "tool_calls", ())), choice.tokens,
-                                     choice.finish_reason, run.prompt_tokens, choice.completion_tokens))
+    return JSONResponse(builder.full(choice.text, choice.tool_calls, choice.tokens, choice.finish_reason,
+                                     run.prompt_tokens, choice.completion_tokens))
 
 
 async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):

@@ -229,6 +229,8 @@ def _renamed(error: APIError, sources: list[str]) -> APIError:
             return None
         text = re.sub(r"\bmessages\[(\d+)\]", lambda m: sources[int(m.group(1))] if int(m.group(1)) < len(sources)
                       else m.group(0), text)
+        text = re.sub(r"\bMessage (\d+)\b", lambda m: sources[int(m.group(1))] if int(m.group(1)) < len(sources)
+                      else m.group(0), text)  # the engine's name for messages[i]
         text = re.sub(r"\bmessages\b", "input", text)
         for pattern, replacement in _RENAMES:
             text = pattern.sub(replacement, text)

@@ -118,3 +118,51 @@ def test_errors_reach_the_client_in_the_openai_shape(served):
     assert bad.value.body["param"] == "store" and "state" in bad.value.message
     status, body, _ = request(url, "POST", "/v1/responses", {"input": "hi", "temperature": "hot"})
     assert status == 400 and body["error"]["param"] == "temperature"
+
+
+WEATHER = {"type": "function", "name": "get_weather", "description": "Current weather in a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+
+def test_a_function_tool_is_offered_and_its_call_comes_back_as_a_function_call_item(served):
+    client, _, engine = served
+    reply = client.responses.create(model="fake-model", input="Weather in Paris?", tools=[WEATHER])
+    assert [item.type for item in reply.output] == ["function_call"] and reply.status == "completed"
+    call = reply.output[0]
+    assert (call.name, json.loads(call.arguments)) == ("get_weather", {"city": "Paris"})
+    assert call.call_id.startswith("call_") and call.id.startswith("fc_")
+    assert [t.name for t in engine.seen_options[-1].tools] == ["get_weather"]
+    # The result goes back as a function_call_output item, with the call: the chat the engine is sent.
+    client.responses.create(model="fake-model", tools=[WEATHER], tool_choice="none", input=[
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "18 C, sunny"}])
+    assert engine.seen_options[-1].tool_choice == "none"
+
+
+def test_a_streamed_call_arrives_as_argument_deltas_the_client_rebuilds(served):
+    client, _, _ = served
+    with client.responses.stream(model="fake-model", input="Weather in Paris?", tools=[WEATHER],
+                                 tool_choice={"type": "function", "name": "get_weather"}) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [e.type for e in events]
+    assert kinds[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert kinds[-3:] == ["response.function_call_arguments.done", "response.output_item.done", "response.completed"]
+    assert "response.output_text.delta" not in kinds and kinds.count("response.function_call_arguments.delta") >= 2
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert json.loads(done.arguments) == {"city": "Paris"}
+    assert [(i.type, i.name, json.loads(i.arguments)) for i in final.output] == [("function_call", "get_weather",
+                                                                                 {"city": "Paris"})]
+
+
+def test_a_call_that_answers_nothing_or_an_unknown_tool_is_a_400_naming_the_input(served):
+    client, _, _ = served
+    with pytest.raises(openai.BadRequestError) as orphan:
+        client.responses.create(model="fake-model", tools=[WEATHER], input=[
+            {"role": "user", "content": "hi"}, {"type": "function_call_output", "call_id": "call_x", "output": "1"}])
+    assert orphan.value.body["param"].startswith("input")
+    with pytest.raises(openai.BadRequestError) as unknown:
+        client.responses.create(model="fake-model", input="hi", tools=[WEATHER],
+                                tool_choice={"type": "function", "name": "get_time"})
+    assert unknown.value.body["param"] == "tool_choice"
