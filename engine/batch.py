@@ -174,9 +174,9 @@ class BatchRunner:
     def _result(self, request: _Request, reason: str) -> GenerationResult:
         # Timed here, per request: genai's pipeline-wide perf metrics mix every request of a step.
         metrics = Metrics.timed(request.submitted, request.first_token_at, request.tokens)
-        result = GenerationResult(text="".join(request.pieces), input_tokens=len(request.ids), output_tokens=request.tokens,
-                                  finish_reason=reason, metrics=metrics, dropped_messages=request.prepared.dropped_messages,
-                                  tokens=tuple(request.records))
+        result = GenerationResult(text="".join(request.pieces), input_tokens=len(request.ids),
+                                  output_tokens=request.tokens, finish_reason=reason, metrics=metrics,
+                                  dropped_messages=request.prepared.dropped_messages, tokens=tuple(request.records))
         return with_tool_calls(result, request.prepared.tool_format)
 
     def _fail_all(self, error: Exception) -> None:

@@ -153,7 +153,8 @@ def _function_call(item: dict, where: str) -> dict:
     for key in ("call_id", "name", "arguments"):
         if not isinstance(item.get(key), str):
             raise bad_request(f"{where}.{key} must be a string.", param=f"{where}.{key}")
-    return {"id": item["call_id"], "type": "function", "function": {"name": item["name"], "arguments": item["arguments"]}}
+    return {"id": item["call_id"], "type": "function",
+            "function": {"name": item["name"], "arguments": item["arguments"]}}
 
 
 def _function_call_output(item: dict, where: str) -> dict:

@@ -86,7 +86,8 @@ def generation_options(sampling: Sampling, default_max_tokens: int, chat: bool, 
             frequency_penalty=sampling.frequency_penalty, seed=None if sampling.seed is None else sampling.seed + index,
             stop=sampling.stop, apply_chat_template=chat, json_schema=sampling.json_schema,
             json_object=sampling.json_object, ignore_eos=sampling.ignore_eos, tools=sampling.tools,
-            tool_choice=sampling.tool_choice, parallel_tool_calls=sampling.parallel_tool_calls, logprobs=sampling.logprobs)
+            tool_choice=sampling.tool_choice, parallel_tool_calls=sampling.parallel_tool_calls,
+            logprobs=sampling.logprobs)
     except OptionsError as error:
         raise bad_request(str(error), param=_wire_param(error.param)) from None
     if sampling.logprobs and (why := logprobs.unknown_alternatives(sampling.top_logprobs, options)):
