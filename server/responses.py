@@ -15,6 +15,7 @@ import json
 import time
 import uuid
 
+from ..engine.tool_parsers import TextDelta
 from . import logprobs
 from .protocol import APIError
 from .responses_request import ResponsesRequest, parse_responses  # noqa: F401  (the route's one import)
@@ -56,9 +57,9 @@ class ResponseBuilder:
                 "content": [self.text_part(text, tokens)] if status != "in_progress" else []}
 
     def text_part(self, text: str, tokens: tuple) -> dict:
-        return {"type": "output_text", "text": text, "annotations": [], "logprobs": self._logprobs(tokens)}
+        return {"type": "output_text", "text": text, "annotations": [], "logprobs": self.logprobs_of(tokens)}
 
-    def _logprobs(self, tokens: tuple) -> list:
+    def logprobs_of(self, tokens: tuple) -> list:
         return logprobs.responses(tokens, self.top_logprobs) if self.top_logprobs is not None else []
 
     @staticmethod
@@ -95,7 +96,6 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-
 class EventWriter:
     """The output items of a streamed response as they grow, and the events that say so."""
 
@@ -117,7 +117,7 @@ class EventWriter:
         message["tokens"] += tokens
         events.append(self.builder.event("response.output_text.delta", item_id=message["id"],
                                          output_index=message["index"], content_index=0, delta=delta,
-                                         logprobs=self.builder._logprobs(tokens)))
+                                         logprobs=self.builder.logprobs_of(tokens)))
         return events
 
     def call(self, index: int, call_id: str | None, name: str | None, arguments: str) -> list[bytes]:
@@ -136,11 +136,15 @@ class EventWriter:
                                              output_index=call["index"], delta=arguments))
         return events
 
-    def finish(self, finish_reason: str, prompt_tokens: int, completion_tokens: int) -> list[bytes]:
+    def finish(self, finish_reason: str, prompt_tokens: int, completion_tokens: int, tokens: tuple = ()) -> list[bytes]:
+        """The items' done events and the last event; `tokens`: logprob tokens with no text of
+        their own (an end-of-turn token), kept in the message still open."""
         status, reason = _status(finish_reason)
         events = []
         if not self.items:  # no text, no call: still one (empty) message, as a non-streamed answer has
             events += self._open_message()
+        if self._message is not None:
+            self._message["tokens"] += tokens
         events += self._close_message(status)
         for call in self._calls.values():
             item = dict(call["item"], status="completed")
@@ -151,10 +155,6 @@ class EventWriter:
         final = self.builder.response(status, self.items, usage(prompt_tokens, completion_tokens), reason)
         kind = "response.completed" if status == "completed" else f"response.{status}"
         return events + [self.builder.event(kind, response=final)]
-
-    def keep_tokens(self, tokens: tuple) -> None:
-        if tokens and self._message is not None:
-            self._message["tokens"] += tokens
 
     def error(self, error: APIError) -> list[bytes]:
         return [self.builder.event("error", code=error.code, message=error.message, param=error.param)]
@@ -201,8 +201,8 @@ async def stream(builder: ResponseBuilder, run, reader=None):
                     yield event
             else:
                 events, pending = _deltas(writer, reader.finish()[0] if reader else [], pending)
-                writer.keep_tokens(pending)  # tokens with no text of their own (an end-of-turn token)
-                for event in events + writer.finish(payload.finish_reason, payload.input_tokens, payload.output_tokens):
+                events += writer.finish(payload.finish_reason, payload.input_tokens, payload.output_tokens, pending)
+                for event in events:
                     yield event
     except APIError as error:
         for event in writer.error(error):
@@ -213,12 +213,9 @@ def _deltas(writer: EventWriter, deltas: list, tokens: tuple) -> tuple[list[byte
     """The events of these deltas; the logprob tokens go with the first text (else are returned)."""
     events = []
     for delta in deltas:
-        if isinstance(delta, str):
-            events += writer.text(delta, tokens)
+        if isinstance(delta, (str, TextDelta)):
+            events += writer.text(delta if isinstance(delta, str) else delta.text, tokens)
             tokens = ()
-        elif hasattr(delta, "text"):  # tool_parsers.TextDelta
-            events += writer.text(delta.text, tokens)
-            tokens = ()
-        else:                         # tool_parsers.CallDelta
+        else:  # a CallDelta
             events += writer.call(delta.index, delta.id, delta.name, delta.arguments)
     return events, tokens
