@@ -132,9 +132,9 @@ def main(argv=None) -> int:
         n = counts["of"]
         print(f"| {label} | {counts['called']}/{n} | {counts['valid']}/{n} | {counts['right_tool']}/{n} | "
               f"{counts['calls_per_answer']} | {counts['hit_limit']}/{n} |", flush=True)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1, ensure_ascii=False))
+        if args.out:  # after each mode: a long run that is stopped keeps what it measured
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=1, ensure_ascii=False))
     print(json.dumps({label: {k: v for k, v in mode.items() if k != "answers"} for label, mode in report["modes"].items()}))
     engine.close()
     return 0
