@@ -95,24 +95,28 @@ class ToolCall:
         return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
     @classmethod
-    def from_openai(cls, call, where: str = "tool call") -> "ToolCall":
-        """From a ToolCall or OpenAI's dict (arguments as JSON text or an object); PromptError if malformed."""
+    def from_openai(cls, call, where: str = "tool call", param: str | None = None) -> "ToolCall":
+        """From a ToolCall or OpenAI's dict (arguments as JSON text or an object); PromptError if
+        malformed (`param`: the call's field path, for the error)."""
         if isinstance(call, ToolCall):
             return call
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise PromptError(f"{where} must be {{'id': ..., 'type': 'function', 'function': {{'name': ..., 'arguments': ...}}}}.")
+            raise PromptError(f"{where} must be {{'id': ..., 'type': 'function', 'function': {{'name': ..., "
+                              "'arguments': ...}}}.", param=param)
         arguments = function.get("arguments", {})
+        arguments_param = param and f"{param}.function.arguments"
         if isinstance(arguments, str):
             try:
                 arguments = json.loads(arguments) if arguments.strip() else {}
             except json.JSONDecodeError as error:
-                raise PromptError(f"{where}'s arguments are not valid JSON ({error}); send the JSON object text.") from None
+                raise PromptError(f"{where}'s arguments are not valid JSON ({error}); send the JSON object text.",
+                                  param=arguments_param) from None
         if not isinstance(arguments, dict):
-            raise PromptError(f"{where}'s arguments must be a JSON object, got {arguments!r}.")
+            raise PromptError(f"{where}'s arguments must be a JSON object, got {arguments!r}.", param=arguments_param)
         call_id = call.get("id") or cls.new_id()
         if not isinstance(call_id, str):
-            raise PromptError(f"{where}'s id must be a string.")
+            raise PromptError(f"{where}'s id must be a string.", param=param and f"{param}.id")
         return cls(call_id, function["name"], arguments)
 
 
@@ -160,13 +164,8 @@ def check_tool_messages(messages: list[dict]) -> list[dict]:
                 raise PromptError(f"Message {i}: only assistant messages carry tool_calls.", param=f"messages[{i}].tool_calls")
             if not isinstance(calls, (list, tuple)):
                 raise PromptError(f"Message {i}: tool_calls must be a list of calls.", param=f"messages[{i}].tool_calls")
-            parsed = []
-            for j, call in enumerate(calls):
-                try:
-                    parsed.append(ToolCall.from_openai(call, f"Message {i} tool_calls[{j}]"))
-                except PromptError as error:
-                    raise PromptError(str(error), param=f"messages[{i}].tool_calls[{j}].function.arguments"
-                                      if "arguments" in str(error) else f"messages[{i}].tool_calls[{j}]") from None
+            parsed = [ToolCall.from_openai(call, f"Message {i} tool_calls[{j}]", f"messages[{i}].tool_calls[{j}]")
+                      for j, call in enumerate(calls)]
             made.update(c.id for c in parsed)
             message["tool_calls"] = [c.to_template() for c in parsed]
             if message.get("content") is None:

@@ -33,7 +33,8 @@ You may call one or more functions to answer the user. The functions, as JSON si
 </tools>
 
 To call a function, write exactly:
-{example}"""
+{example}{must}"""
+_MUST = {"required": "\n\nAnswer with a function call.", "auto": "", "none": ""}
 _USES_TOOLS = re.compile(r"\btools\b")
 
 
@@ -59,7 +60,7 @@ def plan(messages: list[dict], options: GenerationOptions, tokenizer) -> ToolPro
     answer_format = tool_format if options.offers_tools else None
     if knows_tools(tokenizer):
         return ToolPrompt(messages, offered, answer_format, grammar)
-    return ToolPrompt(_fallback(messages, offered, parser), None, answer_format, grammar)
+    return ToolPrompt(_fallback(messages, offered, parser, options.tool_choice), None, answer_format, grammar)
 
 
 def knows_tools(tokenizer) -> bool:
@@ -71,7 +72,7 @@ def knows_tools(tokenizer) -> bool:
     return bool(_USES_TOOLS.search(tokenizer.chat_template or ""))
 
 
-def _fallback(messages: list[dict], offered: list[dict] | None, parser) -> list[dict]:
+def _fallback(messages: list[dict], offered: list[dict] | None, parser, choice: str) -> list[dict]:
     out = [dict(m) for m in messages]
     for i, message in enumerate(out):
         if message.get("tool_calls"):
@@ -83,7 +84,8 @@ def _fallback(messages: list[dict], offered: list[dict] | None, parser) -> list[
     out = _merge_tool_responses(out, messages)
     if offered:
         listed = "\n".join(json.dumps(t, ensure_ascii=False) for t in offered)
-        block = FALLBACK_PROMPT.format(tools=listed, example=parser.example())
+        must = _MUST.get(choice, f"\n\nAnswer with a call of {choice}.")
+        block = FALLBACK_PROMPT.format(tools=listed, example=parser.example(), must=must)
         if out[0]["role"] == "system":
             out[0] = {"role": "system", "content": f"{out[0]['content']}\n\n{block}"}
         else:

@@ -43,15 +43,15 @@ class IncrementalToolParser:
 
     def feed(self, piece: str) -> list:
         self._text += piece
-        return self._deltas(self.parser.scan(self._text, final=False), final=False)
+        return self._deltas(self.parser.scan(self._text, final=False))
 
     def finish(self) -> tuple[list, ParsedAnswer]:
         """The last deltas and the whole answer, its calls under the ids the stream used."""
         segments = self.parser.scan(self._text, final=True)
-        deltas = self._deltas(segments, final=True)
+        deltas = self._deltas(segments)
         return deltas, self.parser.parse(self._text, ids=self._ids)
 
-    def _deltas(self, segments: list, final: bool) -> list:
+    def _deltas(self, segments: list) -> list:
         text = "".join(s for s in segments if isinstance(s, str)).strip()  # (at the end, malformed calls are text)
         deltas = self._text_delta(text)
         calls = [s for s in segments if not isinstance(s, str) and s.name is not None]

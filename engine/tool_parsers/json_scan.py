@@ -92,8 +92,6 @@ def call_from_object(text: str, final: bool = False) -> RawCall:
             call.parsed = args if isinstance(args, dict) else None
             if isinstance(args, dict) and not args_match:
                 call.arguments = json.dumps(args, ensure_ascii=False)
-        else:
-            call.parsed = None
     return call
 
 
