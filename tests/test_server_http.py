@@ -108,6 +108,17 @@ def test_logprobs_reach_the_openai_client_streamed_and_not(fake_server):
     assert [p.text_offset[0] for p in pieces] == [0, 5, 6]
 
 
+def test_logprobs_ride_on_streamed_tool_call_chunks_too(fake_server):
+    url, _ = fake_server
+    client = openai.OpenAI(base_url=url + "/v1", api_key="s3cret", max_retries=0, timeout=30)
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    chunks = list(client.chat.completions.create(model="fake-model", messages=CHAT["messages"], tools=[tool],
+                                                 logprobs=True, stream=True))
+    logprobs = [t.logprob for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert logprobs == [-0.1, -0.2, -0.3, -0.4, -0.5]  # every token of the (fake) call, once
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+
+
 def test_a_full_queue_is_refused_with_retry_after_and_a_client_that_leaves_frees_its_slot():
     engine = FakeEngine(gate=threading.Event())
     with running_server(lambda: engine, max_concurrency=1, max_queue=1) as (url, _):
