@@ -9,6 +9,7 @@ OpenVINO is imported inside the handlers, when a command needs a model, not to p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -101,6 +102,10 @@ def _add_generation_flags(p) -> None:
     g.add_argument("--json-object", action="store_true", help="answer any JSON object")
     g.add_argument("--regex", metavar="R", help="answer text that matches this regular expression")
     g.add_argument("--grammar", metavar="FILE", help="answer text that this EBNF grammar (XGrammar's dialect) accepts")
+    g.add_argument("--tools", metavar="FILE", help="offer these tools: a JSON list of OpenAI function definitions; "
+                   "the chat asks you for each call's result")
+    g.add_argument("--tool-choice", default="auto", help="auto, none, required, or a tool's name, for your turns "
+                   "(default: auto; the answer after tool results is always auto)")
 
 
 def load_engine(args, defaults: dict | None = None, **load_options):
@@ -134,8 +139,20 @@ def generation_options(args, info=None, **overrides):
     values.update({key: value for key, value in given.items() if value is not None})
     values.update(stop=tuple(args.stop), json_object=args.json_object, regex=args.regex,
                   json_schema=_read_flag_file(args.json_schema, "--json-schema"),
-                  grammar=_read_flag_file(args.grammar, "--grammar"), **overrides)
+                  grammar=_read_flag_file(args.grammar, "--grammar"), **_tool_flags(args), **overrides)
     return GenerationOptions(**values)
+
+
+def _tool_flags(args) -> dict:
+    text = _read_flag_file(getattr(args, "tools", None), "--tools")
+    if text is None:
+        return {}
+    try:
+        tools = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise OptionsError(f"--tools {args.tools}: not JSON ({error}); pass a JSON list of function definitions.") from None
+    tools = tools.get("tools", tools) if isinstance(tools, dict) else tools
+    return {"tools": tools, "tool_choice": args.tool_choice}
 
 
 def _read_flag_file(path: str | None, flag: str) -> str | None:
@@ -166,6 +183,8 @@ def cmd_generate(args) -> int:
         for piece in stream:
             print(piece, end="", flush=True)
     print()
+    for call in stream.result.tool_calls:
+        print(json.dumps({"tool_call": {"id": call.id, "name": call.name, "arguments": call.arguments}}))
     return 0
 
 
@@ -185,14 +204,25 @@ def cmd_chat(args) -> int:
     _progress(f"ready{f' (attention: {attention})' if attention else ''}. /reset clears the history, "
               "/exit (or Ctrl-D) leaves, Ctrl-C stops an answer.")
 
-    def answer(text: str) -> None:
-        stream = session.stream(text)
+    after_tools = dataclasses.replace(session.options, tool_choice="auto") if session.options.offers_tools else None
+
+    def answer(text: str | None) -> None:
+        # --tool-choice applies to your turns; the answer after tool results may call again or reply ("auto")
+        stream = session.stream(text, after_tools if text is None else None)
         with stream:
             for piece in stream:
                 print(piece, end="", flush=True)
         print()
         if stream.result.dropped_messages:
             _progress(f"(the oldest {stream.result.dropped_messages} messages were dropped to fit the context)")
+        if stream.result.tool_calls:  # --tools: you play the tools, then the model answers
+            for call in stream.result.tool_calls:
+                try:
+                    output = input(f"[{call.name}({json.dumps(call.arguments)})] result> ")
+                except EOFError:
+                    return
+                session.add_tool_result(call.id, output)
+            answer(None)
 
     return chat_loop(answer, session.reset)
 

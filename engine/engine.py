@@ -10,6 +10,7 @@ Text goes in and out through the model's own openvino-tokenizers models.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import openvino_genai as ov_genai
 
 from .batch import BatchRunner
 from .devices import check_device
-from .errors import ModelError, reason
+from .errors import ModelError, OptionsError, reason
 from .memory import releasing_mapped_weights
 from .model import ModelInfo, damaged_files_message, resolve
 from .options import BatchOptions, GenerationOptions, LoadOptions
@@ -149,9 +150,30 @@ class Engine:
     def submit(self, prepared: PreparedPrompt, events=None) -> TextStream:
         """Run an already prepared prompt (see prompt.prepare); chat sessions use it."""
         self._structure_checker.check(prepared.options)  # a constraint that cannot compile fails here, not mid-run
+        if prepared.options.logprobs and self.mode != "batch":
+            raise OptionsError("Per-token logprobs need the batching mode: load with Engine.load(..., batching=True). "
+                               "(genai's LLMPipeline reports only the answer's total log-probability.)")
         config = self.load_options.apply_speculation(prepared.options.apply_to(self._runner.generation_config()))
+        if prepared.tool_grammar:
+            self._check_tool_grammar(prepared)
+            config.structured_output_config = ov_genai.StructuredOutputConfig(structural_tags_config=prepared.tool_grammar)
         config.stop_token_ids = set(config.stop_token_ids) | self._stop_ids
-        return self._runner.submit(prepared, config, events)
+        stream = self._runner.submit(prepared, config, events)
+        stream.tool_format = prepared.tool_format
+        return stream
+
+    def _check_tool_grammar(self, prepared: PreparedPrompt) -> None:
+        """Compile the tools' grammar first; if it fails, name the tool whose schema is at fault."""
+        try:
+            self._structure_checker.check_structure(("structural_tags_config", prepared.tool_grammar))
+        except OptionsError:
+            for i, tool in enumerate(prepared.options.tools):
+                try:
+                    self._structure_checker.check_structure(("json_schema", json.dumps(tool.parameters)))
+                except OptionsError as error:
+                    raise OptionsError(f"Tool {tool.name!r} (tools[{i}]): {error}",
+                                       param=f"tools[{i}].parameters") from None
+            raise
 
     def _warm_up(self, weight_folders: list) -> tuple[float, int]:
         # The first inference after a compile repacks every weight into the CPU kernels' layout

@@ -17,6 +17,7 @@ import openvino_genai as ov_genai
 
 from .errors import OptionsError
 from .paths import compile_cache_dir
+from .tool_calls import TOOL_FORMATS, Tool, check_tool_choice, check_tools
 
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 # Measured (issue 6): with a warm CACHE_DIR, SDPA loads 3-6x faster than the default PA backend
@@ -162,6 +163,15 @@ class GenerationOptions:
     json_object: bool = False              # any JSON object (response_format json_object)
     regex: str | None = None               # a regular expression the whole answer matches
     grammar: str | None = None             # an EBNF grammar (XGrammar's dialect, rule `root` first)
+    # Function calling (tool_calls.py): tools offered, as Tool objects or OpenAI function dicts.
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str = "auto"              # "auto", "none" (offer none), "required", or a tool's name
+    parallel_tool_calls: bool = True       # may one answer hold several calls?
+    tool_format: str | None = None         # the call format (tool_parsers/); None: read from the chat template
+    constrain_tool_calls: bool = True      # a grammar keeps calls parseable (tool_grammar.py); False: parse only
+    # Each generated token's id, text and log-probability (GenerationResult.tokens, TextStream.tokens()):
+    # the batching mode only, as genai's sampler computed it (see logprobs in README).
+    logprobs: bool = False
 
     def __post_init__(self):
         _check(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
@@ -182,7 +192,27 @@ class GenerationOptions:
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         _check(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings.")
+        _check(isinstance(self.logprobs, bool), "logprobs must be True or False.")
         self._check_structure()
+        self._check_tools()
+
+    @property
+    def offers_tools(self) -> bool:
+        """Whether the model is offered tools (some are given and tool_choice is not "none")."""
+        return bool(self.tools) and self.tool_choice != "none"
+
+    def _check_tools(self) -> None:
+        object.__setattr__(self, "tools", check_tools(self.tools))
+        object.__setattr__(self, "tool_choice", check_tool_choice(self.tool_choice, self.tools))
+        _check(isinstance(self.parallel_tool_calls, bool), "parallel_tool_calls must be True or False.")
+        _check(isinstance(self.constrain_tool_calls, bool), "constrain_tool_calls must be True or False.")
+        _check(self.tool_format is None or self.tool_format in TOOL_FORMATS,
+               f"tool_format={self.tool_format!r} is not one of {', '.join(TOOL_FORMATS)} (or None: from the chat template).")
+        _check(not (self.offers_tools and self.structure),
+               "Tools and structured output (json_schema, json_object, regex, grammar) cannot be combined; "
+               "describe the answer's shape as a tool's parameters instead.")
+        _check(not self.offers_tools or self.apply_chat_template,
+               "Tools are offered through the chat template; keep apply_chat_template=True.")
 
     @property
     def structure(self) -> tuple[str, str] | None:
@@ -219,6 +249,14 @@ class GenerationOptions:
     def greedy(self) -> bool:
         return not self.do_sample or self.temperature == 0
 
+    @property
+    def picks_most_likely(self) -> bool:
+        """Whether each chosen token is the model's most likely one: greedy decoding with nothing
+        that reshapes the distribution first (penalties, a grammar, tools). genai reports only the chosen
+        token's log-probability, so only then is it also the top-1 alternative."""
+        return (self.greedy and self.repetition_penalty == 1.0 and self.presence_penalty == 0.0
+                and self.frequency_penalty == 0.0 and self.structure is None and not self.offers_tools)
+
     def apply_to(self, config: ov_genai.GenerationConfig) -> ov_genai.GenerationConfig:
         """Set these options on `config`, a fresh copy of the model's own (its stop token ids included)."""
         config.max_new_tokens = self.max_new_tokens
@@ -235,6 +273,10 @@ class GenerationOptions:
         config.stop_strings = set(self.stop)
         config.ignore_eos = self.ignore_eos
         config.apply_chat_template = self.apply_chat_template
+        # genai's sampler then returns each chosen token's log-probability under the raw model
+        # distribution (before penalties, temperature, grammar); any value above 1 gives the same
+        # (measured, genai 2026.4: no top-k alternatives).
+        config.logprobs = 1 if self.logprobs else 0
         if self.structure:
             kind, text = self.structure
             config.structured_output_config = ov_genai.StructuredOutputConfig(**{kind: text})

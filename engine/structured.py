@@ -33,7 +33,8 @@ from .options import GenerationOptions
 
 # "[19:28:21] /path/to/xgrammar/cpp/json_schema_converter.cc:898: Unsupported type ..." -> "Unsupported type ..."
 _XGRAMMAR_PREFIX = re.compile(r"^\[[\d:]+\]\s+\S+:\d+:\s*(Check failed: .*? is false:\s*)?")
-_WHAT = {"json_schema": "JSON schema", "regex": "regex", "grammar": "EBNF grammar"}
+_WHAT = {"json_schema": "JSON schema", "regex": "regex", "grammar": "EBNF grammar",
+         "structural_tags_config": "tool-call grammar"}
 MAX_CONSTRAINTS = 256    # distinct constraints per engine (~1.2 MB each that cannot be freed: ~300 MB at most)
 MAX_BYTES = 16 << 20     # of their text (a request body may carry up to --max-body-mb of schema)
 
@@ -52,13 +53,16 @@ class StructureChecker:
     def check(self, options: GenerationOptions) -> float:
         """Raise OptionsError if the constraint in `options` cannot compile; return the check's
         time in ms (0 when there is none or it was checked before)."""
-        structure = options.structure
+        return self.check_structure(options.structure)
+
+    def check_structure(self, structure: tuple[str, str] | None) -> float:
+        """As `check`, for a (kind, text) constraint: kind a StructuredOutputConfig field."""
         if structure is None:
             return 0.0
         with self._lock:
             if structure in self._compiled:
                 return 0.0
-            size = len(structure[1].encode())
+            size = len(str(structure[1]).encode())
             if len(self._compiled) >= self.max_constraints or self._bytes + size > self.max_bytes:
                 raise OptionsError(
                     f"This engine has compiled {len(self._compiled)} distinct structured-output constraints "

@@ -162,6 +162,9 @@ def _client(args) -> Client:
         flags = ", ".join("--" + name.replace("_", "-") for name in changed)
         raise ServerError(f"{flags} choose how a model is loaded; with --server, the server has loaded its own. "
                           "Drop them (or drop --server).")
+    if getattr(args, "tools", None):
+        raise ServerError("--tools runs with a local model; a server takes tools through its API "
+                          "(the openai client's tools=...). Drop --tools (or drop --server).")
     return Client(args.server, args.api_key)
 
 

@@ -2,11 +2,11 @@
 prompt whatever runs beside it. On the default model in batching mode, against each answer
 computed alone on an engine without prefix caching: in a batch of 16, in two chats interleaved
 turn by turn, behind a cached prefix, and with prompt-lookup speculation, exactly equal.
-(With the CPU's defaults 4 to 7 of 16 answers differed in the same cases: benchmarks/deterministic.py.)"""
+(With the CPU's defaults 4 to 7 of 16 answers differed in the same cases: studies/deterministic.py.)"""
 
 import pytest
 
-from ovchat.benchmarks.deterministic import QUESTIONS, all_at_once, chats, one_at_a_time, with_system
+from determinism_cases import QUESTIONS, all_at_once, chats, one_at_a_time, with_system
 from ovchat.engine import BatchOptions, Engine, LoadOptions, OptionsError
 from ovchat.engine.options import DETERMINISTIC_PROPERTIES
 

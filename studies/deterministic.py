@@ -1,7 +1,7 @@
 """Deterministic mode (issue 21 point 6): does a greedy answer depend on what runs beside it, and
 what does `Engine.load(deterministic=True)` cost?
 
-`python -m ovchat.benchmarks.deterministic [--model M] [--tokens 48] [--reps 3] [--out FILE]`
+`python -m studies.deterministic [--model M] [--tokens 48] [--reps 3] [--out FILE]` (from a checkout's root)
 
 1. Equality. For the default properties and for deterministic mode, each on the batching engine:
    16 questions answered one at a time on an engine without prefix caching (the reference),
@@ -11,7 +11,8 @@ what does `Engine.load(deterministic=True)` cost?
 2. Cost. TPOT and aggregate tokens/s at 1 and 16 streams (128 tokens, EOS ignored), default and
    deterministic engines loaded side by side, measured in alternation, `--reps` times.
 
-Prints a table and ends with one JSON line. Hold the bench lock while it runs.
+Prints a table and ends with one JSON line. Hold the bench lock while it runs. The questions,
+chats and ways of asking are tests/determinism_cases.py's, which tests/test_deterministic.py uses.
 """
 
 from __future__ import annotations
@@ -23,67 +24,8 @@ import statistics
 import threading
 import time
 
-from .machine import machine_info
-
-QUESTIONS = [
-    "What is the capital of France?", "What is the capital of Japan?", "Name three primary colours.",
-    "Why is the sky blue?", "What is the chemical symbol for water?", "Who wrote Romeo and Juliet?",
-    "Explain photosynthesis in one sentence.", "What is 12 times 12?", "Which planet is known as the Red Planet?",
-    "Give me a tip for sleeping better.", "What is the tallest mountain on Earth?", "Who painted the Mona Lisa?",
-    "What does a compiler do?", "Describe a cat in two sentences.", "What is the boiling point of water?",
-    "Write a haiku about autumn.",
-]
-CHAT_TURNS = [["Hello! Who are you?", "What can you help me with?", "Tell me a fun fact about octopuses."],
-              ["I want to learn to cook.", "What should I cook first?", "How long does rice take?"]]
-SYSTEM = ("You are a helpful AI assistant. Answer clearly and briefly. Prefer short sentences. "
-          "If you do not know something, say so. Never invent facts.")
-
-
-def options(tokens: int, **extra):
-    from ..engine import GenerationOptions
-    return GenerationOptions(max_new_tokens=tokens, **extra)
-
-
-def one_at_a_time(engine, prompts, tokens: int) -> list[str]:
-    return [engine.generate(p, options(tokens)).text for p in prompts]
-
-
-def all_at_once(engine, prompts, tokens: int) -> list[str]:
-    answers = [None] * len(prompts)
-    start = threading.Barrier(len(prompts))
-
-    def ask(i):
-        start.wait()
-        answers[i] = engine.generate(prompts[i], options(tokens)).text
-    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(prompts))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return answers
-
-
-def chats(engine, tokens: int, interleaved: bool) -> list[str]:
-    """Every answer of the CHAT_TURNS chats: one chat after the other, or both at once, turn by turn."""
-    sessions = [engine.chat(SYSTEM, options(tokens)) for _ in CHAT_TURNS]
-    answers = [[None] * len(turns) for turns in CHAT_TURNS]
-    if not interleaved:
-        for c, turns in enumerate(CHAT_TURNS):
-            for t, text in enumerate(turns):
-                answers[c][t] = sessions[c].send(text).text
-        return [a for chat in answers for a in chat]
-    for t in range(len(CHAT_TURNS[0])):
-        threads = [threading.Thread(target=lambda c=c: answers[c].__setitem__(t, sessions[c].send(CHAT_TURNS[c][t]).text))
-                   for c in range(len(CHAT_TURNS))]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-    return [a for chat in answers for a in chat]
-
-
-def with_system(prompts):
-    return [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": p}] for p in prompts]
+from ovchat.benchmarks.machine import machine_info
+from tests.determinism_cases import QUESTIONS, all_at_once, chats, one_at_a_time, options, with_system
 
 
 def differing(reference, answers) -> int:
@@ -91,7 +33,7 @@ def differing(reference, answers) -> int:
 
 
 def equality(model, deterministic: bool, tokens: int) -> dict:
-    from ..engine import BatchOptions, Engine
+    from ovchat.engine import BatchOptions, Engine
 
     def load(**kwargs):
         return Engine.load(model, batching=kwargs.pop("batching", BatchOptions()), deterministic=deterministic, **kwargs)
@@ -135,7 +77,7 @@ def speed(engine, streams: int, tokens: int = 128) -> dict:
 
 
 def cost(model, reps: int) -> dict:
-    from ..engine import BatchOptions, Engine
+    from ovchat.engine import BatchOptions, Engine
 
     engines = {name: Engine.load(model, batching=BatchOptions(max_sequences=16), deterministic=name == "deterministic")
                for name in ("default", "deterministic")}
