@@ -70,7 +70,7 @@ def add_model_flags(p) -> None:
     g.add_argument("--draft", metavar="MODEL", help="speculative decoding with a smaller model of the same tokenizer")
     g.add_argument("--deterministic", action="store_true",
                    help="f32 arithmetic without dynamic quantization: a greedy answer does not depend on what runs "
-                        "beside it (batch, cached prefix, speculation); slower (README)")
+                        "beside it (batch, cached prefix, speculation); fewer tokens/s at many streams (README)")
 
 
 def _add_server_flags(p) -> None:
