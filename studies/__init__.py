@@ -1,4 +1,4 @@
-"""One-off studies behind the project's defaults and its README's figures, apart from the product.
+"""One-off studies behind the project's defaults and the figures in docs/ (how to run each: studies/README.md), apart from the product.
 
 Not part of the installed package: each runs from a checkout, at its root, against the installed
 `ovchat` (`python -m studies.NAME --help`), and keeps its committed results in studies/results/.
