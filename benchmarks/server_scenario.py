@@ -98,8 +98,12 @@ def server_spec(backend: str, files, concurrency: int, profile) -> ServerSpec:
 
 
 def eos_fields(backend: str, max_tokens: int) -> dict:
-    """The request field that makes this server ignore EOS (tried; dropped if answered with a 400)."""
-    return {"llamacpp": {"min_tokens": max_tokens}}.get(backend, {"ignore_eos": True})
+    """The request field that makes this server ignore EOS (tried; dropped if answered with a 400).
+    ovchat serve also gets plain greedy decoding: a request that leaves the penalties out takes the
+    model's recommended ones, and the baselines decode without them."""
+    plain = {"repetition_penalty": 1.0, "frequency_penalty": 0.0}
+    return {"llamacpp": {"min_tokens": max_tokens}, "ovchat": {"ignore_eos": True, **plain},
+            "ovchat-process": {"ignore_eos": True, **plain}}.get(backend, {"ignore_eos": True})
 
 
 @functools.lru_cache(maxsize=8)

@@ -65,6 +65,9 @@ def add_model_flags(p) -> None:
     g.add_argument("--prompt-lookup", action="store_true",
                    help="speculative decoding with guesses copied from the prompt (edits, extraction, summaries)")
     g.add_argument("--draft", metavar="MODEL", help="speculative decoding with a smaller model of the same tokenizer")
+    g.add_argument("--deterministic", action="store_true",
+                   help="f32 arithmetic without dynamic quantization: a greedy answer does not depend on what runs "
+                        "beside it (batch, cached prefix, speculation); fewer tokens/s at many streams (README)")
 
 
 def _add_generation_flags(p) -> None:
@@ -112,7 +115,7 @@ def load_arguments(args, defaults: dict | None = None) -> dict:
         properties[key] = value
     return dict(model=args.model, device=args.device, performance_hint=args.hint, num_streams=args.streams,
                 cache_dir=False if args.no_cache else (args.cache_dir or True), warmup=not args.no_warmup,
-                prompt_lookup=args.prompt_lookup, draft_model=args.draft, **properties)
+                prompt_lookup=args.prompt_lookup, draft_model=args.draft, deterministic=args.deterministic, **properties)
 
 
 def generation_options(args, info=None, **overrides):

@@ -60,7 +60,8 @@ class Engine:
     def load(cls, model: str | Path | None = None, device: str = "CPU", performance_hint: str | None = "LATENCY",
              num_streams: int | None = 1, cache_dir: str | Path | bool = True, warmup: bool = True,
              batching: bool | BatchOptions = False, prompt_lookup: bool = False, draft_model: str | Path | None = None,
-             num_assistant_tokens: int = 5, max_ngram_size: int = 8, **ov_properties) -> "Engine":
+             num_assistant_tokens: int = 5, max_ngram_size: int = 8, deterministic: bool = False,
+             **ov_properties) -> "Engine":
         """Load `model` (an exported folder, a .gguf file, or None for the default model) on `device`.
 
         `performance_hint`, `num_streams` and `cache_dir` are the seed's ov.Core compile
@@ -71,13 +72,15 @@ class Engine:
         `batching` (True or a BatchOptions) serves concurrent requests together on
         ContinuousBatchingPipeline. `prompt_lookup=True` or `draft_model=PATH` (a smaller model
         with the same tokenizer) turn on speculative decoding, `num_assistant_tokens` guesses per
-        step (on PagedAttention; see speculative.py). `warmup` runs a short inference now, so the first real call
+        step (on PagedAttention; see speculative.py). `deterministic=True` computes in f32 without
+        dynamic quantization, so a greedy answer is the same whatever runs beside it (alone, in a
+        batch, after a cached prefix, with speculation), at a cost in speed (README). `warmup` runs a short inference now, so the first real call
         is as fast as the next ones, and releases the mapped weight pages it made redundant.
         """
         info = resolve(model)
         batch = BatchOptions() if batching is True else (batching or None)
         options = LoadOptions(check_device(device), performance_hint, num_streams, cache_dir, warmup, ov_properties, batch,
-                              prompt_lookup, draft_model, num_assistant_tokens, max_ngram_size)
+                              prompt_lookup, draft_model, num_assistant_tokens, max_ngram_size, deterministic)
         start = time.perf_counter()
         try:
             properties = options.to_properties()

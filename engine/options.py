@@ -26,6 +26,12 @@ PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 # the CPU plugin runs a prompt that has a past through its one-token (decode) attention kernel.
 # ATTENTION_BACKEND="PA" in the properties restores openvino.genai's default (`ovchat chat` does).
 DEFAULT_ATTENTION_BACKEND = "SDPA"
+# Deterministic mode: the CPU's defaults compute in bf16 (where the CPU has it), quantize the
+# activations to int8 per group and keep the KV cache in low precision, and their rounding depends on
+# how many rows a step computes together, so a greedy answer could change with what ran beside it
+# (measured: 2 of 9 interleaved chat turns differed). In f32, with neither, it does not (tests/test_deterministic.py).
+DETERMINISTIC_PROPERTIES = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0",
+                            "KV_CACHE_PRECISION": "f32"}
 # Any JSON object (OpenAI's response_format json_object): XGrammar's reading of this schema
 # allows any properties and values (measured).
 JSON_OBJECT_SCHEMA = '{"type": "object"}'
@@ -78,8 +84,14 @@ class LoadOptions:
     draft_model: str | Path | None = None  # guesses from a smaller model with the same tokenizer
     num_assistant_tokens: int = 5         # tokens guessed per step
     max_ngram_size: int = 8               # prompt lookup: longest n-gram matched (8: fewer passes than 3 on edits and summaries, measured)
+    deterministic: bool = False           # a greedy answer whatever runs beside it (DETERMINISTIC_PROPERTIES)
 
     def __post_init__(self):
+        if self.deterministic:
+            clashing = [f"{k}={self.properties[k]}" for k, v in DETERMINISTIC_PROPERTIES.items()
+                        if k in self.properties and str(self.properties[k]).lower() != v.lower()]
+            _check(not clashing, f"deterministic=True sets {', '.join(f'{k}={v}' for k, v in DETERMINISTIC_PROPERTIES.items())}; "
+                                 f"drop {', '.join(clashing)} or deterministic.")
         _check(not (self.prompt_lookup and self.draft_model),
                "prompt_lookup and draft_model are two kinds of speculative decoding; pick one.")
         _check(isinstance(self.num_assistant_tokens, int) and self.num_assistant_tokens >= 1,
@@ -108,6 +120,8 @@ class LoadOptions:
         if has_attention_backends(self.device) and self.batching is None:  # batching always runs on PA
             # Speculative decoding needs PA: genai runs it on its continuous-batching core.
             props["ATTENTION_BACKEND"] = "PA" if self.speculative else DEFAULT_ATTENTION_BACKEND
+        if self.deterministic:
+            props.update(DETERMINISTIC_PROPERTIES)
         props.update(self.properties)
         return props
 

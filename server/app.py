@@ -24,12 +24,15 @@ from typing import Callable
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..engine.tool_parsers import IncrementalToolParser, TextDelta, parser_for
 from . import protocol, responses
+from .drain import DrainBody
+from .guard import Door, DoorPolicy
 from .metrics import ServerMetrics
 from .protocol import SSE_DONE, APIError, Reply, sse, usage
 from .serving import Run, Serving
@@ -46,7 +49,16 @@ class ServerConfig:
     max_concurrency: int = 16         # generations at once (the engine's batch size)
     max_queue: int = 64               # requests waiting for a slot; more get a 429
     max_body_bytes: int = 1 << 20
+    max_tokens: int | None = 2048     # the most tokens one answer may have: larger asks are clamped; None: the context
+    request_timeout_s: float | None = 600.0  # a request's deadline from its arrival (serving.py); None: none
     shutdown_grace_s: float = 5.0     # on SIGTERM, in-flight requests get this long, then are cancelled
+    bind_host: str = "127.0.0.1"      # the address served (--host): a Host header may name it (guard.py)
+    allowed_hosts: tuple[str, ...] = ()    # more Host names a keyless server answers (a proxy's)
+    allowed_origins: tuple[str, ...] = ()  # web page origins allowed to call the API (CORS)
+
+    def door(self) -> DoorPolicy:
+        return DoorPolicy(self.bind_host, tuple(self.allowed_hosts), tuple(self.allowed_origins),
+                          keyed=self.api_key is not None)
 
 
 class ServerState:
@@ -69,7 +81,8 @@ class ServerState:
                 on_failure(self.load_error)
             return
         name = self.config.model_name or _model_name(engine)
-        serving = Serving(engine, name, self.config.max_concurrency, self.config.max_queue, self.metrics)
+        serving = Serving(engine, name, self.config.max_concurrency, self.config.max_queue, self.metrics,
+                          max_tokens=self.config.max_tokens, timeout_s=self.config.request_timeout_s)
         self.loop.call_soon_threadsafe(setattr, self, "serving", serving)
         log.info("ovchat serve: %s ready (%s mode)", name, engine.mode)
 
@@ -158,12 +171,12 @@ def create_app(load_engine: Callable, config: ServerConfig = ServerConfig(),
         return Response(body, media_type=state.metrics.content_type)
 
     async def health(request: Request) -> Response:
+        # Public, even with a key: ready or not and why in one word, never a path or an error's text.
         try:
             serving = state.ready()
         except APIError as error:
-            return JSONResponse({"status": error.code, "message": error.message}, status_code=503,
-                                headers=error.headers)
-        return JSONResponse({"status": "ok", "model": serving.model_name, "mode": serving.engine.mode})
+            return JSONResponse({"status": error.code, "ready": False}, status_code=503, headers=error.headers)
+        return JSONResponse({"status": "ok", "ready": True, "model": serving.model_name, "mode": serving.engine.mode})
 
     async def page(request: Request) -> Response:
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
@@ -183,7 +196,8 @@ def create_app(load_engine: Callable, config: ServerConfig = ServerConfig(),
         Route("/health", health, methods=["GET"]),
         Route("/", page, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error},
+                    middleware=[Middleware(DrainBody), Middleware(Door, policy=config.door())])
     app.state.ovchat = state
     return app
 

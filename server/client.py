@@ -21,7 +21,7 @@ from ..engine.errors import EngineError
 
 DEFAULT_MAX_TOKENS = 256  # as `ovchat generate` without a server (GenerationOptions' default)
 LOAD_FLAGS = {"device": "CPU", "hint": "LATENCY", "streams": 1, "cache_dir": None, "no_cache": False,
-              "property": [], "no_warmup": False}
+              "property": [], "no_warmup": False, "deterministic": False}
 
 
 class ServerError(EngineError):
@@ -146,7 +146,9 @@ def add_client_flags(p) -> None:
 
 def request_body(args) -> dict:
     """The generation flags of `ovchat generate/chat` as OpenAI request fields, with the same
-    meaning as without a server: greedy unless --sample."""
+    meaning as without a server: a decoding flag left out is left out of the request, so the
+    server applies the model's recommended decoding; --greedy asks for plain greedy decoding
+    (no penalties), --sample for sampling."""
     body = {"max_tokens": args.max_new_tokens or DEFAULT_MAX_TOKENS}
     if args.model:
         body["model"] = args.model
@@ -155,8 +157,8 @@ def request_body(args) -> dict:
         for flag, field in (("top_p", "top_p"), ("top_k", "top_k"), ("seed", "seed")):
             if getattr(args, flag) is not None:
                 body[field] = getattr(args, flag)
-    else:
-        body["temperature"] = 0
+    elif getattr(args, "greedy", False):
+        body.update(temperature=0, repetition_penalty=1.0, frequency_penalty=0.0)
     if args.repetition_penalty is not None:
         body["repetition_penalty"] = args.repetition_penalty
     if args.stop:

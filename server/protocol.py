@@ -27,15 +27,16 @@ MAX_STOP_STRINGS = 4  # as OpenAI's API
 
 @dataclass(frozen=True)
 class Sampling:
-    """What a request asks of generation, as given (None: not given)."""
+    """What a request asks of generation, as given (None: not given, so the model's recommended
+    decoding applies: serving.generation_options)."""
     max_tokens: int | None = None
     temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
+    top_p: float | None = None      # 1: nucleus sampling off
+    top_k: int | None = None        # 0 (or -1, as vLLM): top-k off
     seed: int | None = None
     stop: tuple[str, ...] = ()
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     repetition_penalty: float | None = None
     n: int = 1
     stream: bool = False
@@ -197,8 +198,8 @@ def _sampling(values: dict, max_n: int, chat: bool = True) -> Sampling:
     return Sampling(
         max_tokens=max_tokens if max_tokens is not None else max_completion,
         temperature=values.get("temperature"), top_p=values.get("top_p"),
-        top_k=None if top_k in (None, -1) else top_k, seed=values.get("seed"), stop=values.get("stop") or (),
-        presence_penalty=values.get("presence_penalty") or 0.0, frequency_penalty=values.get("frequency_penalty") or 0.0,
+        top_k=None if top_k is None else max(top_k, 0), seed=values.get("seed"), stop=values.get("stop") or (),
+        presence_penalty=values.get("presence_penalty"), frequency_penalty=values.get("frequency_penalty"),
         repetition_penalty=values.get("repetition_penalty"), n=n, stream=stream,
         include_usage=bool(values.get("stream_options")), ignore_eos=bool(values.get("ignore_eos")),
         tools=values.get("tools") or (), parallel_tool_calls=values.get("parallel_tool_calls") is not False,

@@ -11,4 +11,5 @@ tests (studies/test_*.py, no model) run with `python -m pytest studies`, outside
     export_presets                 export recipes: fidelity, bytes per token, export time
     speculative, speculative_worker  what speculative decoding and structured output buy and cost
     speculative_ties               where a speculative greedy answer parts from plain greedy
+    deterministic                  answers that depend on the load, and what deterministic mode costs
 """

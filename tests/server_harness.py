@@ -9,7 +9,7 @@ import json
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -91,10 +91,12 @@ class FakeEngine:
     gate: threading.Event | None = None
     mode: str = "batch"
     stopped: str | None = None
+    generation_defaults: dict = field(default_factory=dict)  # the model's recommended decoding
+    honours_cancel_at_gate: bool = True  # False: a held generation ignores cancels (a long prefill) until the gate opens
 
     def __post_init__(self):
         self.info = SimpleNamespace(path=Path("/models/fake-model"), context_length=self.context_length,
-                                    architecture="fake")
+                                    architecture="fake", generation_defaults=self.generation_defaults)
         self.active = 0
         self.cancelled = 0
         self.seen_options = []
@@ -123,7 +125,8 @@ class FakeEngine:
             tokens = tuple(GeneratedToken(i, piece, -(i + 1) / 10) for i, piece in enumerate(pieces)) \
                 if options.logprobs else ()
             for i in range(count):
-                while self.gate is not None and not self.gate.wait(0.01) and not feed.cancelled:
+                while self.gate is not None and not self.gate.wait(0.01) and \
+                        not (feed.cancelled and self.honours_cancel_at_gate):
                     pass
                 if feed.cancelled:
                     self.cancelled += 1

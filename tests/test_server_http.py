@@ -119,6 +119,17 @@ def test_logprobs_ride_on_streamed_tool_call_chunks_too(fake_server):
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
 
 
+def test_a_request_without_decoding_fields_decodes_as_the_models_recommendation():
+    engine = FakeEngine(generation_defaults={"repetition_penalty": 1.1, "frequency_penalty": 0.2})
+    with running_server(lambda: engine) as (url, _):
+        for body in ({}, {"top_k": 0, "top_p": 1}, {"temperature": 0.5, "frequency_penalty": 0}):
+            assert request(url, "POST", "/v1/chat/completions", {**CHAT, **body})[0] == 200
+        plain, off, hot = engine.seen_options
+        assert plain.greedy and (plain.repetition_penalty, plain.frequency_penalty) == (1.1, 0.2)
+        assert off.greedy and (off.top_k, off.top_p) == (0, 1.0)
+        assert not hot.greedy and (hot.temperature, hot.frequency_penalty, hot.repetition_penalty) == (0.5, 0.0, 1.1)
+
+
 def test_a_full_queue_is_refused_with_retry_after_and_a_client_that_leaves_frees_its_slot():
     engine = FakeEngine(gate=threading.Event())
     with running_server(lambda: engine, max_concurrency=1, max_queue=1) as (url, _):

@@ -14,6 +14,8 @@ pytest.importorskip("uvicorn")
 pytestmark = pytest.mark.default_model
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+# Plain greedy: a request that leaves the penalties out gets the model's, and top_logprobs 1 needs none.
+PLAIN = dict(temperature=0, frequency_penalty=0, extra_body={"repetition_penalty": 1.0})
 WEATHER = {"type": "function", "name": "get_weather", "description": "Get the current weather in a city.",
            "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}},
                           "required": ["city"], "additionalProperties": False}}
@@ -32,8 +34,8 @@ def served(default_model_dir):
 
 def test_chat_logprobs_are_log_probabilities_of_the_tokens_of_the_answer(served):
     client, model = served
-    reply = client.chat.completions.create(model=model, messages=FRANCE, max_tokens=24, temperature=0, logprobs=True,
-                                           top_logprobs=1)
+    reply = client.chat.completions.create(model=model, messages=FRANCE, max_tokens=24, logprobs=True, top_logprobs=1,
+                                           **PLAIN)
     content = reply.choices[0].logprobs.content
     assert len(content) == reply.usage.completion_tokens
     assert "".join(t.token for t in content) == reply.choices[0].message.content
@@ -42,8 +44,8 @@ def test_chat_logprobs_are_log_probabilities_of_the_tokens_of_the_answer(served)
         values = [alt.logprob for alt in token.top_logprobs]
         assert values == sorted(values, reverse=True) and token.top_logprobs[0].token == token.token
         assert token.top_logprobs[0].logprob == token.logprob
-    streamed = [t for chunk in client.chat.completions.create(model=model, messages=FRANCE, max_tokens=24, temperature=0,
-                                                              logprobs=True, top_logprobs=1, stream=True)
+    streamed = [t for chunk in client.chat.completions.create(model=model, messages=FRANCE, max_tokens=24, logprobs=True,
+                                                              top_logprobs=1, stream=True, **PLAIN)
                 if chunk.choices and chunk.choices[0].logprobs for t in chunk.choices[0].logprobs.content]
     assert [t.token for t in streamed] == [t.token for t in content]
     assert [t.logprob for t in streamed] == pytest.approx([t.logprob for t in content], abs=0.05)
@@ -61,8 +63,8 @@ def test_logprobs_refuse_what_the_engine_cannot_know(served):
 
 def test_completions_logprobs_in_the_legacy_shape(served):
     client, model = served
-    choice = client.completions.create(model=model, prompt="The capital of France is", max_tokens=6, temperature=0,
-                                       logprobs=1).choices[0]
+    choice = client.completions.create(model=model, prompt="The capital of France is", max_tokens=6, logprobs=1,
+                                       **PLAIN).choices[0]
     lp = choice.logprobs
     assert "".join(lp.tokens) == choice.text and len(lp.token_logprobs) == 6
     assert all(v <= 0 for v in lp.token_logprobs) and lp.text_offset[0] == 0

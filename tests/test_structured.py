@@ -168,3 +168,4 @@ def test_a_constraint_that_cannot_compile_is_refused_before_the_request_runs(eng
         engine.stream("Hello", GenerationOptions(max_new_tokens=8, **kwargs))  # raised here, not while iterating
     # In batching mode genai's own failure would have left the pipeline refusing every later step.
     assert engine.generate("What is the capital of France?", GenerationOptions(max_new_tokens=12)).output_tokens > 0
+
