@@ -147,6 +147,9 @@ class Engine:
     def submit(self, prepared: PreparedPrompt, events=None) -> TextStream:
         """Run an already prepared prompt (see prompt.prepare); chat sessions use it."""
         self._structure_checker.check(prepared.options)  # a constraint that cannot compile fails here, not mid-run
+        if prepared.options.logprobs and self.mode != "batch":
+            raise OptionsError("Per-token logprobs need the batching mode: load with Engine.load(..., batching=True). "
+                               "(genai's LLMPipeline reports only the answer's total log-probability.)")
         config = self.load_options.apply_speculation(prepared.options.apply_to(self._runner.generation_config()))
         if prepared.tool_grammar:
             self._check_tool_grammar(prepared)

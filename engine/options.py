@@ -155,6 +155,9 @@ class GenerationOptions:
     parallel_tool_calls: bool = True       # may one answer hold several calls?
     tool_format: str | None = None         # the call format (tool_parsers/); None: read from the chat template
     constrain_tool_calls: bool = True      # a grammar keeps calls parseable (tool_grammar.py); False: parse only
+    # Each generated token's id, text and log-probability (GenerationResult.tokens, TextStream.tokens()):
+    # the batching mode only, as genai's sampler computed it (see logprobs in README).
+    logprobs: bool = False
 
     def __post_init__(self):
         _check(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
@@ -175,6 +178,7 @@ class GenerationOptions:
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         _check(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings.")
+        _check(isinstance(self.logprobs, bool), "logprobs must be True or False.")
         self._check_structure()
         self._check_tools()
 
@@ -231,6 +235,14 @@ class GenerationOptions:
     def greedy(self) -> bool:
         return not self.do_sample or self.temperature == 0
 
+    @property
+    def picks_most_likely(self) -> bool:
+        """Whether each chosen token is the model's most likely one: greedy decoding with nothing
+        that reshapes the distribution first (penalties, a grammar, tools). genai reports only the chosen
+        token's log-probability, so only then is it also the top-1 alternative."""
+        return (self.greedy and self.repetition_penalty == 1.0 and self.presence_penalty == 0.0
+                and self.frequency_penalty == 0.0 and self.structure is None and not self.offers_tools)
+
     def apply_to(self, config: ov_genai.GenerationConfig) -> ov_genai.GenerationConfig:
         """Set these options on `config`, a fresh copy of the model's own (its stop token ids included)."""
         config.max_new_tokens = self.max_new_tokens
@@ -247,6 +259,10 @@ class GenerationOptions:
         config.stop_strings = set(self.stop)
         config.ignore_eos = self.ignore_eos
         config.apply_chat_template = self.apply_chat_template
+        # genai's sampler then returns each chosen token's log-probability under the raw model
+        # distribution (before penalties, temperature, grammar); any value above 1 gives the same
+        # (measured, genai 2026.4: no top-k alternatives).
+        config.logprobs = 1 if self.logprobs else 0
         if self.structure:
             kind, text = self.structure
             config.structured_output_config = ov_genai.StructuredOutputConfig(**{kind: text})

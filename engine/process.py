@@ -169,13 +169,13 @@ class EngineProcess:
 
     def _dispatch(self, events: list) -> None:
         touched = {}
-        for kind, request_id, first, second in events:
+        for kind, request_id, *payload in events:
             if kind == "piece" and (feed := self._feeds.get(request_id)) is not None:
-                feed.piece(first, second)
+                feed.piece(*payload)
                 touched[request_id] = feed
             elif kind == "end" and (feed := self._feeds.pop(request_id, None)) is not None:
                 touched.pop(request_id, None)
-                feed.end(first, second)
+                feed.end(*payload)
         for feed in touched.values():
             feed.flush()
 

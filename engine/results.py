@@ -43,6 +43,16 @@ class LoadMetrics:
 
 
 @dataclass(frozen=True)
+class GeneratedToken:
+    """One generated token (with GenerationOptions(logprobs=True)): its id, its own text (the
+    answer's text is these joined) and its natural-log probability under the model's raw
+    distribution, as genai's sampler computed it when choosing it."""
+    id: int
+    text: str
+    logprob: float
+
+
+@dataclass(frozen=True)
 class GenerationResult:
     text: str
     input_tokens: int   # prompt tokens fed this call: a chat turn that reuses the KV cache counts its new ones
@@ -52,6 +62,7 @@ class GenerationResult:
     dropped_messages: int = 0  # oldest chat messages left out to fit the context window
     # The calls the answer made when tools were offered; `text` then holds what it said outside them.
     tool_calls: tuple[ToolCall, ...] = ()
+    tokens: tuple[GeneratedToken, ...] = ()  # every generated token, with GenerationOptions(logprobs=True)
 
     def to_dict(self) -> dict:
         return asdict(self)

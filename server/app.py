@@ -29,7 +29,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from ..engine.tool_parsers import IncrementalToolParser, TextDelta, parser_for
-from . import protocol
+from . import protocol, responses
 from .metrics import ServerMetrics
 from .protocol import SSE_DONE, APIError, Reply, sse, usage
 from .serving import Run, Serving
@@ -136,6 +136,11 @@ def create_app(load_engine: Callable, config: ServerConfig = ServerConfig(),
         parsed = protocol.parse_completion(await _read_json(request, config.max_body_bytes), serving.max_concurrency)
         return await _unless_client_leaves(request, _generate(serving, parsed, parsed.prompt, chat=False))
 
+    @api("responses")
+    async def responses_route(request: Request, serving: Serving) -> Response:
+        parsed = responses.parse_responses(await _read_json(request, config.max_body_bytes), serving.max_concurrency)
+        return await _unless_client_leaves(request, _respond(serving, parsed))
+
     @api("models")
     async def models(request: Request, serving: Serving) -> Response:
         card = _model_card(serving)
@@ -171,6 +176,7 @@ def create_app(load_engine: Callable, config: ServerConfig = ServerConfig(),
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/responses", responses_route, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model:path}", models, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -185,7 +191,7 @@ def create_app(load_engine: Callable, config: ServerConfig = ServerConfig(),
 async def _generate(serving: Serving, parsed, prompt, chat: bool) -> Response:
     if parsed.model is not None and parsed.model != serving.model_name:
         raise protocol.model_not_found(parsed.model, serving.model_name)
-    reply = Reply("chat" if chat else "completion", serving.model_name)
+    reply = Reply("chat" if chat else "completion", serving.model_name, parsed.sampling)
     run = await serving.open(prompt, parsed.sampling, chat)
     if parsed.sampling.stream:
         return _EventStream(_chunks(run, reply, chat, parsed.sampling.include_usage), run)
@@ -196,6 +202,25 @@ async def _generate(serving: Serving, parsed, prompt, chat: bool) -> Response:
     return JSONResponse(reply.full(choices, run.prompt_tokens))
 
 
+async def _respond(serving: Serving, parsed: responses.ResponsesRequest) -> Response:
+    """The Responses API: the chat request it was rewritten as, answered as a Response."""
+    chat = parsed.chat
+    if chat.model is not None and chat.model != serving.model_name:
+        raise protocol.model_not_found(chat.model, serving.model_name)
+    builder = responses.ResponseBuilder(serving.model_name, parsed)
+    run = await serving.open(chat.messages, chat.sampling, True)
+    if chat.sampling.stream:
+        tool_format = run.streams[0].tool_format  # tools offered: calls are read from the answer as it streams
+        reader = IncrementalToolParser(parser_for(tool_format)) if tool_format else None
+        return _EventStream(responses.stream(builder, run, reader), run)
+    try:
+        choice = (await run.collect())[0]
+    finally:
+        run.close()
+    return JSONResponse(builder.full(choice.text, choice.tool_calls, choice.tokens, choice.finish_reason,
+                                     run.prompt_tokens, choice.completion_tokens))
+
+
 async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):
     """SSE as the OpenAI client reads it: each choice's role delta (chat), text deltas, each
     choice's end with its finish_reason, the usage (its own chunk with include_usage, else on
@@ -203,21 +228,30 @@ async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):
     prompt_tokens = completion_tokens = ended = 0
     readers = {index: IncrementalToolParser(parser_for(stream.tool_format))
                for index, stream in enumerate(run.streams) if chat and stream.tool_format}
+    tokens = [()] * run.n       # each choice's logprob tokens not sent yet (they precede their text)
+    offsets = [0] * run.n       # characters of the tokens sent per choice: the completions' text_offset
     try:
         if chat:
             for index in range(run.n):
                 yield reply.chunk(index, role=True)
         async for index, kind, payload in run.events():
-            if kind == "piece":
-                if index not in readers:
-                    yield reply.chunk(index, text=payload)
-                else:
-                    for chunk in _tool_chunks(reply, index, readers[index].feed(payload)):
-                        yield chunk
+            if kind == "tokens":
+                tokens[index] += payload
                 continue
-            if index in readers:
-                for chunk in _tool_chunks(reply, index, readers[index].finish()[0]):
-                    yield chunk
+            if kind == "piece":
+                deltas = readers[index].feed(payload) if index in readers else [TextDelta(payload)]
+            else:
+                deltas = readers[index].finish()[0] if index in readers else []
+            chunks = list(_tool_chunks(reply, index, deltas, tokens[index], offsets[index]))
+            if kind == "end" and not chunks and tokens[index]:  # tokens with no text of their own (end of turn)
+                chunks = [reply.chunk(index, tokens=tokens[index], text_offset=offsets[index])]
+            if chunks:  # the logprob tokens went with the first of them
+                offsets[index] += sum(len(token.text) for token in tokens[index])
+                tokens[index] = ()
+            for chunk in chunks:
+                yield chunk
+            if kind == "piece":
+                continue
             prompt_tokens, completion_tokens, ended = payload.input_tokens, completion_tokens + payload.output_tokens, ended + 1
             last_usage = usage(prompt_tokens, completion_tokens) if ended == run.n and not include_usage else None
             yield reply.chunk(index, finish_reason=payload.finish_reason, usage=last_usage)
@@ -228,14 +262,15 @@ async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):
     yield SSE_DONE
 
 
-def _tool_chunks(reply: Reply, index: int, deltas: list):
+def _tool_chunks(reply: Reply, index: int, deltas: list, tokens: tuple = (), text_offset: int = 0):
     """Text and tool-call deltas of one choice as SSE chunks: text as content, a call's start
-    (index, id, name) and its argument fragments as tool_calls."""
+    (index, id, name) and its argument fragments as tool_calls; the first carries `tokens`' logprobs."""
     for delta in deltas:
         if isinstance(delta, TextDelta):
-            yield reply.chunk(index, text=delta.text)
+            yield reply.chunk(index, text=delta.text, tokens=tokens, text_offset=text_offset)
         else:
-            yield reply.chunk(index, tool_calls=[delta])
+            yield reply.chunk(index, tool_calls=[delta], tokens=tokens, text_offset=text_offset)
+        tokens = ()
 
 
 class _EventStream(StreamingResponse):

@@ -1,9 +1,9 @@
-"""The OpenAI wire format: requests parsed and validated, responses and SSE chunks built, and
-the error shape `{"error": {"message", "type", "param", "code"}}` built here and nowhere else.
+"""The OpenAI wire format: requests parsed and validated, responses and SSE chunks built; its
+error shape `{"error": {"message", "type", "param", "code"}}` is built in errors.py (re-exported here).
 
 Parsing is strict. Every field of a request must be in the table of its endpoint: a field the
 server does not support is refused with a 400 that names it, never silently ignored; a field
-whose value changes nothing here (`"logprobs": false`, `"n": 1`, `"tools": []`) is accepted.
+whose value changes nothing here (`"n": 1`, `"tools": []`) is accepted.
 The checks are plain functions over that table rather than pydantic models: the server needs
 a few dozen fields, and the table reads as the list of what is supported.
 """
@@ -15,64 +15,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from . import tool_protocol
+from . import logprobs, tool_protocol
+from .errors import (  # noqa: F401  (re-exported: the wire format and its errors, one import)
+    APIError, bad_request, unsupported, unauthorized, model_not_found, not_found, too_large, queue_full, unavailable, server_error,
+)
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 MAX_STOP_STRINGS = 4  # as OpenAI's API
-
-
-class APIError(Exception):
-    """A request the server answers with an error: the status, and the OpenAI error shape."""
-
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-        self.headers = headers or {}
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
-def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
-    return APIError(400, message, param=param, code=code)
-
-
-def unsupported(param: str, why: str = "") -> APIError:
-    return bad_request(f"'{param}' is not supported by this server{why}; remove it from the request.",
-                       param=param, code="unsupported_parameter")
-
-
-def unauthorized() -> APIError:
-    return APIError(401, "Missing or wrong API key: send the header 'Authorization: Bearer <key>'.",
-                    type="authentication_error", code="invalid_api_key")
-
-
-def model_not_found(name: str, served: str) -> APIError:
-    return APIError(404, f"The model {name!r} does not exist here; this server runs {served!r} (see GET /v1/models).",
-                    param="model", code="model_not_found")
-
-
-def not_found(path: str) -> APIError:
-    return APIError(404, f"No route {path}; see /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics.",
-                    code="not_found")
-
-
-def too_large(limit_bytes: int) -> APIError:
-    return APIError(413, f"The request body is over {limit_bytes} bytes; send a shorter one.", code="request_too_large")
-
-
-def queue_full(retry_after_s: int) -> APIError:
-    return APIError(429, "The server is at its concurrency and queue limits; retry shortly.", type="rate_limit_error",
-                    code="queue_full", headers={"Retry-After": str(retry_after_s)})
-
-
-def unavailable(message: str, code: str, retry_after_s: int = 1) -> APIError:
-    return APIError(503, message, type="server_error", code=code, headers={"Retry-After": str(retry_after_s)})
-
-
-def server_error(message: str) -> APIError:
-    return APIError(500, message, type="server_error", code="internal_error")
 
 
 # ---- requests ----------------------------------------------------------------------------------
@@ -98,6 +47,8 @@ class Sampling:
     tools: tuple = ()               # engine Tools offered (tool_protocol.py)
     tool_choice: str = "auto"       # "auto", "none", "required" or a tool's name
     parallel_tool_calls: bool = True
+    logprobs: bool = False          # each token's logprob (chat: logprobs true; completions: logprobs N)
+    top_logprobs: int = 0           # alternatives per token (server/logprobs.py says how many are known)
 
 
 @dataclass(frozen=True)
@@ -201,12 +152,12 @@ _SAMPLING_FIELDS = {
 }
 _CHAT_FIELDS = {
     **_SAMPLING_FIELDS, "model": _str, "messages": None, "max_completion_tokens": _int(1),
-    "logprobs": _only(False), "top_logprobs": _only(0), "tools": tool_protocol.parse_tools,
+    "logprobs": _bool, "top_logprobs": _int(0, 20), "tools": tool_protocol.parse_tools,
     "tool_choice": tool_protocol.parse_tool_choice, "parallel_tool_calls": _bool, "response_format": _response_format, "store": _only(False),
 }
 _COMPLETION_FIELDS = {
     **_SAMPLING_FIELDS, "model": _str, "prompt": None,
-    "logprobs": _only(0), "echo": _only(False), "suffix": _only(""),
+    "logprobs": _int(0, 5), "echo": _only(False), "suffix": _only(""),
 }
 
 
@@ -222,7 +173,18 @@ def _fields(body: dict, table: dict) -> dict:
     return values
 
 
-def _sampling(values: dict, max_n: int) -> Sampling:
+def _logprobs(values: dict, chat: bool) -> dict:
+    """Chat: logprobs true, top_logprobs N (which needs logprobs); completions: logprobs N."""
+    if not chat:
+        given = values.get("logprobs")
+        return {} if given is None else {"logprobs": True, "top_logprobs": given}
+    top = values.get("top_logprobs")
+    if top is not None and not values.get("logprobs"):
+        raise bad_request("'top_logprobs' needs 'logprobs': true.", param="top_logprobs")
+    return {"logprobs": bool(values.get("logprobs")), "top_logprobs": top or 0}
+
+
+def _sampling(values: dict, max_n: int, chat: bool = True) -> Sampling:
     max_tokens, max_completion = values.get("max_tokens"), values.get("max_completion_tokens")
     if max_tokens is not None and max_completion is not None and max_tokens != max_completion:
         raise bad_request("'max_tokens' and 'max_completion_tokens' disagree; send one of them.", param="max_tokens")
@@ -242,7 +204,7 @@ def _sampling(values: dict, max_n: int) -> Sampling:
         include_usage=bool(values.get("stream_options")), ignore_eos=bool(values.get("ignore_eos")),
         tools=values.get("tools") or (), parallel_tool_calls=values.get("parallel_tool_calls") is not False,
         tool_choice=tool_protocol.check_tool_choice(values.get("tool_choice"), values.get("tools") or ()),
-        **(values.get("response_format") or {}),
+        **(values.get("response_format") or {}), **_logprobs(values, chat),
     )
 
 
@@ -302,7 +264,7 @@ def parse_completion(body: dict, max_n: int) -> CompletionRequest:
     if not is_ids and not (isinstance(prompt, str) and prompt):
         raise bad_request("'prompt' must be a non-empty string or a list of token ids (one prompt per request).",
                           param="prompt")
-    return CompletionRequest(values.get("model"), prompt, _sampling(values, max_n))
+    return CompletionRequest(values.get("model"), prompt, _sampling(values, max_n, chat=False))
 
 
 def parse_json(body: bytes) -> dict:
@@ -324,13 +286,16 @@ class Choice:
     finish_reason: str  # "stop", "length", "tool_calls", or "cancelled" (the client left or the server stopped)
     completion_tokens: int
     tool_calls: tuple = ()  # engine ToolCalls
+    tokens: tuple = ()      # the engine's GeneratedTokens, when logprobs were asked for
 
 
 class Reply:
     """The ids and stamps shared by every chunk of one response."""
 
-    def __init__(self, kind: str, model: str):
+    def __init__(self, kind: str, model: str, sampling: Sampling | None = None):
         self.chat = kind == "chat"
+        self.logprobs = sampling is not None and sampling.logprobs
+        self.top_logprobs = sampling.top_logprobs if sampling is not None else 0
         self.id = f"{'chatcmpl' if self.chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
         self.model = model
@@ -345,23 +310,32 @@ class Reply:
     def full(self, choices: list[Choice], prompt_tokens: int) -> dict:
         """The non-streaming response."""
         if self.chat:
-            items = [{"index": c.index, "message": _assistant_message(c), "logprobs": None,
+            items = [{"index": c.index, "message": _assistant_message(c), "logprobs": self.logprobs_of(c.tokens),
                       "finish_reason": c.finish_reason} for c in choices]
         else:
-            items = [{"index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
-                     for c in choices]
+            items = [{"index": c.index, "text": c.text, "logprobs": self.logprobs_of(c.tokens),
+                      "finish_reason": c.finish_reason} for c in choices]
         return self._envelope(items, usage(prompt_tokens, sum(c.completion_tokens for c in choices)), chunk=False)
 
+    def logprobs_of(self, tokens: tuple, text_offset: int = 0) -> dict | None:
+        """A choice's (or a chunk's) `logprobs`, None unless asked for."""
+        if not self.logprobs:
+            return None
+        return logprobs.chat(tokens, self.top_logprobs) if self.chat else logprobs.completion(tokens, text_offset)
+
     def chunk(self, index: int, text: str | None = None, finish_reason: str | None = None, role: bool = False,
-              usage: dict | None = None, tool_calls: list | None = None) -> bytes:
-        """One SSE event: the role (chat's first delta), a text delta, tool-call deltas, or the choice's end."""
+              usage: dict | None = None, tool_calls: list | None = None, tokens: tuple = (),
+              text_offset: int = 0) -> bytes:
+        """One SSE event: the role (chat's first delta), a text delta, tool-call deltas (with their
+        tokens' logprobs when asked for), or the choice's end."""
+        lp = self.logprobs_of(tokens, text_offset) if tokens else None
         if self.chat:
             delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
             if tool_calls:
                 delta["tool_calls"] = [tool_protocol.delta_json(d) for d in tool_calls]
-            item = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            item = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish_reason}
         else:
-            item = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+            item = {"index": index, "text": text or "", "logprobs": lp, "finish_reason": finish_reason}
         return sse(self._envelope([item], usage, chunk=True))
 
     def usage_chunk(self, usage: dict) -> bytes:

@@ -26,6 +26,7 @@ from ..engine import GenerationOptions
 from ..engine.errors import OptionsError, PromptError
 from ..engine.results import GenerationResult, Metrics
 from ..engine.stream import StreamEnd
+from . import logprobs
 from .metrics import ServerMetrics
 from .protocol import Choice, Sampling, bad_request, queue_full, server_error, unavailable
 
@@ -77,7 +78,7 @@ def generation_options(sampling: Sampling, default_max_tokens: int, chat: bool, 
     given_t = sampling.temperature
     sample = given_t > 0 if given_t is not None else (sampling.top_p is not None or sampling.top_k is not None)
     try:
-        return GenerationOptions(
+        options = GenerationOptions(
             max_new_tokens=sampling.max_tokens or default_max_tokens, do_sample=sample,
             temperature=given_t if sample and given_t is not None else 1.0,
             top_p=sampling.top_p if sampling.top_p is not None else 1.0, top_k=sampling.top_k or 0,
@@ -85,9 +86,14 @@ def generation_options(sampling: Sampling, default_max_tokens: int, chat: bool, 
             frequency_penalty=sampling.frequency_penalty, seed=None if sampling.seed is None else sampling.seed + index,
             stop=sampling.stop, apply_chat_template=chat, json_schema=sampling.json_schema,
             json_object=sampling.json_object, ignore_eos=sampling.ignore_eos, tools=sampling.tools,
-            tool_choice=sampling.tool_choice, parallel_tool_calls=sampling.parallel_tool_calls)
+            tool_choice=sampling.tool_choice, parallel_tool_calls=sampling.parallel_tool_calls,
+            logprobs=sampling.logprobs)
     except OptionsError as error:
         raise bad_request(str(error), param=_wire_param(error.param)) from None
+    if sampling.logprobs and (why := logprobs.unknown_alternatives(sampling.top_logprobs, options)):
+        param = "top_logprobs" if chat else "logprobs"
+        raise bad_request(f"'{param}' {why}", param=param)
+    return options
 
 
 def _wire_param(param: str | None) -> str | None:
@@ -153,10 +159,13 @@ class Run:
 
     def _deliver(self, index: int, events: list) -> None:  # on the loop
         for event in events:
-            if not isinstance(event, StreamEnd):
+            if not isinstance(event, StreamEnd):  # (text, output tokens, GeneratedTokens)
                 self._received[index].append(event)
                 self._first_at[index] = self._first_at[index] or time.perf_counter()
-                self._events.put_nowait((index, "piece", event[0]))
+                if event[2]:  # logprobs asked for: the tokens come just before the text they complete
+                    self._events.put_nowait((index, "tokens", event[2]))
+                if event[0]:
+                    self._events.put_nowait((index, "piece", event[0]))
             elif event.error is not None:
                 self._events.put_nowait((index, "error", event.error))
             elif index not in self.results:  # (None: cancelled, counted when it was closed)
@@ -166,12 +175,13 @@ class Run:
     def _cancelled(self, index: int) -> GenerationResult:
         received = self._received[index]
         tokens = received[-1][1] if received else 0
-        return GenerationResult(text="".join(text for text, _ in received), input_tokens=self.prompt_tokens,
+        return GenerationResult(text="".join(event[0] for event in received), input_tokens=self.prompt_tokens,
                                 output_tokens=tokens, finish_reason="cancelled",
                                 metrics=Metrics.timed(self.started, self._first_at[index], tokens))
 
     async def events(self):
-        """(index, "piece", text) and (index, "end", GenerationResult), until every choice ended."""
+        """(index, "piece", text) and (index, "end", GenerationResult), until every choice ended;
+        with logprobs, (index, "tokens", GeneratedTokens) before the piece that holds their text."""
         remaining = self.n
         while remaining:
             index, kind, payload = await self._events.get()
@@ -188,7 +198,8 @@ class Run:
         choices = []
         async for index, kind, result in self.events():
             if kind == "end":
-                choices.append(Choice(index, result.text, result.finish_reason, result.output_tokens, result.tool_calls))
+                choices.append(Choice(index, result.text, result.finish_reason, result.output_tokens, result.tool_calls,
+                                      result.tokens))
         return sorted(choices, key=lambda c: c.index)
 
     def cancel(self) -> None:

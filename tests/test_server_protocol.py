@@ -24,8 +24,7 @@ def refused(parse, body, max_n=4) -> APIError:
 
 
 @pytest.mark.parametrize("field, value", [
-    ("foo", 1), ("logprobs", True),
-    ("logit_bias", {"1": 5}), ("top_logprobs", 2),
+    ("foo", 1), ("logit_bias", {"1": 5}),
 ])
 def test_a_field_the_server_does_not_support_is_refused_by_name(field, value):
     error = refused(parse_chat, {"messages": HI, field: value})
@@ -60,6 +59,35 @@ def test_ignore_eos_is_taken_as_vllm_and_llama_server_take_it():
     assert parse_completion({"prompt": "hi", "ignore_eos": False}, 4).sampling.ignore_eos is False
     assert generation_options(parse_chat({"messages": HI, "ignore_eos": True}, 4).sampling, 16, True).ignore_eos
     assert refused(parse_chat, {"messages": HI, "ignore_eos": "yes"}).param == "ignore_eos"
+
+
+def test_logprobs_are_parsed_as_each_endpoint_names_them():
+    chat = parse_chat({"messages": HI, "logprobs": True, "top_logprobs": 1}, 4).sampling
+    assert (chat.logprobs, chat.top_logprobs) == (True, 1)
+    assert parse_chat({"messages": HI, "logprobs": False}, 4).sampling.logprobs is False
+    completion = parse_completion({"prompt": "hi", "logprobs": 0}, 4).sampling  # 0: the sampled token's, as OpenAI
+    assert (completion.logprobs, completion.top_logprobs) == (True, 0)
+    assert parse_completion({"prompt": "hi"}, 4).sampling.logprobs is False
+    assert refused(parse_chat, {"messages": HI, "top_logprobs": 1}).param == "top_logprobs"  # needs logprobs: true
+    assert refused(parse_chat, {"messages": HI, "logprobs": True, "top_logprobs": 21}).param == "top_logprobs"
+    assert refused(parse_completion, {"prompt": "hi", "logprobs": 6}).param == "logprobs"
+
+
+def test_top_logprobs_beyond_what_the_engine_knows_is_a_400_that_says_why():
+    def options(body, chat=True):
+        parse = parse_chat if chat else parse_completion
+        return generation_options(parse(body, 4).sampling, 16, chat)
+    assert options({"messages": HI, "logprobs": True, "top_logprobs": 1}).logprobs  # greedy: the chosen is the top
+    for body in ({"messages": HI, "logprobs": True, "top_logprobs": 2},
+                 {"messages": HI, "logprobs": True, "top_logprobs": 1, "temperature": 0.7},
+                 {"messages": HI, "logprobs": True, "top_logprobs": 1, "frequency_penalty": 0.5}):
+        with pytest.raises(APIError) as caught:
+            options(body)
+        assert caught.value.param == "top_logprobs" and "log-probability" in caught.value.message
+    assert options({"messages": HI, "logprobs": True, "temperature": 0.7}).logprobs  # the chosen token's: always
+    with pytest.raises(APIError) as caught:
+        options({"prompt": "hi", "logprobs": 2}, chat=False)
+    assert caught.value.param == "logprobs"
 
 
 def test_values_that_change_nothing_are_accepted():

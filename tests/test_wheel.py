@@ -1,6 +1,6 @@
 """A clean wheel: built from the repository, installed into a fresh venv, it adds one top-level
-name to site-packages, `ovchat` (the repository's engine/, tools/ and benchmarks/ beneath it),
-and both the command and the documented import work from it."""
+name to site-packages, `ovchat` (the repository's engine/, tools/, benchmarks/ and server/ beneath
+it, never studies/ nor committed results), and both the command and the documented import work from it."""
 
 import shutil
 import subprocess
@@ -54,8 +54,17 @@ def installed(wheel, tmp_path_factory):
 def test_the_wheel_holds_the_ovchat_package_only(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == TOP_LEVEL
-    for module in ("ovchat/__init__.py", "ovchat/engine/engine.py", "ovchat/tools/export.py", "ovchat/benchmarks/cli.py"):
+    for module in ("ovchat/__init__.py", "ovchat/engine/engine.py", "ovchat/engine/tool_parsers/hermes.py",
+                   "ovchat/tools/export.py", "ovchat/benchmarks/cli.py"):  # subpackages too
         assert module in names
+
+
+def test_the_wheel_ships_neither_studies_nor_committed_results(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    folders = {part for name in names for part in name.split("/")[:-1]}
+    assert not folders & {"studies", "results", "bench-results", "texts", "tests"}, sorted(folders)
+    assert not any(name.endswith((".json", ".png")) for name in names if not name.startswith("ovchat-0.1.0.dist-info"))
+    assert "ovchat/benchmarks/speculative.py" not in names and "ovchat/benchmarks/child.py" in names
 
 
 def test_installing_the_wheel_adds_only_ovchat_to_site_packages(installed):
