@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 
 from .errors import EngineError, OptionsError
@@ -29,14 +28,12 @@ def register(sub) -> None:
     p.add_argument("--system", help="a system prompt")
     p.add_argument("--raw", action="store_true", help="send the prompt as is, without the chat template")
     p.add_argument("--json", action="store_true", help="print text, token counts and metrics as JSON")
-    _add_server_flags(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("chat", help="interactive chat, streamed (/reset, /exit; Ctrl-C stops an answer)")
     add_model_flags(p)
     _add_generation_flags(p)
     p.add_argument("--system", default=SEED_SYSTEM_PROMPT, help="the system prompt (default: %(default)r)")
-    _add_server_flags(p)
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("demo", help="the seed's job: stream an answer to its prompt, then print the metrics")
@@ -71,14 +68,6 @@ def add_model_flags(p) -> None:
     g.add_argument("--deterministic", action="store_true",
                    help="f32 arithmetic without dynamic quantization: a greedy answer does not depend on what runs "
                         "beside it (batch, cached prefix, speculation); fewer tokens/s at many streams (README)")
-
-
-def _add_server_flags(p) -> None:
-    g = p.add_argument_group("client of a running `ovchat serve` (no model is loaded here)")
-    g.add_argument("--server", metavar="URL", default=os.environ.get("OVCHAT_SERVER") or None,
-                   help="send the request to this server, e.g. http://127.0.0.1:8000 (default: $OVCHAT_SERVER)")
-    g.add_argument("--api-key", default=os.environ.get("OVCHAT_API_KEY") or None,
-                   help="the server's API key (default: $OVCHAT_API_KEY)")
 
 
 def _add_generation_flags(p) -> None:
@@ -166,9 +155,6 @@ def _read_flag_file(path: str | None, flag: str) -> str | None:
 
 
 def cmd_generate(args) -> int:
-    if args.server:  # a client of a running server: no OpenVINO in this process
-        from ..server.client import run_generate
-        return run_generate(args)
     generation_options(args)  # bad flags fail before the load
     engine = load_engine(args)
     options = generation_options(args, engine.info, apply_chat_template=not args.raw)
@@ -189,9 +175,6 @@ def cmd_generate(args) -> int:
 
 
 def cmd_chat(args) -> int:
-    if args.server:
-        from ..server.client import run_chat
-        return run_chat(args)
     generation_options(args)  # bad flags fail before the load
     # An interactive chat runs many turns: on PagedAttention a turn's prefill stays flat as the
     # history grows, on SDPA (the engine's default) it slows, 2x by the 6th turn at Phi-3 scale.

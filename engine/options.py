@@ -170,7 +170,7 @@ class GenerationOptions:
     tool_format: str | None = None         # the call format (tool_parsers/); None: read from the chat template
     constrain_tool_calls: bool = True      # a grammar keeps calls parseable (tool_grammar.py); False: parse only
     # Each generated token's id, text and log-probability (GenerationResult.tokens, TextStream.tokens()):
-    # the batching mode only, as genai's sampler computed it (see logprobs in README).
+    # the batching mode only, as genai's sampler computed it (see docs/server.md, Logprobs).
     logprobs: bool = False
 
     def __post_init__(self):

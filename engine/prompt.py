@@ -9,10 +9,10 @@ import numpy as np
 import openvino as ov
 import openvino_genai as ov_genai
 
-from . import tool_use
 from .errors import PromptError
 from .options import GenerationOptions
 from .tool_calls import check_tool_messages
+from .tool_use import plan as plan_tools
 from .tokenizer import Tokenizer
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -72,7 +72,7 @@ def prepare(prompt, options: GenerationOptions, tokenizer: Tokenizer, context_le
         raise PromptError("Chat messages need the chat template; pass a plain string with apply_chat_template=False.")
     dropped = 0
     while True:
-        tools = tool_use.plan(messages, options, tokenizer)
+        tools = plan_tools(messages, options, tokenizer)
         text = tokenizer.apply_chat_template(tools.messages, **({"tools": tools.tools} if tools.tools else {}))
         count = tokenizer.count(text, add_special_tokens=False)  # as genai feeds a templated chat
         first = 1 if messages[0]["role"] == "system" else 0

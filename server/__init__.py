@@ -1,7 +1,8 @@
 """`ovchat serve`: an OpenAI-compatible HTTP server over the engine's batching mode, its
 stdlib-only client for the CLI, and a one-file chat page.
 
-protocol.py  request/response shapes, validation, the OpenAI error shape (one place)
+errors.py    the OpenAI error shape, built in one place
+protocol.py  request/response shapes and validation
 serving.py   requests onto the engine: admission limits, streams read off the event loop, cancellation
 metrics.py   Prometheus metrics (prometheus_client)
 app.py       Starlette routes, API key, health, metrics, loading and shutdown

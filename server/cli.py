@@ -58,7 +58,7 @@ def register(sub) -> None:
     g.add_argument("--engine-process", action="store_true",
                    help="run the engine in a child process: /health and /metrics answer during pipeline steps and "
                         "an engine crash leaves the server up; the same tokens/s on a quiet 2-core machine, "
-                        "0.6-0.8x in two of three runs on a busy one (README, Server)")
+                        "0.6-0.8x in two of three runs on a busy one (docs/server.md)")
     g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 
@@ -83,7 +83,7 @@ def cmd_serve(args) -> int:
     # The engine's pipeline steps keep the GIL, so in this process the event loop runs between
     # steps; events reach it once per step (serving.py). In a child process (--engine-process)
     # the loop never waits, but its work then competes with the plugin's threads for the cores
-    # mid-step: measured slower on 2 cores (README, Server).
+    # mid-step: measured slower on 2 cores (docs/server.md).
     from ..engine import Engine
     from ..engine.process import EngineProcess
     arguments = load_arguments(args)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -132,6 +133,15 @@ def stream_answer(client: Client, path: str, body: dict, on_text: Callable[[str]
     now = time.perf_counter()
     return Answer("".join(pieces), finish, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0),
                   ttft_ms=((first_at or now) - start) * 1000, generate_ms=(now - start) * 1000)
+
+
+def add_client_flags(p) -> None:
+    """--server and --api-key on `ovchat generate` and `ovchat chat` (tools/cli.py adds them)."""
+    g = p.add_argument_group("client of a running `ovchat serve` (no model is loaded here)")
+    g.add_argument("--server", metavar="URL", default=os.environ.get("OVCHAT_SERVER") or None,
+                   help="send the request to this server, e.g. http://127.0.0.1:8000 (default: $OVCHAT_SERVER)")
+    g.add_argument("--api-key", default=os.environ.get("OVCHAT_API_KEY") or None,
+                   help="the server's API key (default: $OVCHAT_API_KEY)")
 
 
 def request_body(args) -> dict:

@@ -1,4 +1,4 @@
-"""One-off studies behind the project's defaults and its README's figures, apart from the product.
+"""One-off studies behind the project's defaults and the figures in docs/ (how to run each: studies/README.md), apart from the product.
 
 Not part of the installed package: each runs from a checkout, at its root, against the installed
 `ovchat` (`python -m studies.NAME --help`), and keeps its committed results in studies/results/.
@@ -12,4 +12,5 @@ tests (studies/test_*.py, no model) run with `python -m pytest studies`, outside
     speculative, speculative_worker  what speculative decoding and structured output buy and cost
     speculative_ties               where a speculative greedy answer parts from plain greedy
     deterministic                  answers that depend on the load, and what deterministic mode costs
+    tool_calls                     tool calls on the default model: valid and right, guided against unguided
 """

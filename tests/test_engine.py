@@ -123,7 +123,7 @@ def test_a_stream_left_open_never_blocks_the_next_call(default_engine):
     # the runner stopped it at its next token: cancelled, with the tokens it had made, far from the 400 asked
     end = events.end.result
     assert events.end.error is None and end.finish_reason == "cancelled"
-    assert end.text == "".join(text for text, _ in events.pieces)
+    assert end.text == "".join(event[0] for event in events.pieces)  # (text, output tokens, logprob tokens)
     assert events.pieces[-1][1] <= end.output_tokens < 400
     result = default_engine.generate("Say hi.", GenerationOptions(max_new_tokens=8))
     assert result.output_tokens > 0 and result.finish_reason in ("stop", "length")

@@ -12,17 +12,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = {"ovchat": "ovchat", "ovchat.engine": "engine", "ovchat.server": "server", "ovchat.tools": "tools",
             "ovchat.benchmarks": "benchmarks"}  # as pyproject.toml's package-dir maps them
-# The runtime's CLI imports the server's client and the client imports the runtime's chat loop
-# back (issue 22 point 3): the client commands are to be composed above both. Expected until then;
-# test_no_cycle_at_all turns into a failure (strict xfail) once it is gone, to remove this.
-KNOWN_CYCLES = {frozenset({"ovchat.engine.cli", "ovchat.server.client"})}
-
 
 def modules() -> dict[str, Path]:
     found = {}
     for package, folder in PACKAGES.items():
-        for path in sorted((REPO / folder).glob("*.py")):
-            found[package if path.stem == "__init__" else f"{package}.{path.stem}"] = path
+        for path in sorted((REPO / folder).rglob("*.py")):  # subpackages too (engine/tool_parsers/)
+            parts = [package, *path.relative_to(REPO / folder).with_suffix("").parts]
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return found
 
 
@@ -38,7 +34,7 @@ def imported_names(name: str, path: Path) -> set[str]:
             if node.level:
                 parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 base = f"{parent}.{base}" if base else parent
-            names |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+            names |= {f"{base}.{alias.name}" for alias in node.names}  # import_graph falls back to base
     return names
 
 
@@ -97,13 +93,15 @@ def test_the_graph_sees_imports_inside_functions_and_relative_ones():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == {frozenset("abc")}
 
 
-def test_no_import_cycles_but_the_known_one():
-    assert cycles(import_graph()) - KNOWN_CYCLES == set()
-
-
-@pytest.mark.xfail(strict=True, reason="engine/cli.py <-> server/client.py, to be composed above both (issue 22)")
-def test_no_cycle_at_all():
+def test_no_import_cycles():
     assert cycles(import_graph()) == set()
+
+
+def test_the_runtime_imports_nothing_of_the_server_tools_or_benchmarks():
+    graph = import_graph()
+    runtime = {name for name in graph if name.startswith("ovchat.engine")}
+    for name in runtime:
+        assert graph[name] <= runtime, (name, graph[name] - runtime)
 
 
 def test_the_package_imports_neither_studies_nor_tests():

@@ -54,8 +54,17 @@ def installed(wheel, tmp_path_factory):
 def test_the_wheel_holds_the_ovchat_package_only(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == TOP_LEVEL
-    for module in ("ovchat/__init__.py", "ovchat/engine/engine.py", "ovchat/tools/export.py", "ovchat/benchmarks/cli.py"):
+    for module in ("ovchat/__init__.py", "ovchat/engine/engine.py", "ovchat/engine/tool_parsers/hermes.py",
+                   "ovchat/tools/export.py", "ovchat/benchmarks/cli.py"):  # subpackages too
         assert module in names
+
+
+def test_every_module_of_the_source_folders_is_in_the_wheel(wheel):
+    # a subpackage missing from pyproject's package list installs without its modules
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for folder, package in (("engine", "engine"), ("server", "server"), ("tools", "tools"), ("benchmarks", "benchmarks")):
+        for path in (REPO / folder).rglob("*.py"):
+            assert f"ovchat/{package}/{path.relative_to(REPO / folder).as_posix()}" in names, path
 
 
 def test_the_wheel_ships_neither_studies_nor_committed_results(wheel):

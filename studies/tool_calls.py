@@ -2,7 +2,7 @@
 structural-tag grammar, tool_grammar.py) against unguided (the same prompt, calls only parsed),
 for tool_choice "required" and "auto".
 
-    python -m ovchat.benchmarks.tool_calls [--model DIR] [--out FILE]
+    python -m studies.tool_calls [--model DIR] [--out FILE]     # from a checkout's root
 
 20 prompts written for this, each with the one tool of five that answers it (weather,
 arithmetic, unit conversion, web search, time zones). Greedy decoding, 96 new tokens, one call
