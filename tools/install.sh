@@ -38,15 +38,25 @@ pip install --no-compile --no-deps "optimum-intel==2.2.0"
 "$venv/bin/python" -m pip uninstall -y -q torchvision 2>/dev/null || true
 [ "$mode" = full ] || exit 0
 
+# AMX off: llama.cpp's -march=native build compiles AMX tile kernels wherever the CPU lists AMX,
+# and a VM that lists AMX without enabling its state kills them with SIGILL at the first matmul
+# (measured on this project's Xeon machines: `tilezero` in ggml_backend_amx_mul_mat). A build
+# that has them is rebuilt.
+export CFLAGS="${CFLAGS:-} -mno-amx-tile -mno-amx-int8 -mno-amx-bf16" CXXFLAGS="${CXXFLAGS:-} -mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+amx_build="import llama_cpp, sys; sys.exit(b'AMX_INT8 = 1' not in llama_cpp.llama_print_system_info())"
 if "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
-  pip install -e ".[export,bench,serve,test]"   # llama-cpp-python is already built
-  exit 0
+  if ! "$venv/bin/python" -c "$amx_build" 2>/dev/null; then
+    pip install -e ".[export,bench,serve,test]"   # llama-cpp-python is already built
+    exit 0
+  fi
+  "$venv/bin/python" -m pip uninstall -y -q llama-cpp-python   # built with AMX: build it again
 fi
 echo "compiling llama.cpp for llama-cpp-python (the benchmark's llama.cpp backend; ~7 min on 2 cores)…" >&2
 # pip -v streams the build's "[42/193] g++ ..." lines (Ninja): show one per 10 %, keep the whole log.
 log="$venv/llama-cpp-build.log"
 set +e
-"$venv/bin/python" -m pip --disable-pip-version-check install -v -e ".[export,bench,serve,test]" 2>&1 | tee "$log" |
+# --no-cache-dir: pip's wheel cache does not key on CFLAGS, and would hand back an AMX build.
+"$venv/bin/python" -m pip --disable-pip-version-check install --no-cache-dir -v -e ".[export,bench,serve,test]" 2>&1 | tee "$log" |
   awk 'match($0, /^ *\[[0-9]+\/[0-9]+\] /) { split(substr($0, RSTART, RLENGTH), n, /[^0-9]+/); pct = int(100 * n[2] / n[3])
          if (pct >= shown + 10) { shown = pct - pct % 10; printf "    llama.cpp build %d %%\n", pct > "/dev/stderr"; fflush() } }'
 status=${PIPESTATUS[0]}
