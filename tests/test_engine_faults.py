@@ -10,7 +10,8 @@ import weakref
 import pytest
 
 from ovchat import engine
-from ovchat.engine import BatchOptions, EngineError, EngineStoppedError, GenerationOptions, OptionsError
+from ovchat.engine import (BatchOptions, EngineError, EngineStoppedError, GenerationOptions, OptionsError,
+                           PromptError)
 
 LONG = GenerationOptions(max_new_tokens=200, ignore_eos=True)
 SHORT = GenerationOptions(max_new_tokens=8, ignore_eos=True)
@@ -33,11 +34,13 @@ def read(stream):
     return stream.result
 
 
-def test_a_constraint_that_cannot_compile_fails_alone_while_others_run(phi3):
+def test_a_bad_constraint_or_bad_token_ids_fail_alone_while_others_run(phi3):
     alone = phi3.generate("hello there", SHORT).text
     running = [phi3.stream("hello there", SHORT) for _ in range(3)]
     with pytest.raises(OptionsError, match="cannot be compiled"):
         phi3.stream("hello", GenerationOptions(max_new_tokens=8, regex="(unclosed"))
+    with pytest.raises(PromptError, match="not in the model's vocabulary"):  # genai would answer nonsense
+        phi3.stream([1, 2, 10**6], SHORT)
     results = [read(stream) for stream in running]
     assert [r.finish_reason for r in results] == ["length"] * 3
     if phi3.mode == "single":  # batched arithmetic may differ in the last bits (issue 21 point 6)
