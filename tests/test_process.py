@@ -322,7 +322,7 @@ def test_finished_cancelled_and_failed_requests_leave_nothing_alive_on_this_side
 
 
 def test_the_childs_book_of_streams_keeps_only_open_ones():
-    from ovchat.engine.process import _Streams
+    from ovchat.engine.process_child import _Streams
     streams, opened = _Streams(), TextStream(1)
     streams.submitted(1)
     streams.started(1, opened)
