@@ -128,3 +128,22 @@ def test_close_ends_open_and_queued_streams_as_cancelled_and_later_calls_raise(t
     with pytest.raises(EngineStoppedError, match="closed"):
         eng.stream("hello", SHORT)
     assert time.perf_counter() - started < 1 and not eng._runner._thread.is_alive()
+
+
+@pytest.mark.timeout(600)
+def test_a_scheduler_that_fails_under_a_server_makes_health_answer_503(tiny_phi3_dir):
+    pytest.importorskip("uvicorn")
+    from server_harness import request, running_server
+
+    eng = engine.Engine.load(tiny_phi3_dir, batching=BatchOptions(max_sequences=4))
+    chat = {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 20}
+    with running_server(lambda: eng) as (url, _):
+        assert request(url, "POST", "/v1/chat/completions", chat)[0] == 200
+        eng._runner.pipeline = _FailingSteps(eng._runner.pipeline)
+        status, body, _ = request(url, "POST", "/v1/chat/completions", chat)  # the first failed step: this request
+        assert status == 500 and "the device was lost" in body["error"]["message"]
+        status, body, _ = request(url, "POST", "/v1/chat/completions", chat)  # the second: the scheduler
+        assert status == 503 and body["error"]["code"] == "engine_stopped"
+        assert "scheduler failed" in body["error"]["message"]
+        assert request(url, "GET", "/health")[0] == 503
+        assert request(url, "POST", "/v1/chat/completions", chat)[0] == 503  # at once, no hang
