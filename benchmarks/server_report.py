@@ -10,7 +10,7 @@ from __future__ import annotations
 
 TARGETS = {"ovchat-single": 4.0, "llama-server": 1.0}   # aggregate tokens/s at 16 streams, at least
 CLIENT_TARGET = 0.5                                      # start->first token vs llama.cpp, at most
-LABELS = {"ovchat": "ovchat serve", "llamacpp": "llama_cpp.server", "llama-server": "llama-server --parallel C",
+LABELS = {"ovchat": "ovchat serve (in process)", "llamacpp": "llama_cpp.server", "llama-server": "llama-server --parallel C",
           "ovchat-single": "engine one at a time (in process)", "ovchat-process": "ovchat serve, engine process"}
 
 

@@ -2,16 +2,19 @@
 
 Backends, each measured the same way per repetition (the runner interleaves them):
 
-  ovchat         `ovchat serve -m IR` (continuous batching); `--ovchat-serve-cmd` replaces
-                 `python -m ovchat serve`, e.g. to measure another worktree's build
+  ovchat         `ovchat serve --in-process -m IR` (continuous batching, the engine in the server's
+                 process); `--ovchat-serve-cmd` replaces `python -m ovchat serve`, e.g. to measure
+                 another worktree's build (one from before issue 21 needs the ovchat-process backend:
+                 it has no --in-process)
   llamacpp       llama-cpp-python's own server, `python -m llama_cpp.server` on the GGUF, 2 threads,
                  requests queued (`--interrupt_requests False`: by default a new request cancels the
                  stream in flight); it generates one request at a time
   llama-server   llama.cpp's server from the same vendored source (benchmarks/llama_server.py),
                  restarted for every concurrency C with `--parallel C -c C x per-request context`
   ovchat-single  the baseline: today's one-at-a-time engine in process (benchmarks/server_baseline.py)
-  ovchat-process  `ovchat serve --engine-process`: the engine in a child process (engine/process.py),
-                 against the default in-process layout whose pipeline steps keep the GIL
+  ovchat-process  `ovchat serve --engine-process`: the engine in a supervised child process
+                 (engine/process.py; the default layout since issue 21), against the in-process layout
+                 whose pipeline steps keep the GIL
 
 The load (benchmarks/server_load.py): for each C in `server_concurrency` and each prompt size in
 `server_prompts` (tokens, reached with random words: ~1 token a word in SmolLM2's vocabulary,
@@ -40,8 +43,8 @@ from .server_launch import ServerSpec, ServerStartError, launched
 from .server_load import make_prompt, run_load
 
 SERVER_BACKENDS = ("ovchat", "llamacpp", "llama-server", "ovchat-single", "ovchat-process")
-LABELS = {"ovchat": "ovchat serve", "llamacpp": "llama_cpp.server", "llama-server": "llama-server --parallel C",
-          "ovchat-single": "engine, one at a time (in process)", "ovchat-process": "ovchat serve --engine-process"}
+LABELS = {"ovchat": "ovchat serve --in-process", "llamacpp": "llama_cpp.server", "llama-server": "llama-server --parallel C",
+          "ovchat-single": "engine, one at a time (in process)", "ovchat-process": "ovchat serve (engine process)"}
 THREADS = str(os.cpu_count() or 2)
 _LLAMA_CPP_SERVER_MODULES = ("uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
 
@@ -79,8 +82,9 @@ def per_request_context(profile) -> int:
 def server_spec(backend: str, files, concurrency: int, profile) -> ServerSpec:
     if backend in ("ovchat", "ovchat-process"):
         command = shlex.split(profile.ovchat_serve_cmd) if profile.ovchat_serve_cmd else [sys.executable, "-m", "ovchat", "serve"]
-        if backend == "ovchat-process":
-            command.append("--engine-process")
+        # Each layout named explicitly: the default changed (engine process since issue 21), and
+        # --ovchat-serve-cmd may run a build from before it (which takes --engine-process, not --in-process).
+        command.append("--engine-process" if backend == "ovchat-process" else "--in-process")
         return ServerSpec(LABELS[backend], [*command, "-m", files.ir, "--host", "127.0.0.1", "--port", "{port}"],
                           ready_timeout_s=profile.timeout_s)
     if backend == "llamacpp":

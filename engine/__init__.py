@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 _EXPORTS = {
     "BatchOptions": "options", "GenerationOptions": "options", "LoadOptions": "options",
-    "BusyError": "errors", "DeviceError": "errors", "EngineError": "errors", "ModelError": "errors",
-    "OptionsError": "errors", "PromptError": "errors",
+    "BusyError": "errors", "DeviceError": "errors", "EngineError": "errors", "EngineStoppedError": "errors",
+    "ModelError": "errors", "OptionsError": "errors", "PromptError": "errors",
     "ChatSession": "chat", "Engine": "engine", "EngineProcess": "process", "EngineStats": "engine", "ModelInfo": "model",
     "GeneratedToken": "results", "GenerationResult": "results", "LoadMetrics": "results", "Metrics": "results",
     "TextStream": "stream", "Tokenizer": "tokenizer", "Tool": "tool_calls", "ToolCall": "tool_calls",
@@ -32,9 +32,9 @@ _EXPORTS = {
 }
 __all__ = [  # written out, so linters and editors read it (a test checks it matches _EXPORTS)
     "BatchOptions", "BusyError", "ChatSession", "DeviceError", "Engine", "EngineError", "EngineProcess", "EngineStats",
-    "GeneratedToken", "GenerationOptions", "GenerationResult", "LoadMetrics", "LoadOptions", "Metrics", "ModelError",
-    "ModelInfo", "OptionsError", "PromptError", "TextStream", "Tokenizer", "Tool", "ToolCall", "available_devices",
-    "cache_root", "default_model_dir", "load",
+    "EngineStoppedError", "GeneratedToken", "GenerationOptions", "GenerationResult", "LoadMetrics", "LoadOptions", "Metrics",
+    "ModelError", "ModelInfo", "OptionsError", "PromptError", "TextStream", "Tokenizer", "Tool", "ToolCall",
+    "available_devices", "cache_root", "default_model_dir", "load",
 ]
 
 
@@ -56,7 +56,8 @@ if TYPE_CHECKING:  # what editors and type checkers see
     from .chat import ChatSession
     from .devices import available_devices
     from .engine import Engine, EngineStats
-    from .errors import BusyError, DeviceError, EngineError, ModelError, OptionsError, PromptError
+    from .errors import (BusyError, DeviceError, EngineError, EngineStoppedError, ModelError, OptionsError,
+                         PromptError)
     from .model import ModelInfo
     from .process import EngineProcess
     from .options import BatchOptions, GenerationOptions, LoadOptions

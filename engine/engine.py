@@ -17,9 +17,9 @@ from pathlib import Path
 
 import openvino_genai as ov_genai
 
-from .batch import BatchRunner
+from .batch import CLOSED, BatchRunner
 from .devices import check_device
-from .errors import ModelError, OptionsError, reason
+from .errors import EngineStoppedError, ModelError, OptionsError, reason
 from .memory import releasing_mapped_weights
 from .model import ModelInfo, damaged_files_message, resolve
 from .options import BatchOptions, GenerationOptions, LoadOptions
@@ -139,16 +139,19 @@ class Engine:
 
     @property
     def stopped(self) -> str | None:
-        """Why this engine no longer answers (it was closed), else None; as EngineProcess's."""
-        return self._stopped
+        """Why this engine no longer answers (it was closed, or its runner thread failed), else
+        None; as EngineProcess's. A server's /health reads it."""
+        return self._stopped or self._runner.failure
 
     def close(self) -> None:
-        """Stop the runner thread; requests not started yet are dropped."""
-        self._stopped = "The engine was closed."
+        """Stop the runner thread: open and queued streams end as "cancelled"; later calls raise."""
+        self._stopped = CLOSED
         self._runner.close()
 
     def submit(self, prepared: PreparedPrompt, events=None) -> TextStream:
         """Run an already prepared prompt (see prompt.prepare); chat sessions use it."""
+        if self.stopped:
+            raise EngineStoppedError(self.stopped)
         self._structure_checker.check(prepared.options)  # a constraint that cannot compile fails here, not mid-run
         if prepared.options.logprobs and self.mode != "batch":
             raise OptionsError("Per-token logprobs need the batching mode: load with Engine.load(..., batching=True). "

@@ -31,6 +31,11 @@ class PromptError(EngineError, ValueError):
     """The prompt or the chat messages are empty, malformed, or too long for the model."""
 
 
+class EngineStoppedError(EngineError):
+    """The engine no longer answers: it was closed, its runner thread failed, or its process died
+    (an EngineProcess then restarts it). Requests in flight end with this error."""
+
+
 class BusyError(EngineError):
     """The engine is already generating for another caller and was asked not to wait."""
 

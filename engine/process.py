@@ -1,4 +1,5 @@
-"""An Engine in a process of its own, so the caller's threads never wait on a pipeline step.
+"""An Engine in a process of its own, supervised: the caller's threads never wait on a pipeline
+step, and an engine that dies is restarted.
 
 genai's ContinuousBatchingPipeline.step() keeps the GIL for the whole step (its Python binding
 releases nothing), so in one process every other Python thread (an asyncio loop serving HTTP,
@@ -13,64 +14,66 @@ reader thread that feeds each request's own TextStream.
         for piece in stream: ...
 
 It offers what a server needs of an Engine: `info`, `mode`, `load_metrics`, `stream`,
-`generate`, `stats`, `close` (chat sessions and the tokenizer need the model in this process).
-Closing a stream cancels the request in the child. If the child dies, every open stream and
-every later call fails with an EngineError that says so; the child ends when this process does.
+`generate`, `stats`, `stopped`, `close` (chat sessions and the tokenizer need the model in this
+process), and `restarts`. Closing a stream cancels the request in the child, and so does a
+submit whose reply times out. The child prepares submits (template, count, a grammar's compile
+check) on a thread of their own, so a cancel or a stats call never waits behind them.
+
+Supervision: if the child dies (a crash, a kill, or an engine whose runner failed: the child
+then exits, process_child.py), every open stream and waiting call ends with an
+EngineStoppedError that says so, `stopped` says it too, and a new child is started, after 1 s,
+then twice as long each time one dies within a minute of its start (up to a minute). Once it is
+ready, `stopped` is None again and `restarts` counts it. The child ends when this process does.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-import os
+import logging
 import queue
-import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from multiprocessing.connection import Connection
 from typing import Callable
 
-from .errors import EngineError
-from .stream import Feed, StreamEnd, TextStream
+from .errors import EngineError, EngineStoppedError
+from .stream import Feed, TextStream
 
-_REPLY_TIMEOUT_S = 60  # a submit waits for the child to template and count the prompt, between steps
+log = logging.getLogger("ovchat.engine")
+_REPLY_TIMEOUT_S = 60    # a submit waits for the child to template and count the prompt
+_BACKOFF_S = (1.0, 60.0)  # first and longest wait before a restart
+_STABLE_S = 60.0         # a child that lived this long resets the backoff
+_CLOSE_WAIT_S = 60       # a restart under way when closing: its load finishes, then it stops
+CLOSED = "The engine was closed; load it again to generate."
 
 
 class EngineProcess:
     """A loaded Engine in a child process; the same stream/generate/stats/close as Engine."""
 
-    def __init__(self, load: Callable, start_timeout_s: float | None = None):
+    def __init__(self, load: Callable, start_timeout_s: float | None = None, restart: bool = True,
+                 reply_timeout_s: float = _REPLY_TIMEOUT_S):
         """Start a child process that runs `load()` and wait until its Engine is ready; raises
         what the load raised. `load` is pickled by reference: a function of an importable module
-        (not of the script being run) or a functools.partial of one."""
-        # A fresh interpreter (no forked threads or OpenVINO state), started as a plain command
-        # rather than multiprocessing's spawn, which re-runs the caller's script in the child.
-        ours, theirs = socket.socketpair()
-        self._process = subprocess.Popen(
-            [sys.executable, "-c", "from ovchat.engine.process import _child_main; _child_main()", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),))
-        theirs.close()
-        self._conn = Connection(ours.detach())
-        self._conn.send(sys.path)  # first, so that the loader's module is found when it is unpickled
-        self._conn.send(load)
-        self._outbox: queue.SimpleQueue = queue.SimpleQueue()  # reentrant: a stream's __del__ may cancel
+        (not of the script being run) or a functools.partial of one. `restart`: start a new child
+        when one dies (else the engine stays stopped)."""
+        self._load, self._start_timeout_s, self._restart = load, start_timeout_s, restart
+        self.reply_timeout_s = reply_timeout_s
         self._ids = itertools.count()
         self._feeds: dict[int, Feed] = {}
         self._replies: dict[int, Future] = {}
-        self._stopped: str | None = None  # why the child is gone, once it is
-        if not self._conn.poll(start_timeout_s):
-            self._process.kill()
-            raise EngineError(f"The engine process did not load the model within {start_timeout_s} s.")
-        message = self._receive_first()
-        if message[0] == "load_failed":
-            self._process.wait(10)
-            raise message[1]
-        _, self.info, self.load_metrics, self.mode = message
-        threading.Thread(target=self._read, name="ovchat-engine-reader", daemon=True).start()
-        threading.Thread(target=self._write, name="ovchat-engine-writer", daemon=True).start()
+        self._lock = threading.Lock()       # registering a request against a child's death
+        self._stopped: str | None = None    # why the engine does not answer now, if it does not
+        self._closing = threading.Event()
+        self._backoff_s = _BACKOFF_S[0]
+        self.restarts = 0
+        self._restarter: threading.Thread | None = None
+        self._child = _Child(load, start_timeout_s, self._on_message, self._on_exit)
+        self.info, self.load_metrics, self.mode = self._child.info, self._child.load_metrics, self._child.mode
 
     @classmethod
     def load(cls, *args, **kwargs) -> "EngineProcess":
@@ -82,12 +85,10 @@ class EngineProcess:
         """As Engine.stream (`events` too): raises PromptError or OptionsError before anything runs."""
         request_id = next(self._ids)
         stream = TextStream(0, on_cancel=lambda: self._send(("cancel", request_id)), events=events)
-        self._feeds[request_id] = Feed(stream)  # before the submit: pieces may arrive before the reply
         try:
-            input_tokens, dropped, tool_format = self._ask(("submit", request_id, prompt, options), request_id)
+            input_tokens, dropped, tool_format = self._ask(("submit", request_id, prompt, options), request_id, Feed(stream))
         except BaseException:
-            self._feeds.pop(request_id, None)
-            stream._on_cancel = None  # it never started: nothing to cancel
+            stream._on_cancel = None  # it never started, or the child was told to cancel it
             raise
         stream._input_tokens, stream._dropped, stream.tool_format = input_tokens, dropped, tool_format
         return stream
@@ -100,7 +101,7 @@ class EngineProcess:
 
     @property
     def stopped(self) -> str | None:
-        """Why this engine no longer answers (closed, or its process died), else None."""
+        """Why this engine does not answer now (closed, or its process died and is restarting), else None."""
         return self._stopped
 
     def stats(self):
@@ -108,64 +109,58 @@ class EngineProcess:
         return self._ask(("stats", request_id), request_id)[0]
 
     def close(self) -> None:
-        """Stop the child: requests still running end with an error; waits up to 30 s."""
-        if self._stopped is None:
-            self._send(("close",))
-            self._stopped = "The engine was closed."
-            self._outbox.put(None)
-        try:
-            self._process.wait(30)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
+        """Stop the child (or a restart under way): open streams end as cancelled, later calls
+        raise at once; waits up to 30 s for the child to exit."""
+        with self._lock:
+            self._closing.set()
+            self._stopped = CLOSED
+        self._child.stop()
+        if self._restarter is not None:
+            self._restarter.join(_CLOSE_WAIT_S)
 
     # ---- this side of the pipe -----------------------------------------------------------------
 
     def _send(self, message) -> None:
         if self._stopped is None:
-            self._outbox.put(message)
+            self._child.send(message)
 
-    def _write(self) -> None:
-        while (message := self._outbox.get()) is not None:
-            try:
-                self._conn.send(message)
-            except (OSError, ValueError):  # the child is gone: the reader reports it
-                return
-
-    def _ask(self, message, request_id: int):
+    def _ask(self, message, request_id: int, feed: Feed | None = None):
         reply: Future = Future()
-        self._replies[request_id] = reply
-        try:
+        with self._lock:
             if self._stopped is not None:
-                raise EngineError(self._stopped)
-            self._send(message)
-            answer = reply.result(_REPLY_TIMEOUT_S)
+                raise EngineStoppedError(self._stopped)
+            if feed is not None:
+                self._feeds[request_id] = feed  # before the submit: pieces may arrive before the reply
+            self._replies[request_id] = reply
+            child = self._child
+        child.send(message)
+        try:
+            answer = reply.result(self.reply_timeout_s)
         except FutureTimeout:
-            raise EngineError(f"The engine process did not answer within {_REPLY_TIMEOUT_S} s; "
+            child.send(("cancel", request_id))  # it may still wait in the child: it must not run for nobody
+            self._forget(request_id)
+            raise EngineError(f"The engine process did not answer within {self.reply_timeout_s:g} s; "
                               "it may be overloaded. Retry, or restart it.") from None
-        finally:
+        except BaseException:
+            self._forget(request_id)
+            raise
+        with self._lock:
             self._replies.pop(request_id, None)
         if answer[0] == "refused":
+            self._forget(request_id)
             raise answer[2]
         return answer[2:]
 
-    def _receive_first(self):
-        try:
-            return self._conn.recv()
-        except EOFError:
-            raise EngineError(f"The engine process ended while loading (exit code {_exit_code(self._process)}); "
-                              "its error is above. Check the model and the device.") from None
+    def _forget(self, request_id: int) -> None:
+        with self._lock:
+            self._replies.pop(request_id, None)
+            self._feeds.pop(request_id, None)
 
-    def _read(self) -> None:
-        while True:
-            try:
-                message = self._conn.recv()
-            except (EOFError, OSError):
-                break
-            if message[0] == "events":  # a step's pieces and ends, of every request in it
-                self._dispatch(message[1])
-            elif (reply := self._replies.get(message[1])) is not None:
-                reply.set_result(message)
-        self._child_gone()
+    def _on_message(self, message) -> None:
+        if message[0] == "events":  # a step's pieces and ends, of every request in it
+            self._dispatch(message[1])
+        elif (reply := self._replies.get(message[1])) is not None:
+            reply.set_result(message)
 
     def _dispatch(self, events: list) -> None:
         touched = {}
@@ -179,155 +174,127 @@ class EngineProcess:
         for feed in touched.values():
             feed.flush()
 
-    def _child_gone(self) -> None:
-        if self._stopped is None:
-            self._stopped = (f"The engine process stopped (exit code {_exit_code(self._process)}); "
-                             "restart the server or reload the engine.")
-        error = EngineError(self._stopped)
-        for feed in list(self._feeds.values()):
-            feed.end(error=error)
-        self._feeds.clear()
-        for reply in list(self._replies.values()):
+    def _on_exit(self, child: "_Child") -> None:
+        """The child's pipe closed: end what was in flight on it; restart it unless closed."""
+        closing = self._closing.is_set()
+        restarting = self._restart and not closing
+        with self._lock:
+            if closing:
+                self._stopped = CLOSED
+            else:
+                self._stopped = (f"The engine process stopped (exit code {child.exit_code()}); "
+                                 + ("it is being restarted: retry in a few seconds." if restarting else
+                                    "restart the server or reload the engine."))
+            feeds, self._feeds = self._feeds, {}
+            replies, self._replies = self._replies, {}
+        error = EngineStoppedError(self._stopped)
+        for feed in feeds.values():
+            feed.end(error=None if closing else error)  # closed: cancelled, as Engine.close() does
+        for reply in replies.values():
             if not reply.done():
                 reply.set_exception(error)
+        if restarting:
+            log.error("ovchat: %s", self._stopped)
+            if time.monotonic() - child.started_at >= _STABLE_S:
+                self._backoff_s = _BACKOFF_S[0]
+            self._restarter = threading.Thread(target=self._restart_after_backoff, name="ovchat-engine-restart",
+                                               daemon=True)
+            self._restarter.start()
 
-
-# ---- the child ---------------------------------------------------------------------------------
-
-class _Outbox:
-    """The child's events, gathered and sent as one message per flush: one pipe write and one
-    wake-up of the parent per step rather than per token (each wake-up can preempt a thread of
-    the plugin mid-step on a machine whose cores it all uses)."""
-
-    def __init__(self, send):
-        self._send = send
-        self._pending: list = []
-        self._lock = threading.Lock()
-
-    def add(self, event: tuple, now: bool = False) -> None:
-        with self._lock:
-            self._pending.append(event)
-        if now:
-            self.flush()
-
-    def flush(self) -> None:
-        with self._lock:
-            events, self._pending = self._pending, []
-        if events:
-            self._send(("events", events))
-
-
-class _Forward:
-    """A stream's event sink in the child: into the outbox, from the thread that produced it
-    (the scheduler, between steps), sent when the runner flushes; an end goes at once."""
-
-    def __init__(self, outbox: _Outbox, request_id: int, streams: "_Streams"):
-        self._outbox, self._id, self._streams = outbox, request_id, streams
-        self.ended = False
-
-    def put(self, event) -> None:
-        if isinstance(event, StreamEnd):
-            self._streams.forget(self)
-            self._outbox.add(("end", self._id, event.result, _portable(event.error)), now=True)
-        else:
-            self._outbox.add(("piece", self._id, *event))
-
-    def flush(self) -> None:
-        self._outbox.flush()
-
-
-class _Streams:
-    """The child's open streams by request id, for cancelling; an ended one is never kept."""
-
-    def __init__(self):
-        self._open: dict[int, TextStream] = {}
-        self._lock = threading.Lock()
-
-    def keep(self, request_id: int, stream: TextStream, forward: _Forward) -> None:
-        with self._lock:
-            if not forward.ended:
-                self._open[request_id] = stream
-
-    def forget(self, forward: _Forward) -> None:
-        with self._lock:
-            forward.ended = True
-            self._open.pop(forward._id, None)
-
-    def get(self, request_id: int) -> TextStream | None:
-        return self._open.get(request_id)
-
-
-def _child_main() -> None:
-    # Ctrl-C in a terminal and a SIGTERM to the process group reach this process too: the parent
-    # decides when the engine stops (it drains first), and closes the pipe if it dies.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    conn = Connection(int(sys.argv[1]))
-    sys.path.extend(entry for entry in conn.recv() if entry not in sys.path)
-    lock = threading.Lock()
-
-    def send(message) -> None:
-        with lock:
-            conn.send(message)
-
-    try:
-        load = conn.recv()
-    except (AttributeError, ImportError) as error:
-        send(("load_failed", EngineError(f"The engine process cannot import its loader ({error}); pass a function "
-                                         "of an importable module, not one defined in the script being run.")))
-        return
-    try:
-        engine = load()
-    except BaseException as error:
-        send(("load_failed", _portable(error)))
-        return
-    send(("ready", engine.info, engine.load_metrics, engine.mode))
-    streams = _Streams()
-    try:
-        _serve(conn, send, engine, streams, _Outbox(send))
-    finally:
-        engine.close()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)  # daemon threads hold OpenVINO objects: skip the interpreter's teardown
-
-
-def _serve(conn, send, engine, streams: _Streams, outbox: _Outbox) -> None:
-    while True:
-        try:
-            message = conn.recv()
-        except (EOFError, OSError):  # the parent is gone
-            return
-        kind = message[0]
-        if kind == "close":
-            return
-        if kind == "cancel":
-            stream = streams.get(message[1])
-            if stream is not None:
-                stream.close()
-        elif kind == "stats":
-            send(("stats", message[1], engine.stats()))
-        elif kind == "submit":
-            _, request_id, prompt, options = message
-            forward = _Forward(outbox, request_id, streams)
+    def _restart_after_backoff(self) -> None:
+        while not self._closing.wait(self._backoff_s):
+            wait, self._backoff_s = self._backoff_s, min(self._backoff_s * 2, _BACKOFF_S[1])
             try:
-                stream = engine.stream(prompt, options, events=forward)
-            except Exception as error:  # PromptError, OptionsError: the caller's to handle
-                send(("refused", request_id, _portable(error)))
+                child = _Child(self._load, self._start_timeout_s, self._on_message, self._on_exit)
+            except Exception as error:  # a load that fails now (files gone, out of memory): say so, retry
+                self._stopped = (f"The engine process could not be restarted ({error}); retrying in "
+                                 f"{self._backoff_s:g} s.")
+                log.error("ovchat: %s", self._stopped)
                 continue
-            streams.keep(request_id, stream, forward)
-            send(("accepted", request_id, stream._input_tokens, stream._dropped, stream.tool_format))
+            with self._lock:
+                if self._closing.is_set():
+                    child.stop()
+                    return
+                self._child = child
+                self._stopped = None
+                self.restarts += 1
+            log.warning("ovchat: the engine process was restarted (%d so far; waited %g s)", self.restarts, wait)
+            return
 
 
-def _exit_code(process: subprocess.Popen) -> int | None:
-    try:
-        return process.wait(5)
-    except subprocess.TimeoutExpired:
-        return None
+class _Child:
+    """One engine process and its pipe: a writer thread sends, a reader thread calls `on_message`
+    for each message and `on_exit(self)` once the pipe closes."""
 
+    def __init__(self, load: Callable, start_timeout_s: float | None, on_message, on_exit):
+        # A fresh interpreter (no forked threads or OpenVINO state), started as a plain command
+        # rather than multiprocessing's spawn, which re-runs the caller's script in the child.
+        ours, theirs = socket.socketpair()
+        self.started_at = time.monotonic()
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", "from ovchat.engine.process_child import main; main()", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),))
+        theirs.close()
+        self._conn = Connection(ours.detach())
+        self._conn.send(sys.path)  # first, so that the loader's module is found when it is unpickled
+        self._conn.send(load)
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()  # reentrant: a stream's __del__ may cancel
+        if not self._conn.poll(start_timeout_s):
+            self._process.kill()
+            self._process.wait()
+            raise EngineError(f"The engine process did not load the model within {start_timeout_s} s.")
+        message = self._receive_first()
+        if message[0] == "load_failed":
+            self._process.wait(10)
+            raise message[1]
+        _, self.info, self.load_metrics, self.mode = message
+        self._on_message, self._on_exit = on_message, on_exit
+        threading.Thread(target=self._read, name="ovchat-engine-reader", daemon=True).start()
+        threading.Thread(target=self._write, name="ovchat-engine-writer", daemon=True).start()
 
-def _portable(error: BaseException | None) -> BaseException | None:
-    """The error as it can cross the pipe: ovchat's own as they are, anything else as an EngineError."""
-    if error is None or isinstance(error, EngineError):
-        return error
-    return EngineError(f"{type(error).__name__}: {error}")
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def send(self, message) -> None:
+        self._outbox.put(message)
+
+    def stop(self, wait_s: float = 30) -> None:
+        self.send(("close",))
+        self.send(None)
+        try:
+            self._process.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def exit_code(self) -> int | None:
+        try:
+            return self._process.wait(5)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _receive_first(self):
+        try:
+            return self._conn.recv()
+        except EOFError:
+            raise EngineError(f"The engine process ended while loading (exit code {self.exit_code()}); "
+                              "its error is above. Check the model and the device.") from None
+
+    def _write(self) -> None:
+        while (message := self._outbox.get()) is not None:
+            try:
+                self._conn.send(message)
+            except (OSError, ValueError):  # the child is gone: the reader reports it
+                return
+
+    def _read(self) -> None:
+        while True:
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            self._on_message(message)
+        self.send(None)  # the writer ends too
+        self._conn.close()
+        self._on_exit(self)

@@ -66,6 +66,10 @@ def prepare(prompt, options: GenerationOptions, tokenizer: Tokenizer, context_le
         ids = np.asarray(prompt)
         if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any():
             raise PromptError("Token ids must be a flat list of non-negative integers.")
+        vocab = getattr(tokenizer, "vocab_size", None)
+        if vocab and (ids >= vocab).any():  # genai would embed it as zeros and answer nonsense
+            raise PromptError(f"Token id {int(ids.max())} is not in the model's vocabulary (ids 0 to {vocab - 1}); "
+                              "encode the prompt with this model's tokenizer.")
         return _fit(ov.Tensor(ids.astype(np.int64).reshape(1, -1)), len(ids), options, context_length)
     messages = check_messages(prompt)
     if not options.apply_chat_template:

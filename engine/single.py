@@ -4,43 +4,67 @@ genai's LLMPipeline.generate must not be entered from two threads at once, so on
 ever calls it; callers get a TextStream and never hold the pipeline. This is the fastest mode to
 start (SDPA, see options.py) and the default for one-process apps. A chat turn is sent as a
 ChatHistory, so the pipeline reuses the KV cache of the history it has already seen.
+
+Faults: a generate() that raises fails its own request. Anything else that fails in the worker
+stops it: the request in hand and every queued one end with an EngineError saying what failed,
+`failure` says it too (Engine.stopped), and later submits raise at once. `close()` stops the
+generation in hand at its next token and ends it and the queued ones as cancelled.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import warnings
 
 import openvino_genai as ov_genai
 
-from .errors import EngineError
+from .batch import CLOSED
+from .errors import EngineError, EngineStoppedError, reason
 from .prompt import PreparedPrompt
 from .results import GenerationResult, Metrics
 from .stream import Feed, TextStream
 from .tool_use import with_tool_calls
 
+log = logging.getLogger("ovchat.engine")
 _FINISH = {ov_genai.GenerationFinishReason.LENGTH: "length"}  # STOP: EOS, a stop token or a stop string
+_CLOSE_WAIT_S = 10
 
 
 class _Streamer(ov_genai.StreamerBase):
     """Counts tokens and turns them into whole-character text pieces (genai's TextStreamer holds
-    back incomplete UTF-8); answers STOP once the caller has cancelled."""
+    back incomplete UTF-8); answers STOP once the caller has cancelled or the runner is closing."""
 
-    def __init__(self, tokenizer: ov_genai.Tokenizer, feed: Feed):
+    def __init__(self, tokenizer: ov_genai.Tokenizer, feed: Feed, stopping, text_streamer=ov_genai.TextStreamer):
         super().__init__()
         self.feed = feed
         self.tokens = 0
         self.pieces: list[str] = []
-        self._text = ov_genai.TextStreamer(tokenizer, self._on_text)
+        self.error: Exception | None = None  # what failed while turning tokens into text
+        self._stopping = stopping
+        self._text = text_streamer(tokenizer, self._on_text)
 
     def write(self, token) -> ov_genai.StreamingStatus:
         self.tokens += len(token) if isinstance(token, list) else 1
-        self._text.write(token)
-        return ov_genai.StreamingStatus.CANCEL if self.feed.cancelled else ov_genai.StreamingStatus.RUNNING
+        try:
+            self._text.write(token)
+        except Exception as error:  # an exception thrown through genai can leave its infer request busy:
+            self.error = error      # stop this generation cleanly instead, and fail it afterwards
+            return ov_genai.StreamingStatus.CANCEL
+        stop = self.feed.cancelled or self._stopping()
+        return ov_genai.StreamingStatus.CANCEL if stop else ov_genai.StreamingStatus.RUNNING
 
     def end(self) -> None:
-        self._text.end()
+        try:
+            self._text.end()
+        except Exception as error:
+            self.error = self.error or error
+
+    def release(self) -> None:
+        """Drop the TextStreamer: its callback refers back to this object, a cycle through native
+        code that Python's collector cannot see (every finished request would stay alive)."""
+        self._text = None
 
     def _on_text(self, text: str) -> ov_genai.StreamingStatus:
         self.pieces.append(text)
@@ -52,18 +76,25 @@ class _Streamer(ov_genai.StreamerBase):
 class SingleRunner:
     mode = "single"
 
-    def __init__(self, pipeline: ov_genai.LLMPipeline):
+    def __init__(self, pipeline: ov_genai.LLMPipeline, text_streamer=ov_genai.TextStreamer):
         self.pipeline = pipeline
+        self._text_streamer = text_streamer
         self._tokenizer = pipeline.get_tokenizer()
         self._requests: queue.Queue = queue.Queue()
         self._busy = False
         self._chat_mode: bool | None = None  # was the last call a ChatHistory? (see _enter_mode)
+        self._lock = threading.Lock()        # a submit against close() and the worker's last drain
+        self._refusing: str | None = None    # why submits are refused, once closed or failed
+        self.failure: str | None = None      # why the worker stopped, if it failed
         self._thread = threading.Thread(target=self._serve, name="ovchat-single", daemon=True)
         self._thread.start()
 
     def submit(self, prepared: PreparedPrompt, config: ov_genai.GenerationConfig, events=None) -> TextStream:
         stream = TextStream(prepared.input_tokens, prepared.dropped_messages, events=events)
-        self._requests.put((prepared, config, Feed(stream)))
+        with self._lock:
+            if self._refusing is not None:
+                raise EngineStoppedError(self._refusing)
+            self._requests.put((prepared, config, Feed(stream)))
         return stream
 
     def generation_config(self) -> ov_genai.GenerationConfig:
@@ -80,35 +111,68 @@ class SingleRunner:
         return None  # the stateful pipeline does not report it
 
     def close(self) -> None:
-        self._requests.put(None)
+        """Stop the generation in hand at its next token; it and the queued requests end as cancelled."""
+        with self._lock:
+            if self._refusing is None:
+                self._refusing = CLOSED
+                self._requests.put(None)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(_CLOSE_WAIT_S)
+
+    # ---- the worker thread ---------------------------------------------------------------------
 
     def _serve(self) -> None:
-        while (item := self._requests.get()) is not None:
-            self._busy = True
-            try:
-                self._run(*item)
-            finally:
+        item = None
+        try:
+            while (item := self._requests.get()) is not None:
+                self._busy = True
+                if self._refusing is not None:  # closed: what is still queued ends as cancelled
+                    item[2].end(None)
+                else:
+                    self._run(*item)
                 self._busy = False
+                item = None  # not kept alive while the worker waits for the next one
+        except Exception as error:  # not generate(): a bug, the streamer, the metrics. Nobody waits forever
+            log.exception("ovchat: the engine's worker failed")
+            self._fail(error, item)
+
+    def _fail(self, error: Exception, in_hand) -> None:
+        failure = (f"The engine's worker failed ({type(error).__name__}: {reason(error)}); every "
+                   "request in flight was ended. Reload the engine.")
+        with self._lock:  # no submit gets into the queue after this
+            self._refusing = failure
+        failed = EngineStoppedError(failure)
+        pending = [in_hand]
+        while not self._requests.empty():
+            pending.append(self._requests.get_nowait())
+        for item in pending:
+            if item is not None:
+                item[2].end(error=failed)
+        self._busy = False
+        self.failure = failure  # last: an engine process exits when it sees it (process.py)
 
     def _run(self, prepared: PreparedPrompt, config: ov_genai.GenerationConfig, feed: Feed) -> None:
         if feed.cancelled:
             return feed.end(None)
-        streamer = _Streamer(self._tokenizer, feed)
+        streamer = _Streamer(self._tokenizer, feed, lambda: self._refusing is not None, self._text_streamer)
         # genai returns a bare str for a str input; a one-item batch returns results with perf metrics.
         inputs = [prepared.inputs] if isinstance(prepared.inputs, str) else prepared.inputs
         try:
             self._enter_mode(isinstance(inputs, ov_genai.ChatHistory))
             results = self.pipeline.generate(inputs, config, streamer)
         except Exception as error:  # the plugin's own message, made one line and actionable
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            return feed.end(error=EngineError(f"Generation failed in OpenVINO: {first}. "
-                                              "Try a shorter prompt or fewer new tokens, or reload the model."))
+            return _end_alone(feed, _generation_failed(error))
+        finally:
+            streamer.release()
+        if streamer.error is not None:  # this request's text could not be made or delivered: it fails alone
+            return _end_alone(feed, _generation_failed(streamer.error))
         reasons = getattr(results, "finish_reasons", None) or [None]
+        cancelled = feed.cancelled or self._refusing is not None
         feed.end(with_tool_calls(GenerationResult(
             text="".join(streamer.pieces),
             input_tokens=prepared.input_tokens,
             output_tokens=streamer.tokens,
-            finish_reason="cancelled" if feed.cancelled else _FINISH.get(reasons[0], "stop"),
+            finish_reason="cancelled" if cancelled else _FINISH.get(reasons[0], "stop"),
             metrics=Metrics.from_perf(results.perf_metrics),
             dropped_messages=prepared.dropped_messages,
         ), prepared.tool_format))
@@ -123,3 +187,14 @@ class SingleRunner:
                 self.pipeline.finish_chat()
         self._chat_mode = chat
 
+
+def _end_alone(feed: Feed, error: EngineError) -> None:
+    try:
+        feed.end(error=error)
+    except Exception as sink_error:  # the caller's event sink failed too: nothing more to tell it
+        log.warning("ovchat: could not end a stream: %s", f"{type(sink_error).__name__}: {sink_error}")
+
+
+def _generation_failed(error: Exception) -> EngineError:
+    return EngineError(f"Generation failed in OpenVINO: {reason(error)}. "
+                       "Try a shorter prompt or fewer new tokens, or reload the model.")

@@ -27,7 +27,8 @@ _POLL_S = 0.1  # waits wake this often, so Ctrl-C reaches a caller blocked on th
 
 @dataclass(frozen=True)
 class StreamEnd:
-    """A stream's last event: its result (None when it was cancelled) or the error it failed with."""
+    """A stream's last event: its result (None when it was cancelled, by its caller or by the
+    engine closing) or the error it failed with."""
     result: GenerationResult | None
     error: BaseException | None
 
@@ -179,7 +180,8 @@ class TextStream:
         if end.error is not None:
             self._set_result(self._measured("error"))
             raise end.error
-        self._set_result(end.result)
+        # No result: the runner dropped the request (the engine closed) before this caller closed it.
+        self._set_result(end.result if end.result is not None else self._measured("cancelled"))
 
     def _set_result(self, result: GenerationResult) -> None:
         self.result = result

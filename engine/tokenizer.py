@@ -7,6 +7,7 @@ engine, the same one LLMPipeline applies, so counts match what the pipeline sees
 
 from __future__ import annotations
 
+import functools
 
 import numpy as np
 import openvino_genai as ov_genai
@@ -48,6 +49,11 @@ class Tokenizer:
 
     def count(self, text: str, add_special_tokens: bool = True) -> int:
         return len(self.encode(text, add_special_tokens))
+
+    @functools.cached_property
+    def vocab_size(self) -> int:
+        """Token ids run from 0 to vocab_size - 1."""
+        return len(self._genai.get_vocab())  # get_vocab_vector() fails on byte-level vocabularies
 
     @property
     def chat_template(self) -> str:

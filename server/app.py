@@ -35,7 +35,7 @@ from .drain import DrainBody
 from .guard import Door, DoorPolicy
 from .metrics import ServerMetrics
 from .protocol import SSE_DONE, APIError, Reply, sse, usage
-from .serving import Run, Serving
+from .serving import ENGINE_RETRY_AFTER_S, Run, Serving
 
 log = logging.getLogger("ovchat.server")
 PAGE = Path(__file__).parent / "static" / "index.html"
@@ -91,9 +91,9 @@ class ServerState:
             if self.load_error:
                 raise protocol.unavailable(f"The model failed to load: {self.load_error}", code="load_failed", retry_after_s=60)
             raise protocol.unavailable("The model is loading; retry in a few seconds.", code="loading")
-        stopped = self.serving.engine.stopped  # e.g. the engine process died: say so, and let a supervisor restart us
+        stopped = self.serving.engine.stopped  # closed, failed, or its process restarting: say so
         if stopped:
-            raise protocol.unavailable(stopped, code="engine_stopped", retry_after_s=60)
+            raise protocol.unavailable(stopped, code="engine_stopped", retry_after_s=ENGINE_RETRY_AFTER_S)
         self.serving.check_open()
         return self.serving
 

@@ -1,5 +1,5 @@
 """`ovchat serve`: the OpenAI-compatible server, on uvicorn, over the engine's batching mode
-(in this process, or in a child process with --engine-process: engine/process.py).
+(in a supervised child process, engine/process.py; in this process with --in-process).
 
     ovchat serve                                  the default model on http://127.0.0.1:8000
     ovchat serve -m phi3-int4 --port 9000 --api-key "$KEY" --max-concurrency 8
@@ -11,6 +11,7 @@ seconds, cancel the rest (their streams end cleanly), close the engine, exit 0.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import os
@@ -55,10 +56,11 @@ def register(sub) -> None:
                         "wait (default: 0, grown as needed)")
     g.add_argument("--shutdown-grace", type=float, default=5.0,
                    help="seconds in-flight requests get on Ctrl-C/SIGTERM before they are cancelled (default: %(default)s)")
-    g.add_argument("--engine-process", action="store_true",
-                   help="run the engine in a child process: /health and /metrics answer during pipeline steps and "
-                        "an engine crash leaves the server up; the same tokens/s on a quiet 2-core machine, "
-                        "0.6-0.8x in two of three runs on a busy one (docs/server.md)")
+    g.add_argument("--in-process", action="store_true",
+                   help="run the engine in this process instead of a supervised child process (the default: "
+                        "/health and /metrics answer during pipeline steps, and an engine that dies is restarted "
+                        "while the server stays up); docs/server.md")
+    g.add_argument("--engine-process", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for scripts
     g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 
@@ -80,16 +82,18 @@ def cmd_serve(args) -> int:
     def stop_on_failure(message: str) -> None:
         server.should_exit = True
 
-    # The engine's pipeline steps keep the GIL, so in this process the event loop runs between
-    # steps; events reach it once per step (serving.py). In a child process (--engine-process)
-    # the loop never waits, but its work then competes with the plugin's threads for the cores
-    # mid-step: measured slower on 2 cores (docs/server.md).
+    # The engine's pipeline steps keep the GIL: in this process (--in-process) the event loop runs
+    # only between steps (events reach it once per step, serving.py). In a child process the loop
+    # never waits, and a child that dies is restarted (engine/process.py); measured as fast
+    # (docs/server.md).
     from ..engine import Engine
     from ..engine.process import EngineProcess
     arguments = load_arguments(args)
-    loader = EngineProcess.load if args.engine_process else Engine.load
+    if args.in_process and args.engine_process:
+        raise EngineError("--in-process and --engine-process contradict each other; pass one.")
+    loader = Engine.load if args.in_process else EngineProcess.load
     load = functools.partial(loader, **arguments, batching=batching)
-    where = "in an engine process" if args.engine_process else "in this process"
+    where = "in this process" if args.in_process else "in an engine process"
     print(f"ovchat serve: loading {args.model or 'the default model'} on {args.device} {where}…", file=sys.stderr)
     app = create_app(load, config, on_load_failure=stop_on_failure)
     state = app.state.ovchat

@@ -35,12 +35,17 @@ class ServerMetrics:
         self.queue_depth = Gauge("ovchat_queue_depth", "Requests waiting for a slot, in the server and the engine",
                                  registry=r)
         self.kv_cache = Gauge("ovchat_kv_cache_usage_ratio", "Share of the KV cache in use (0..1)", registry=r)
+        # A count that only grows, kept by the engine process: a gauge read at each scrape.
+        self.engine_restarts = Gauge("ovchat_engine_restarts", "Times the engine process was restarted after it died",
+                                     registry=r)
 
-    def watch(self, running: Callable[[], float], waiting: Callable[[], float], kv_cache: Callable[[], float]) -> None:
+    def watch(self, running: Callable[[], float], waiting: Callable[[], float], kv_cache: Callable[[], float],
+              restarts: Callable[[], float]) -> None:
         """Read these at every scrape."""
         self.running.set_function(running)
         self.queue_depth.set_function(waiting)
         self.kv_cache.set_function(kv_cache)
+        self.engine_restarts.set_function(restarts)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

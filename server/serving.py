@@ -27,8 +27,8 @@ from collections import deque
 
 import anyio
 
-from ..engine import GenerationOptions
-from ..engine.errors import OptionsError, PromptError
+from ..engine import EngineStats, GenerationOptions
+from ..engine.errors import EngineError, EngineStoppedError, OptionsError, PromptError
 from ..engine.results import GenerationResult, Metrics
 from ..engine.stream import StreamEnd
 from . import logprobs
@@ -36,6 +36,17 @@ from .metrics import ServerMetrics
 from .protocol import Choice, Sampling, bad_request, queue_full, server_error, unavailable
 
 RETRY_AFTER_S = 1
+ENGINE_RETRY_AFTER_S = 5  # an engine process restarts in seconds
+
+
+def _api_error(error: BaseException):
+    """A generation's error as the client sees it: a prompt the KV cache cannot hold is the
+    request's fault (400); an engine that stopped under it, a 503 to retry; the rest, ours (500)."""
+    if isinstance(error, PromptError):
+        return bad_request(str(error))
+    if isinstance(error, EngineStoppedError):
+        return unavailable(str(error), code="engine_stopped", retry_after_s=ENGINE_RETRY_AFTER_S)
+    return server_error(str(error))
 
 
 class Slots:
@@ -211,8 +222,8 @@ class Run:
         remaining = self.n
         while remaining:
             index, kind, payload = await self._events.get()
-            if kind == "error":  # a prompt the KV cache cannot hold is the request's fault, the rest ours
-                raise (bad_request if isinstance(payload, PromptError) else server_error)(str(payload))
+            if kind == "error":
+                raise _api_error(payload)
             if kind == "piece" and self.first_piece_at is None:
                 self.first_piece_at = time.perf_counter()
                 self._serving.metrics.ttft.observe(self.first_piece_at - self.started)
@@ -264,9 +275,16 @@ class Serving:
         self.decoding_defaults = dict(getattr(engine.info, "generation_defaults", None) or {})
         self.draining = False
         self._runs: set[Run] = set()
-        metrics.watch(running=lambda: engine.stats().running,
-                      waiting=lambda: self.slots.waiting + engine.stats().waiting,
-                      kv_cache=lambda: engine.stats().kv_cache_usage or 0.0)
+        metrics.watch(running=lambda: self._stats().running,
+                      waiting=lambda: self.slots.waiting + self._stats().waiting,
+                      kv_cache=lambda: self._stats().kv_cache_usage or 0.0,
+                      restarts=lambda: getattr(engine, "restarts", 0))
+
+    def _stats(self) -> EngineStats:
+        try:
+            return self.engine.stats()
+        except EngineError:  # stopped (an engine process restarting): nothing runs
+            return EngineStats(self.engine.mode, 0, 0, None)
 
     async def open(self, prompt, sampling: Sampling, chat: bool) -> Run:
         """Wait for slots, then start the request's generations. Raises APIError: 429 when the
@@ -304,6 +322,9 @@ class Serving:
                               code="invalid_prompt") from None
         except OptionsError as error:
             raise bad_request(str(error), param=_wire_param(error.param)) from None
+        except EngineError as error:  # stopped (restarting), or too busy to answer in time: retry later
+            raise unavailable(str(error), code="engine_stopped" if isinstance(error, EngineStoppedError) else
+                              "engine_busy", retry_after_s=ENGINE_RETRY_AFTER_S) from None
 
     def finished(self, run: Run) -> None:
         self._runs.discard(run)

@@ -13,17 +13,20 @@ from types import SimpleNamespace
 
 import pytest
 
-from ovchat.engine.errors import EngineError, ModelError, PromptError
+from ovchat.engine.errors import EngineError, EngineStoppedError, ModelError, PromptError
 from ovchat.engine.process import EngineProcess
 from ovchat.engine.results import GenerationResult, LoadMetrics, Metrics
 from ovchat.engine.stream import Feed, TextStream
 
 PIECE_DELAY_S = 0.005
+SLOW_PREPARE_S = 3.0
 
 
 class _FakeEngine:
     """Answers a prompt with its own words, one piece per word; "die" ends the process,
-    "hold" keeps the GIL for ~1 s per piece (as genai's step() does), "refuse" is a PromptError."""
+    "hold" keeps the GIL for ~1 s per piece (as genai's step() does), "refuse" is a PromptError,
+    a prompt that starts with "slow" takes SLOW_PREPARE_S to prepare (a grammar's compile check),
+    "fail" stops the engine as a failed runner does (its stream ends with EngineStoppedError)."""
     mode = "batch"
 
     def __init__(self):
@@ -31,11 +34,16 @@ class _FakeEngine:
         self.load_metrics = LoadMetrics(1.0, 2.0, 0.0)
         self.cancelled = 0
         self.running = 0
+        self.prepared = 0
+        self.stopped = None
 
     def stream(self, prompt, options=None, events=None):
         if prompt == "refuse":
             raise PromptError("The prompt is too long for the model's context; shorten it.")
         text = prompt if isinstance(prompt, str) else " ".join(m["content"] for m in prompt)  # a chat's messages
+        if text.startswith("slow"):
+            time.sleep(SLOW_PREPARE_S)
+        self.prepared += 1
         words = text.split()
         stream = TextStream(input_tokens=len(words), events=events)
         threading.Thread(target=self._run, args=(Feed(stream), words), daemon=True).start()
@@ -50,6 +58,9 @@ class _FakeEngine:
                     return feed.end(None)
                 if word == "die":
                     os._exit(3)
+                if word == "fail":
+                    self.stopped = "The engine's scheduler failed (RuntimeError: fake); reload the engine."
+                    return feed.end(error=EngineStoppedError(self.stopped))
                 if word == "hold":
                     _hold_gil()
                 feed.piece(word + " ", i + 1)
@@ -61,7 +72,8 @@ class _FakeEngine:
             self.running -= 1
 
     def stats(self):
-        return {"cancelled": self.cancelled, "running": self.running}
+        return SimpleNamespace(mode=self.mode, running=self.running, waiting=0, kv_cache_usage=None,
+                               cancelled=self.cancelled, prepared=self.prepared)
 
     def close(self) -> None:
         pass
@@ -115,15 +127,15 @@ def test_an_error_before_the_run_reaches_the_caller_as_its_own_type(engine):
 
 
 def test_closing_a_stream_cancels_the_request_in_the_child(engine):
-    before = engine.stats()["cancelled"]
+    before = engine.stats().cancelled
     stream = engine.stream(" ".join(["word"] * 2000))
     received = [next(stream) for _ in range(3)]
     stream.close()
     assert stream.result.finish_reason == "cancelled" and stream.result.text == "".join(received)
     deadline = time.monotonic() + 10
-    while engine.stats()["cancelled"] == before and time.monotonic() < deadline:
+    while engine.stats().cancelled == before and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert engine.stats()["cancelled"] == before + 1
+    assert engine.stats().cancelled == before + 1
 
 
 def test_the_callers_threads_run_while_the_child_holds_its_gil(engine):
@@ -158,14 +170,99 @@ def test_a_load_that_fails_raises_its_error_in_the_caller():
 
 
 def test_a_child_that_dies_fails_open_streams_and_later_calls_with_a_clear_error():
-    engine = EngineProcess(_fake, start_timeout_s=60)
+    engine = EngineProcess(_fake, start_timeout_s=60, restart=False)
     try:
         stream = engine.stream("one two die three")
-        with pytest.raises(EngineError, match=r"engine process stopped \(exit code 3\)"):
+        with pytest.raises(EngineStoppedError, match=r"engine process stopped \(exit code 3\); restart the server"):
             list(stream)
-        with pytest.raises(EngineError, match="engine process stopped"):
+        with pytest.raises(EngineStoppedError, match="engine process stopped"):
             engine.stream("anything")
-        assert "exit code 3" in engine.stopped
+        assert "exit code 3" in engine.stopped and engine.restarts == 0
+    finally:
+        engine.close()
+
+
+def wait_until(condition, timeout_s: float = 30) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+def test_a_child_that_dies_is_restarted_and_answers_again():
+    engine = EngineProcess(_fake, start_timeout_s=60)
+    try:
+        first_pid = engine._child.pid
+        other = engine.stream(" ".join(["word"] * 5000))  # in flight on the same child
+        with pytest.raises(EngineStoppedError, match=r"stopped \(exit code 3\); it is being restarted"):
+            list(engine.stream("one two die three"))
+        with pytest.raises(EngineStoppedError, match="being restarted"):
+            list(other)
+        assert engine.stopped and "being restarted" in engine.stopped
+        with pytest.raises(EngineStoppedError, match="being restarted"):
+            engine.generate("too early")  # at once, not after a timeout
+        assert wait_until(lambda: engine.stopped is None, timeout_s=60)
+        assert engine.restarts == 1 and engine._child.pid != first_pid
+        assert engine.generate("back again").text == "back again "
+    finally:
+        engine.close()
+    assert engine._child._process.poll() is not None
+
+
+def test_an_engine_whose_runner_fails_ends_its_process_which_is_restarted():
+    engine = EngineProcess(_fake, start_timeout_s=60)
+    try:
+        with pytest.raises(EngineStoppedError, match="scheduler failed"):  # the runner's own reason first
+            list(engine.stream("one fail two"))
+        assert wait_until(lambda: engine.restarts == 1 and engine.stopped is None, timeout_s=60)
+        assert engine.generate("fine now").text == "fine now "
+    finally:
+        engine.close()
+
+
+def test_close_ends_open_streams_as_cancelled_and_later_calls_raise_at_once():
+    engine = EngineProcess(_fake, start_timeout_s=60)
+    stream = engine.stream(" ".join(["word"] * 5000))
+    next(stream)
+    engine.close()
+    for _ in stream:
+        pass
+    assert stream.result.finish_reason == "cancelled"
+    started = time.perf_counter()
+    with pytest.raises(EngineStoppedError, match="closed"):
+        engine.stream("anything")
+    assert time.perf_counter() - started < 1 and engine._child._process.poll() is not None
+
+
+def test_a_submit_whose_reply_times_out_is_cancelled_in_the_child():
+    engine = EngineProcess(_fake, start_timeout_s=60, reply_timeout_s=0.5)
+    try:
+        with pytest.raises(EngineError, match="did not answer within 0.5 s"):
+            engine.stream("slow " + " ".join(["word"] * 5000))
+        engine.reply_timeout_s = 30
+        assert wait_until(lambda: engine.stats().prepared == 1, timeout_s=SLOW_PREPARE_S + 10)
+        assert wait_until(lambda: engine.stats().cancelled == 1, timeout_s=10)  # it never ran for nobody
+        assert engine.stats().running == 0
+    finally:
+        engine.close()
+
+
+def test_cancels_and_stats_do_not_wait_behind_a_slow_submit():
+    engine = EngineProcess(_fake, start_timeout_s=60)
+    try:
+        running = engine.stream(" ".join(["word"] * 5000))
+        next(running)
+        slow = threading.Thread(target=engine.generate, args=("slow prompt",), daemon=True)
+        slow.start()
+        assert wait_until(lambda: engine.stats().prepared == 1)  # (the running one)
+        time.sleep(0.3)  # the slow submit is being prepared in the child now
+        started = time.perf_counter()
+        running.close()
+        assert wait_until(lambda: engine.stats().cancelled == 1, timeout_s=SLOW_PREPARE_S + 10)
+        waited = time.perf_counter() - started
+        print(f"\ncancel + stats answered {waited * 1000:.0f} ms after the close, during a {SLOW_PREPARE_S:g} s prepare")
+        assert waited < SLOW_PREPARE_S / 2 and slow.is_alive()
+        slow.join(SLOW_PREPARE_S + 10)
     finally:
         engine.close()
 
@@ -174,7 +271,7 @@ def test_engine_load_arguments_pass_through_to_the_child():
     captured = {}
 
     class Probe(EngineProcess):
-        def __init__(self, load, start_timeout_s=None):
+        def __init__(self, load, start_timeout_s=None, restart=True):
             captured["load"] = load
     Probe.load("model-dir", batching=True, device="CPU")
     load = captured["load"]
@@ -205,3 +302,40 @@ def test_a_script_without_a_main_guard_can_start_one_and_a_loader_it_defines_is_
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "no guard needed " and "cannot import its loader" in lines[1], done.stdout
+
+
+def test_finished_cancelled_and_failed_requests_leave_nothing_alive_on_this_side(engine):
+    import gc
+    import weakref
+    finished = engine.stream("one two")
+    list(finished)
+    cancelled = engine.stream(" ".join(["word"] * 5000))
+    next(cancelled)
+    cancelled.close()
+    with pytest.raises(PromptError):
+        engine.stream("refuse")
+    assert wait_until(lambda: not engine._feeds and not engine._replies)
+    refs = [weakref.ref(obj) for s in (finished, cancelled) for obj in (s, s._events, s._cancel)]
+    del finished, cancelled
+    gc.collect()
+    assert [ref() for ref in refs] == [None] * len(refs)
+
+
+def test_the_childs_book_of_streams_keeps_only_open_ones():
+    from ovchat.engine.process_child import _Streams
+    streams, opened = _Streams(), TextStream(1)
+    streams.submitted(1)
+    streams.started(1, opened)
+    streams.ended(1)
+    streams.submitted(2)            # cancelled while being prepared: closed as soon as it exists
+    streams.cancel(2)
+    early = TextStream(1)
+    streams.started(2, early)
+    streams.submitted(3)            # ended before its submit returned
+    streams.ended(3)
+    streams.started(3, TextStream(1))
+    streams.submitted(4)            # refused
+    streams.started(4, None)
+    streams.cancel(5)               # unknown: ignored
+    assert len(streams) == 0 and early.result.finish_reason == "cancelled"
+    assert not streams._cancelled and not streams._ended

@@ -93,3 +93,11 @@ def test_a_chat_after_an_assistant_opening_still_trims_to_a_user_turn():
     prepared = prepare(messages, GenerationOptions(max_new_tokens=2), WordTokenizer(), 20, trim=True)
     assert [m["role"] for m in prepared.messages][:2] == ["system", "user"]
     assert prepared.dropped_messages == len(messages) - len(prepared.messages)
+
+
+def test_token_ids_outside_the_vocabulary_are_refused():
+    tokenizer = WordTokenizer()
+    tokenizer.vocab_size = 100
+    assert prepare([5, 99], GenerationOptions(), tokenizer, 50).input_tokens == 2
+    with pytest.raises(PromptError, match="Token id 100 is not in the model's vocabulary"):
+        prepare([5, 100], GenerationOptions(), tokenizer, 50)

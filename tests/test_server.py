@@ -17,7 +17,7 @@ from server_harness import metric, request, running_server, wait_for
 
 openai = pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
-pytestmark = pytest.mark.default_model
+pytestmark = [pytest.mark.default_model, pytest.mark.timeout(1200)]  # the first may export the model
 
 QUESTIONS = [  # each answer must hold its own word, also when all 16 run at once
     ("What is the capital of France?", "Paris"), ("What is the capital of Japan?", "Tokyo"),

@@ -21,6 +21,8 @@ from ovchat.benchmarks.server_launch import ServerSpec, ServerStartError, launch
 from ovchat.benchmarks.server_load import (make_prompt, percentile, run_load, sse_events, stream_chat,
                                            summarize_load, RequestResult)
 
+pytestmark = pytest.mark.timeout(900)  # a server started per test; llama.cpp's under two streams is the slowest
+
 TOKEN_DELAY_S = 0.02
 FIRST_TOKEN_DELAY_S = 0.1
 
@@ -258,9 +260,9 @@ def test_llama_server_gets_its_parallel_slots_and_a_context_for_all_of_them():
     assert command[command.index("--host") + 1] == "127.0.0.1"
     ovchat = server_scenario.server_spec("ovchat", files, 16, replace(profile, ovchat_serve_cmd="/x/bin/ovchat serve"))
     assert ovchat.command[:2] == ["/x/bin/ovchat", "serve"] and ovchat.command[ovchat.command.index("-m") + 1] == "dir"
-    assert "--engine-process" not in ovchat.command
-    inprocess = server_scenario.server_spec("ovchat-process", files, 16, profile).command
-    assert inprocess[inprocess.index("serve") + 1] == "--engine-process"
+    assert ovchat.command[2] == "--in-process" and "--engine-process" not in ovchat.command
+    child = server_scenario.server_spec("ovchat-process", files, 16, profile).command
+    assert child[child.index("serve") + 1] == "--engine-process" and "--in-process" not in child
 
 
 def _load(concurrency: int, target: int, tokens_per_s: float, ttft: float) -> dict:
@@ -287,7 +289,7 @@ def test_the_report_shows_the_speedup_at_16_streams_against_the_targets(tmp_path
                 "data": scenario.summarize([rep])} for b, rep in reps.items()]
     text = "\n".join(server_report.server_section({"entries": entries, "ratios": ratios}))
     assert "## Servers under concurrent streams" in text and "| 8.00 (8.00–8.00, n=1) | >= 4.0 | yes |" in text
-    assert "| m | ovchat serve | 40 | 16 | 1 (0) | 80 | 80 | 10.0 | 400.0 | 8 | yes |" in text
+    assert "| m | ovchat serve (in process) | 40 | 16 | 1 (0) | 80 | 80 | 10.0 | 400.0 | 8 | yes |" in text
 
 
 def test_server_scenario_is_registered_with_its_backends():

@@ -15,6 +15,7 @@ from server_harness import FakeEngine, metric, request, running_server, wait_for
 
 openai = pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
+pytestmark = pytest.mark.timeout(180)
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
 KEY = {"Authorization": "Bearer s3cret"}
@@ -175,19 +176,60 @@ def test_a_model_that_fails_to_load_is_reported_not_hidden():
         assert "no such model" in body["error"]["message"]
 
 
-def test_an_engine_process_that_dies_fails_its_request_and_health_says_so():
+def test_an_engine_process_that_dies_fails_its_requests_with_503_and_is_restarted():
     from ovchat.engine.process import EngineProcess
     from test_process import _fake  # a fake engine whose process exits on the word "die"
 
     with running_server(lambda: EngineProcess(_fake, start_timeout_s=60)) as (url, app):
         assert request(url, "POST", "/v1/chat/completions", CHAT)[1]["choices"][0]["message"]["content"] == "hi "
-        status, body, _ = request(url, "POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "a die"}]})
-        assert_openai_error(status, body, 500)
-        assert "engine process stopped (exit code 3)" in body["error"]["message"]
+        status, body, headers = request(url, "POST", "/v1/chat/completions",
+                                        {"messages": [{"role": "user", "content": "a die"}]})
+        assert_openai_error(status, body, 503, "engine_stopped")
+        assert "engine process stopped (exit code 3)" in body["error"]["message"] and int(headers["Retry-After"]) >= 1
         status, body, _ = request(url, "GET", "/health")
-        assert (status, body["status"]) == (503, "engine_stopped")
-        assert_openai_error(*request(url, "POST", "/v1/chat/completions", CHAT)[:2], 503, "engine_stopped")
-        app.state.ovchat.serving.engine.close()
+        assert (status, body["status"]) in ((503, "engine_stopped"), (200, "ok"))  # (200: restarted already)
+        assert wait_for(lambda: request(url, "GET", "/health")[0] == 200, timeout_s=60)
+        assert metric(url, "ovchat_engine_restarts") == 1
+        assert request(url, "POST", "/v1/chat/completions", CHAT)[1]["choices"][0]["message"]["content"] == "hi "
+        lines = _stream_lines(url, {"messages": [{"role": "user", "content": "one two die"}], "stream": True})
+        events = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+        assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events if "choices" in e) == "one two "
+        assert events[-1]["error"]["code"] == "engine_stopped" and lines[-1] == "data: [DONE]"
+        assert wait_for(lambda: request(url, "GET", "/health")[0] == 200, timeout_s=60)
+        assert metric(url, "ovchat_engine_restarts") == 2
+
+
+def test_finished_cancelled_and_refused_requests_leave_no_run_alive():
+    import gc
+    from ovchat.server.serving import Run
+
+    engine = FakeEngine(pieces=tuple(f"w{i} " for i in range(200)))
+    with running_server(lambda: engine, max_concurrency=2) as (url, app):
+        assert request(url, "POST", "/v1/chat/completions", CHAT)[0] == 200
+        holder = _open_stream(url)
+        holder.close()  # the client leaves mid-stream
+        too_long = {"messages": [{"role": "user", "content": "word " * 100}]}
+        assert request(url, "POST", "/v1/chat/completions", too_long)[0] == 400
+        assert request(url, "POST", "/v1/chat/completions", {**CHAT, "stream": True})[0] == 200
+        serving = app.state.ovchat.serving
+        assert wait_for(lambda: not serving._runs and engine.active == 0)
+
+        def alive():
+            gc.collect()
+            return [obj for obj in gc.get_objects() if isinstance(obj, Run)]
+        assert wait_for(lambda: not alive(), timeout_s=10), alive()
+
+
+def _stream_lines(url: str, body: dict) -> list[str]:
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    try:
+        connection.request("POST", "/v1/chat/completions", json.dumps(body), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        assert response.status == 200
+        return [line.decode().rstrip("\n") for line in response.read().splitlines(keepends=True) if line.strip()]
+    finally:
+        connection.close()
 
 
 def test_the_cli_client_streams_from_the_server_without_importing_openvino(fake_server):

@@ -15,6 +15,7 @@ import pytest
 from server_harness import request, wait_for
 
 pytest.importorskip("uvicorn")
+pytestmark = pytest.mark.timeout(1200)  # the first may export the model
 
 COUNT = [{"role": "user", "content": "Count from 1 to 500, one number per line."}]
 
@@ -61,7 +62,7 @@ def read_stream(url: str, outcome: dict, started: threading.Event) -> None:
 
 
 @pytest.mark.default_model
-@pytest.mark.parametrize("layout", [(), ("--engine-process",)], ids=["engine-in-process", "engine-process"])
+@pytest.mark.parametrize("layout", [("--in-process",), ()], ids=["engine-in-process", "engine-process"])
 def test_sigterm_with_streams_in_flight_ends_them_cleanly_and_exits_0(default_model_dir, layout):
     process, url = serve("-m", str(default_model_dir), "--shutdown-grace", "1", *layout)
     try:

@@ -13,6 +13,7 @@ from ovchat.server.client import Client, ServerError, request_body
 from ovchat.server.protocol import APIError, parse_chat, parse_completion
 from ovchat.server.serving import Slots, generation_options
 
+pytestmark = pytest.mark.timeout(60)
 HI = [{"role": "user", "content": "hi"}]
 
 
