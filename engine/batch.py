@@ -92,7 +92,7 @@ class BatchRunner:
         stream = TextStream(len(ids), prepared.dropped_messages, on_cancel=self._wake.set, events=events)
         with self._lock:
             if self._refusing is not None:
-                stream._on_cancel = None
+                stream.never_started()
                 raise EngineStoppedError(self._refusing)
             self._incoming.put(_Request(ids, prepared, config, Feed(stream)))
         self._wake.set()

@@ -88,9 +88,9 @@ class EngineProcess:
         try:
             input_tokens, dropped, tool_format = self._ask(("submit", request_id, prompt, options), request_id, Feed(stream))
         except BaseException:
-            stream._on_cancel = None  # it never started, or the child was told to cancel it
+            stream.never_started()  # or the child was told to cancel it
             raise
-        stream._input_tokens, stream._dropped, stream.tool_format = input_tokens, dropped, tool_format
+        stream.accepted(input_tokens, dropped, tool_format)
         return stream
 
     def generate(self, prompt, options=None):

@@ -186,7 +186,7 @@ def _submit(send, engine, streams: _Streams, outbox: _Outbox, request_id: int, p
         streams.started(request_id, None)
         send(("refused", request_id, _portable(error)))
         return
-    send(("accepted", request_id, stream._input_tokens, stream._dropped, stream.tool_format))
+    send(("accepted", request_id, stream.input_tokens, stream.dropped_messages, stream.tool_format))
     streams.started(request_id, stream)
 
 

@@ -106,8 +106,24 @@ class TextStream:
         return self._input_tokens
 
     @property
+    def dropped_messages(self) -> int:
+        """Oldest chat messages left out to fit the context."""
+        return self._dropped
+
+    @property
     def done(self) -> bool:
         return self.result is not None
+
+    # The runner's side (batch.py, single.py, process.py), besides the Feed it writes to:
+
+    def accepted(self, input_tokens: int, dropped_messages: int, tool_format: str | None) -> None:
+        """The runner took the request and says how its prompt was fed (EngineProcess learns
+        these from its child only once the child has prepared the prompt)."""
+        self._input_tokens, self._dropped, self.tool_format = input_tokens, dropped_messages, tool_format
+
+    def never_started(self) -> None:
+        """The runner refused the request: closing or dropping the stream has nothing to cancel."""
+        self._on_cancel = None
 
     def add_done_callback(self, callback: Callable[[GenerationResult], None]) -> None:
         """Call `callback(result)` once the stream has ended (on the caller's thread)."""

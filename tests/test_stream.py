@@ -149,3 +149,18 @@ def test_the_public_names_are_the_lazy_exports():
     from ovchat import engine
     assert sorted(engine.__all__) == sorted([*engine._EXPORTS, "load"])
     assert all(getattr(engine, name) is not None for name in engine.__all__)
+
+
+def test_runners_feed_streams_through_their_public_methods_only():
+    # EngineProcess and the runners speak to a TextStream through Feed, accepted() and
+    # never_started(): no module but stream.py reaches into its private fields.
+    import ast
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    for path in [*(repo / "engine").rglob("*.py"), *(repo / "server").rglob("*.py")]:
+        if path.name == "stream.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "stream":
+                assert not node.attr.startswith("_"), f"{path.name}:{node.lineno} uses stream.{node.attr}"
