@@ -36,6 +36,7 @@ from .errors import EngineError, EngineStoppedError, PromptError, reason
 from .prompt import PreparedPrompt
 from .results import GeneratedToken, GenerationResult, Metrics
 from .stream import Feed, TextStream
+from .text_streamer import SafeTextStreamer
 from .tool_use import with_tool_calls
 
 log = logging.getLogger("ovchat.engine")
@@ -70,7 +71,7 @@ class _Request:
 class BatchRunner:
     mode = "batch"
 
-    def __init__(self, pipeline: ov_genai.ContinuousBatchingPipeline, encode, text_streamer=ov_genai.TextStreamer):
+    def __init__(self, pipeline: ov_genai.ContinuousBatchingPipeline, encode, text_streamer=SafeTextStreamer):
         self.pipeline = pipeline
         self._encode = encode  # text -> token ids, as the model is fed (see Engine)
         self._text_streamer = text_streamer

@@ -25,6 +25,7 @@ from .errors import EngineError, EngineStoppedError, reason
 from .prompt import PreparedPrompt
 from .results import GenerationResult, Metrics
 from .stream import Feed, TextStream
+from .text_streamer import SafeTextStreamer
 from .tool_use import with_tool_calls
 
 log = logging.getLogger("ovchat.engine")
@@ -36,7 +37,7 @@ class _Streamer(ov_genai.StreamerBase):
     """Counts tokens and turns them into whole-character text pieces (genai's TextStreamer holds
     back incomplete UTF-8); answers STOP once the caller has cancelled or the runner is closing."""
 
-    def __init__(self, tokenizer: ov_genai.Tokenizer, feed: Feed, stopping, text_streamer=ov_genai.TextStreamer):
+    def __init__(self, tokenizer: ov_genai.Tokenizer, feed: Feed, stopping, text_streamer=SafeTextStreamer):
         super().__init__()
         self.feed = feed
         self.tokens = 0
@@ -50,7 +51,8 @@ class _Streamer(ov_genai.StreamerBase):
         try:
             self._text.write(token)
         except Exception as error:  # an exception thrown through genai can leave its infer request busy:
-            self.error = error      # stop this generation cleanly instead, and fail it afterwards
+            self.error = error.with_traceback(None)  # stop cleanly instead, fail it afterwards (no frames kept:
+            # they hold the text streamer, whose native callback would keep this request alive)
             return ov_genai.StreamingStatus.CANCEL
         stop = self.feed.cancelled or self._stopping()
         return ov_genai.StreamingStatus.CANCEL if stop else ov_genai.StreamingStatus.RUNNING
@@ -59,7 +61,7 @@ class _Streamer(ov_genai.StreamerBase):
         try:
             self._text.end()
         except Exception as error:
-            self.error = self.error or error
+            self.error = self.error or error.with_traceback(None)
 
     def release(self) -> None:
         """Drop the TextStreamer: its callback refers back to this object, a cycle through native
@@ -76,7 +78,7 @@ class _Streamer(ov_genai.StreamerBase):
 class SingleRunner:
     mode = "single"
 
-    def __init__(self, pipeline: ov_genai.LLMPipeline, text_streamer=ov_genai.TextStreamer):
+    def __init__(self, pipeline: ov_genai.LLMPipeline, text_streamer=SafeTextStreamer):
         self.pipeline = pipeline
         self._text_streamer = text_streamer
         self._tokenizer = pipeline.get_tokenizer()
