@@ -44,10 +44,15 @@ def register(sub) -> None:
                         "an engine crash leaves the server up; the same tokens/s on a quiet 2-core machine, "
                         "0.6-0.8x in two of three runs on a busy one (README, Server)")
     g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    from .ray_cli import add_flags as add_ray_flags
+    add_ray_flags(p)
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args) -> int:
+    if args.ray:
+        from .ray_cli import serve_on_ray
+        return serve_on_ray(args)
     try:
         import uvicorn
         from .app import ServerConfig, create_app

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install ovchat into ./.venv (or $OVCHAT_VENV) on a fresh machine, idempotently.
 #   tools/install.sh            runtime + export extras: the README's main job (no llama.cpp build)
-#   tools/install.sh full       + bench, serve and test extras: what the tests and CI need; the bench
+#   tools/install.sh full       + bench, serve, ray and test extras: what the tests and CI need; the bench
 #                               extra's llama-cpp-python compiles llama.cpp (~7 min on 2 cores)
 #   tools/install.sh runtime    runtime only: openvino, openvino-genai, openvino-tokenizers, numpy
 #
@@ -39,21 +39,21 @@ pip install --no-compile --no-deps "optimum-intel==2.2.0"
 [ "$mode" = full ] || exit 0
 
 if "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
-  pip install -e ".[export,bench,serve,test]"   # llama-cpp-python is already built
+  pip install -e ".[export,bench,serve,test,ray]"   # llama-cpp-python is already built
   exit 0
 fi
 echo "compiling llama.cpp for llama-cpp-python (the benchmark's llama.cpp backend; ~7 min on 2 cores)…" >&2
 # pip -v streams the build's "[42/193] g++ ..." lines (Ninja): show one per 10 %, keep the whole log.
 log="$venv/llama-cpp-build.log"
 set +e
-"$venv/bin/python" -m pip --disable-pip-version-check install -v -e ".[export,bench,serve,test]" 2>&1 | tee "$log" |
+"$venv/bin/python" -m pip --disable-pip-version-check install -v -e ".[export,bench,serve,test,ray]" 2>&1 | tee "$log" |
   awk 'match($0, /^ *\[[0-9]+\/[0-9]+\] /) { split(substr($0, RSTART, RLENGTH), n, /[^0-9]+/); pct = int(100 * n[2] / n[3])
          if (pct >= shown + 10) { shown = pct - pct % 10; printf "    llama.cpp build %d %%\n", pct > "/dev/stderr"; fflush() } }'
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -ne 0 ]; then
   tail -n 20 "$log" >&2
-  echo "installing the bench, serve and test extras failed (full log: $log); it needs gcc, g++ and cmake" >&2
+  echo "installing the bench, serve, ray and test extras failed (full log: $log); it needs gcc, g++ and cmake" >&2
   exit "$status"
 fi
 echo "llama-cpp-python installed (log: $log)" >&2
