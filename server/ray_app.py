@@ -136,8 +136,10 @@ class OvchatReplica:
         self.engine.close()
         return self.name
 
-    def replica_name(self) -> str:
-        return self.name
+    def describe(self) -> dict:
+        """This replica's name, and the threads Ray asked for (OMP_NUM_THREADS) against OpenVINO's."""
+        return {"replica": self.name, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                "inference_num_threads": self.options.threads, "model": str(self.engine.info.path)}
 
 
 class ReplicaHeader:
