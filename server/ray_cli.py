@@ -63,10 +63,11 @@ def serve_on_ray(args) -> int:
     # The proxies Ray starts here inherit this process's environment: give them the OpenAI errors.
     os.environ.setdefault(CALLBACK_ENV, CALLBACK)
     started_here = args.ray_address is None
+    ray.init(address=args.ray_address or "local", include_dashboard=False, logging_level=args.log_level.upper(),
+             log_to_driver=args.log_level == "debug")
+    # After ray.init: Ray's own SIGTERM handler (a stack dump, then abort) would end us with -6.
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    ray.init(address=args.ray_address, include_dashboard=False, logging_level=args.log_level.upper(),
-             log_to_driver=args.log_level == "debug")
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
         where = "a local Ray" if started_here else f"the Ray cluster at {args.ray_address}"
