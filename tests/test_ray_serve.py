@@ -180,6 +180,36 @@ def test_replicas_ask_ray_for_one_cpu_and_run_openvino_on_one_thread(ray2):
     assert {d["omp_num_threads"] for d in described} == {"1"}       # what Ray sets (OpenVINO ignores it)
 
 
+def ray_metrics_text() -> str:
+    """Every alive node's Prometheus export (what Prometheus scrapes on a Ray cluster)."""
+    import urllib.request
+    import ray
+    texts = []
+    for node in ray.nodes():
+        if node["Alive"] and node.get("MetricsExportPort"):
+            url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                texts.append(response.read().decode())
+    return "\n".join(texts)
+
+
+def test_replicas_token_counters_reach_rays_prometheus_export(ray2):
+    replicas_answering(ray2.url, ray2.model)
+
+    def exported():
+        """ray_ovchat_generation_tokens of both replicas in the nodes' metrics export"""
+        lines = [line for line in ray_metrics_text().splitlines()
+                 if line.startswith("ray_ovchat_generation_tokens") and 'replica="' in line]
+        return len({line.split('replica="')[1].split('"')[0] for line in lines}) == 2 and lines
+
+    lines = wait_until(exported, timeout_s=90, every_s=2)
+    assert all(float(line.split()[-1]) > 0 for line in lines), lines
+    text = ray_metrics_text()
+    for name in ("ray_ovchat_prompt_tokens", "ray_ovchat_requests", "ray_ovchat_requests_running",
+                 "ray_ovchat_kv_cache_usage_ratio"):
+        assert name in text, name
+
+
 def test_past_the_replicas_and_the_queue_clients_get_429_with_retry_after(ray2):
     capacity = 2 * MAX_CONCURRENCY + MAX_QUEUED   # running on both replicas + waiting in the proxy
     long = [Streamed() for _ in range(capacity)]
@@ -233,9 +263,8 @@ def test_a_node_lost_under_16_streams(ray2):
     results = [Streamed() for _ in range(16)]
     threads = [threading.Thread(target=stream_chat, args=(ray2.url, f"Tell a long story, number {i}.", 1500, results[i]))
                for i in range(16)]
-    for thread in threads:
+    for thread, result in zip(threads, results):  # one after another: a burst would overflow the proxy's queue
         thread.start()
-    for result in results:
         assert result.started.wait(STEP_TIMEOUT_S), "a stream never started"
     assert all(r.status == 200 for r in results), [(r.status, r.error, r.failure) for r in results]
     victim_replica = results[0].replica
