@@ -31,11 +31,49 @@ from .server_launch import ServerSpec, free_port, launched
 from .server_load import make_prompt, run_load, sse_events
 
 
+def server_processes() -> dict:
+    """This benchmark's server processes by role (its children: `ovchat serve`, or the local Ray's)."""
+    import psutil
+    groups: dict[str, list] = {}
+    for process in psutil.Process().children(recursive=True):
+        try:
+            name = " ".join(process.cmdline()) or process.name()
+        except psutil.Error:
+            continue
+        role = ("proxy" if "ProxyActor" in name else "replicas" if "ServeReplica" in name
+                else "ovchat_serve" if " serve -m " in name else "ray_other")
+        groups.setdefault(role, []).append(process)
+    return groups
+
+
+def cpu_seconds(groups: dict) -> dict:
+    import psutil
+    totals = {}
+    for role, processes in groups.items():
+        total = 0.0
+        for process in processes:
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass
+        totals[role] = total
+    return totals
+
+
 def load_figures(url: str, concurrency: int, requests: int, max_tokens: int, seed: int, model: str) -> dict:
+    """The load's TTFT and tokens/s, and the CPU time each server process spent per output token:
+    unlike wall times, CPU per token hardly depends on what else runs on the machine."""
     prompts = [make_prompt(40, seed + i) for i in range(requests)]
+    groups = server_processes()
+    before = cpu_seconds(groups)
     result = run_load(url, prompts, concurrency, max_tokens, model=model, extra_fields={"ignore_eos": True})
+    after = cpu_seconds(groups)
+    tokens = max(result.output_tokens, 1)
     return {"concurrency": concurrency, "requests": requests, "failed": result.failed,
             "ttft_ms_p50": result.ttft_ms_p50, "tokens_per_s": round(result.aggregate_tokens_per_s, 1),
+            "output_tokens": result.output_tokens,
+            "cpu_ms_per_token": {role: round((after[role] - before[role]) * 1000 / tokens, 3) for role in after},
             "load_average": load_average()}
 
 
@@ -167,17 +205,21 @@ def summary(r: dict) -> dict:
                                                   r["ray_1_replica_1_cpu"]["16_streams"]["tokens_per_s"]),
         "turn6_ttft_named_over_unnamed": _ratio(r["turn6_named"]["turn6_ttft_ms_median"],
                                                 r["turn6_unnamed"]["turn6_ttft_ms_median"]),
+        "proxy_cpu_ms_per_token_16_streams": ray1["16_streams"]["cpu_ms_per_token"].get("proxy"),
+        "replica_cpu_ms_per_token_16_streams": ray1["16_streams"]["cpu_ms_per_token"].get("replicas"),
+        "direct_cpu_ms_per_token_16_streams": d["16_streams"]["cpu_ms_per_token"].get("ovchat_serve"),
     }
 
 
 def print_table(r: dict) -> None:
-    print(f"\n| setup | streams | TTFT p50 ms | tokens/s | load avg |\n|---|---|---|---|---|")
+    print("\n| setup | streams | TTFT p50 ms | tokens/s | CPU ms per token | load avg |\n|---|---|---|---|---|---|")
     for key in ("direct", "ray_1_replica_all_cores", "ray_1_replica_1_cpu", "ray_2_replicas_1_cpu"):
         for load in r[key].values():
+            cpu = ", ".join(f"{role} {ms:.2f}" for role, ms in sorted(load["cpu_ms_per_token"].items()))
             print(f"| {key} | {load['concurrency']} | {load['ttft_ms_p50']:.0f} | {load['tokens_per_s']:.0f} "
-                  f"| {load['load_average'][0]:.1f} |")
+                  f"| {cpu} | {load['load_average'][0]:.1f} |")
     for key in ("turn6_unnamed", "turn6_named"):
-        print(f"| {key} | 1 | {r[key]['turn6_ttft_ms_median']:.0f} (median of {len(r[key]['turn6_ttft_ms'])}) | - "
+        print(f"| {key} | 1 | {r[key]['turn6_ttft_ms_median']:.0f} (median of {len(r[key]['turn6_ttft_ms'])}) | - | - "
               f"| {r[key]['load_average'][0]:.1f} |")
 
 

@@ -117,3 +117,17 @@ def test_every_response_names_its_replica():
     inner.state = SimpleNamespace()
     start, _ = _call(ReplicaHeader(inner, "r1@node"))
     assert (REPLICA_HEADER.encode(), b"r1@node") in start["headers"]
+
+
+def test_the_config_file_in_the_repository_is_a_valid_serve_config_for_this_app():
+    from pathlib import Path
+
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    config = yaml.safe_load((Path(__file__).parent.parent / "deploy" / "ray-serve.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(config)
+    app = schema.applications[0]
+    assert app.import_path == "ovchat.server.ray_app:app_builder" and app.deployments[0].name == "ovchat"
+    options = RayAppOptions.from_args(app.args)
+    assert options.num_replicas == 2 and options.max_replicas_per_node == 1
