@@ -44,6 +44,8 @@ class RayMetricsMirror:
             try:
                 # The gauges ask the engine for its stats: off the event loop.
                 await asyncio.to_thread(self.copy)
+            except RuntimeError:  # "cannot schedule new futures after shutdown": the replica is stopping
+                return
             except Exception:  # metrics must never take a replica down
                 log.exception("ovchat replica %s: could not export metrics to Ray", self._replica)
 
