@@ -1,7 +1,7 @@
 """ovchat on Ray Serve: one OpenAI endpoint over replicas on many machines (the `ray` extra).
 
     serve run ovchat.server.ray_app:app_builder model=/models/phi3-int4 num_replicas=2
-    serve deploy deploy/ray/serve.yaml           (the same, from a config file)
+    serve deploy deploy/ray-serve.yaml           (the same, from a config file)
     ovchat serve --ray --replicas 2              (starts or joins Ray, deploys, Ctrl-C drains)
 
 Each replica is one Ray actor holding one engine in batching mode, and serves the very Starlette
@@ -27,11 +27,11 @@ import ray
 from ray import serve
 from ray.serve.config import AutoscalingConfig, RequestRouterConfig
 
+from ..engine.errors import OptionsError
 from .app import ServerConfig, create_app
 
 log = logging.getLogger("ovchat.server")
 REPLICA_HEADER = "x-ovchat-replica"
-SESSION_HEADER = "x-session-id"   # Ray's proxy routes on it (RAY_SERVE_SESSION_ID_HEADER_KEY)
 DEPLOYMENT = "ovchat"
 ROUTER = "ovchat.server.ray_router:ConversationRouter"
 
@@ -60,7 +60,8 @@ class RayAppOptions:
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(args) - set(known))
         if unknown:
-            raise ValueError(f"unknown ovchat Ray app argument(s) {', '.join(unknown)}; known: {', '.join(known)}.")
+            raise OptionsError(f"unknown ovchat Ray app argument(s) {', '.join(unknown)}; "
+                               f"use these: {', '.join(known)}.")
         return cls(**{key: _typed(known[key], value) for key, value in args.items()})
 
     @property
