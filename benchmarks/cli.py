@@ -2,9 +2,10 @@
 
     ovchat bench --quick                         CI smoke run: default model, a few minutes
     ovchat bench                                 the full suite on the default model
-    ovchat bench --model default --model phi3-mini-shaped --out benchmarks/results/<date>
+    ovchat bench --model default --model phi3-mini-shaped --out bench-results/<date>
 
-Ends with one JSON line (counts, where the report is, the headline ratios).
+Reports go under the current directory (bench-results/<date>-<profile>) or --out, never beside
+the installed package. Ends with one JSON line (counts, where the report is, the headline ratios).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from .backends import BACKENDS
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path("bench-results")  # relative: under the directory `ovchat bench` runs in
 
 
 def setup_arg_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -46,7 +47,7 @@ def setup_arg_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--ovchat-serve-cmd", metavar="CMD",
                         help='the server scenario\'s `ovchat serve` (default: "python -m ovchat serve"); '
                              'e.g. "/other/worktree/.venv/bin/ovchat serve"')
-    parser.add_argument("--out", type=Path, help="report folder (default: benchmarks/results/<date>-<profile>)")
+    parser.add_argument("--out", type=Path, help="report folder (default: ./bench-results/<date>-<profile>)")
     return parser
 
 
@@ -72,7 +73,7 @@ def profile_from(args):
 def handle(args) -> int:
     from . import report as report_mod
     from . import runner
-    from .scenarios import SCENARIOS
+    from .registry import SCENARIOS
 
     unknown = set(args.scenario or []) - set(SCENARIOS)
     if unknown:
@@ -82,8 +83,7 @@ def handle(args) -> int:
     if "llamacpp" in (args.backend or BACKENDS) and importlib.util.find_spec("llama_cpp") is None:
         print("note: llama-cpp-python is not installed, so the llama.cpp backend is skipped; "
               "`bash tools/install.sh full` builds it (~7 min on 2 cores, progress shown)", file=sys.stderr)
-    mode = "quick" if args.quick else "full"
-    out = args.out or RESULTS / f"{datetime.date.today().isoformat()}-{mode}"
+    out = report_folder(args)
     result = runner.run(args.model or ["default"], args.device, args.backend, args.scenario,
                         profile_from(args), out, log=lambda m: print(m, flush=True),
                         on_entry=lambda partial: report_mod.write(dict(partial, partial=True), out))
@@ -91,6 +91,12 @@ def handle(args) -> int:
     print(Path(paths[1]).read_text())
     print(json.dumps(summary_line(result, out)))
     return 1 if any(e["status"] == "error" for e in result["entries"]) else 0
+
+
+def report_folder(args) -> Path:
+    """--out, else bench-results/<date>-<quick|full> in the current directory."""
+    mode = "quick" if args.quick else "full"
+    return args.out or Path.cwd() / RESULTS / f"{datetime.date.today().isoformat()}-{mode}"
 
 
 def summary_line(result: dict, out: Path) -> dict:

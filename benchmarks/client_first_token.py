@@ -26,6 +26,7 @@ from pathlib import Path
 from .coldstart import drop_page_cache
 from .server_launch import ServerSpec, ServerStartError, launched
 from .server_load import make_prompt, run_load
+from .server_scenario import served_model, server_spec
 
 
 def client_command(profile, url: str, prompt: str, new_tokens: int) -> list[str]:
@@ -64,11 +65,9 @@ def time_client(command: list[str], timeout_s: float) -> dict:
 
 def measure(files, profile, logs: Path, new_tokens: int = 16) -> dict:
     """{"cold": figures, "warm": figures} of two fresh client processes against one resident server."""
-    from .server_scenario import server_spec
     spec: ServerSpec = server_spec("ovchat", files, 1, profile)
     try:
         with launched(spec, logs / "server-ovchat-client.log") as url:
-            from .server_scenario import served_model
             run_load(url, [make_prompt(8, seed=970_000_000)], 1, 4, served_model(url))  # the server's first answer
             out = {}
             for cache in ("cold", "warm"):

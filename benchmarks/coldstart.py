@@ -28,7 +28,7 @@ llama.cpp has no compile cache: "cold" only drops the page cache.
 
 Prompts are random ids with a new seed per call: LLMPipeline and llama.cpp reuse a cached prompt
 prefix, which would flatter every second measurement. This module imports only the standard
-library at top level so the child's import_s counts the backend alone.
+library at top level (benchmarks/child.py too) so the child's import_s counts the backend alone.
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ import json
 import os
 import random
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from .child import run_once, serve
 
 BACKENDS = ("engine", "llmpipeline", "llama.cpp")
 CACHE_STATES = ("none", "cold", "warm")
@@ -53,8 +53,9 @@ TOKEN_ID_RANGE = (300, 30000)  # ordinary tokens in both SmolLM2's (49152) and P
 
 def measure(backend: str, model: str, device: str = "CPU", cache: str = "warm", properties: dict | None = None,
             prompt_tokens: int = 16, timeout_s: float = 600, new_tokens: int = 16,
-            drop_caches: bool = True) -> dict:
-    """Run one fresh process and return its figures (see the module docstring) plus the settings.
+            drop_caches: bool = True, log_path: Path | None = None) -> dict:
+    """Run one fresh process and return its figures (see the module docstring) plus the settings,
+    or raise WorkerError (benchmarks/child.py); the child's stderr goes to `log_path` if given.
 
     `drop_caches=False` keeps the OS page cache on a "cold" run (tests: don't slow the machine)."""
     if backend not in BACKENDS:
@@ -68,13 +69,13 @@ def measure(backend: str, model: str, device: str = "CPU", cache: str = "warm", 
     if backend != "llama.cpp" and cache == "warm":
         spec["cache_dir"] = str(_warm_cache_dir(spec))
         if not any(Path(spec["cache_dir"]).glob("*.blob")):  # populate it, untimed
-            _run_child(dict(spec, prompt_tokens=4, new_tokens=1), timeout_s)
+            _run_child(dict(spec, prompt_tokens=4, new_tokens=1), timeout_s, log_path)
     if cache == "cold":
         if backend != "llama.cpp":
             spec["cache_dir"] = tempfile.mkdtemp(prefix="ovchat-coldstart-")
         dropped = drop_caches and drop_page_cache()
     try:
-        result = _run_child(spec, timeout_s)
+        result = _run_child(spec, timeout_s, log_path)
     finally:
         if cache == "cold" and spec.get("cache_dir"):  # a compiled blob is as big as the model
             shutil.rmtree(spec["cache_dir"], ignore_errors=True)
@@ -120,14 +121,10 @@ def _warm_cache_dir(spec: dict) -> Path:
     return Path(tempfile.gettempdir()) / "ovchat-coldstart-warm" / hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
-def _run_child(spec: dict, timeout_s: float) -> dict:
-    spec = dict(spec, spawn_wall=time.time())
-    proc = subprocess.run([sys.executable, "-m", "ovchat.benchmarks.coldstart", "--child", json.dumps(spec)],
-                          capture_output=True, text=True, timeout=timeout_s, cwd=Path(__file__).parent.parent)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"coldstart child failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
-    return json.loads(lines[-1])
+def _run_child(spec: dict, timeout_s: float, log_path: Path | None) -> dict:
+    """The figures of one fresh `python -m ovchat.benchmarks.coldstart --child` (benchmarks/child.py)."""
+    return run_once("ovchat.benchmarks.coldstart", dict(spec, spawn_wall=time.time()), timeout_s, log_path,
+                    args=["--child"])
 
 
 # ---- the child: everything below runs in the fresh process -------------------------------------
@@ -271,22 +268,22 @@ COLUMNS = ("import_s", "load_s", "warmup_s", "first_ttft_s", "start_to_first_tok
 
 def summarize(runs: list[dict]) -> dict:
     """median/min/max of each figure over several runs of one configuration."""
-    return {key: (statistics.median(vals), min(vals), max(vals))
-            for key in COLUMNS if (vals := [r[key] for r in runs if r.get(key) is not None])}
+    from .pairing import stats  # the parent's only: the child imports as little as it can
+    return {key: stats(r.get(key) for r in runs) for key in COLUMNS}
 
 
 def print_table(rows: list[tuple[str, dict]]) -> None:
     print("| config | " + " | ".join(COLUMNS) + " |")
     print("|---" * (len(COLUMNS) + 1) + "|")
     for name, summary in rows:
-        cells = [f"{summary[k][0]:.3g} ({summary[k][1]:.3g}–{summary[k][2]:.3g})" if k in summary else "–"
-                 for k in COLUMNS]
+        cells = [f"{summary[k]['median']:.3g} ({summary[k]['min']:.3g}–{summary[k]['max']:.3g})" if summary[k]["n"]
+                 else "–" for k in COLUMNS]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ovchat.benchmarks.coldstart", description=__doc__.split("\n")[0])
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", default="default", help='a path, "default" or "phi3"')
     parser.add_argument("--backends", default="engine,llmpipeline,llama.cpp")
     parser.add_argument("--caches", default="cold,warm")
@@ -297,8 +294,7 @@ def main(argv=None) -> int:
     parser.add_argument("--prop", action="append", default=[], help="KEY=VALUE, an extra property (repeatable)")
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(_child(json.loads(args.child))), flush=True)
-        return 0
+        return serve(_child)
     properties = dict(p.split("=", 1) for p in args.prop)
     configs = [(b, c) for b in args.backends.split(",") for c in args.caches.split(",")
                if not (b == "llama.cpp" and c == "warm")]

@@ -1,4 +1,5 @@
-"""Interleaved repetitions and the ratios paired within them.
+"""Interleaved repetitions, the ratios paired within them, and the median/min/max every figure is
+reported as (`stats`): the statistics of `ovchat bench` and of the studies, in one place.
 
 Backends of a scenario run in a rotating order, one repetition at a time (rep 1: A B C D,
 rep 2: B C D A, ...), so a change in the machine's load hits every backend of a repetition
@@ -24,6 +25,19 @@ def rotation(backends: list[str], rep: int) -> list[str]:
     return backends[shift:] + backends[:shift]
 
 
+def stats(values) -> dict:
+    """Median, min, max and count of the values (None skipped)."""
+    values = [float(v) for v in values if v is not None]
+    if not values:
+        return {"median": None, "min": None, "max": None, "n": 0}
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def paired(mine: list, theirs: list) -> dict:
+    """`stats` of mine[r] / theirs[r], repetition by repetition (a missing or zero figure is no pair)."""
+    return stats(a / b for a, b in zip(mine, theirs) if a is not None and b)
+
+
 def paired_ratios(figures_by_backend: dict[str, dict[int, dict[str, float]]], context: dict) -> list[dict]:
     """One row per (pair, figure) present in both backends: per-repetition ratios and their
     median/min/max. `figures_by_backend[backend][rep]` = {figure name: value, lower is better}."""
@@ -37,7 +51,5 @@ def paired_ratios(figures_by_backend: dict[str, dict[int, dict[str, float]]], co
             per_rep = [a[r][figure] / b[r][figure] for r in common
                        if figure in b[r] and a[r].get(figure) and b[r][figure]]
             if per_rep:
-                rows.append(dict(context, pair=f"{mine}/{theirs}", figure=figure, per_rep=per_rep,
-                                 median=statistics.median(per_rep), min=min(per_rep), max=max(per_rep),
-                                 n=len(per_rep)))
+                rows.append(dict(context, pair=f"{mine}/{theirs}", figure=figure, per_rep=per_rep, **stats(per_rep)))
     return rows

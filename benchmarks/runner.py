@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import datetime
 import json
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import roofline
 from .backends import BACKENDS, MAIN_BACKENDS, ModelFiles, unavailable
+from .child import run_once
 from .machine import load_average, machine_info
 from .pairing import paired_ratios, rotation
-from .scenarios import SCENARIOS, Profile, Skip, WorkerError
+from .registry import SCENARIOS
+from .scenarios import Profile, Skip, WorkerError
 
 DEVICES = ("CPU", "GPU", "NPU")
 PHI3 = "phi3-mini-shaped"
@@ -36,25 +36,7 @@ class Context:
 
     def spawn(self, job: dict) -> dict:
         """Run one job in a fresh `python -m ovchat.benchmarks.worker` process; its data or WorkerError."""
-        logs = self.out / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"{self.log_name}.log"
-        with open(log_path, "a") as log:
-            log.write(f"\n== {json.dumps(job)}\n")
-            log.flush()
-            try:
-                proc = subprocess.run([sys.executable, "-m", "ovchat.benchmarks.worker", json.dumps(job)],
-                                      stdout=subprocess.PIPE, stderr=log, text=True,
-                                      timeout=self.profile.timeout_s, cwd=Path(__file__).parent.parent)
-            except subprocess.TimeoutExpired:
-                raise WorkerError(f"timed out after {self.profile.timeout_s} s (log: {log_path})") from None
-        lines = proc.stdout.strip().splitlines()
-        if not lines:
-            raise WorkerError(f"worker exited with code {proc.returncode} and no result (log: {log_path})")
-        payload = json.loads(lines[-1])
-        if payload["status"] != "ok":
-            raise WorkerError(payload["reason"])
-        return payload["data"]
+        return run_once("ovchat.benchmarks.worker", job, self.profile.timeout_s, self.out / "logs" / f"{self.log_name}.log")
 
 
 def resolve_model(name: str, build: bool = True) -> ModelFiles:

@@ -1,4 +1,5 @@
-"""The scenarios, as a registry: name -> Scenario.
+"""What a scenario is, the profiles, and the five scenarios measured in worker processes
+(benchmarks/registry.py lists every scenario `ovchat bench` runs).
 
 A scenario is measured one repetition at a time so the runner can interleave backends (rep 1:
 A B C D, rep 2: B C D A, ...) and every backend sees the same machine load:
@@ -11,7 +12,7 @@ A B C D, rep 2: B C D A, ...) and every backend sees the same machine load:
   reps(profile)                             -> how many repetitions
 
 Raising `Skip` records the entry as skipped with its reason. Adding a scenario = four small
-functions and one `register(...)` line; benchmarks/coldstart.py (issue 6) plugs in the same way.
+functions, one `Scenario(...)` and its entry in benchmarks/registry.py.
 """
 
 from __future__ import annotations
@@ -23,16 +24,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .backends import MAIN_BACKENDS
+from .child import WorkerError  # noqa: F401  (the scenarios' failure, raised by the child protocol)
+from .pairing import stats
 
 HINTS = ("LATENCY", "THROUGHPUT")
 
 
 class Skip(Exception):
     """This scenario does not apply to this backend/model/device; the message says why."""
-
-
-class WorkerError(Exception):
-    """A measurement failed (crash, timeout, error in the worker); the message says where to look."""
 
 
 @dataclass(frozen=True)
@@ -76,21 +75,6 @@ class Scenario:
     figures: Callable
     reps: Callable = lambda profile: profile.reps
     backends: tuple[str, ...] = MAIN_BACKENDS
-
-
-SCENARIOS: dict[str, Scenario] = {}
-
-
-def register(scenario: Scenario) -> Scenario:
-    SCENARIOS[scenario.name] = scenario
-    return scenario
-
-
-def stats(values) -> dict:
-    values = [float(v) for v in values]
-    if not values:
-        return {"median": None, "min": None, "max": None, "n": 0}
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
 def _job(task: str, files, device: str, backend: str, **params) -> dict:
@@ -207,70 +191,17 @@ def concurrency_figures(rep: dict) -> dict:
     return {f"wall ms, {hint}": rep[hint]["wall_ms"] for hint in HINTS}
 
 
-register(Scenario("latency", "Generation latency: TTFT, TPOT, tokens/s by prompt length",
-                  latency_rep, latency_summary, latency_figures))
+
+
+LATENCY = Scenario("latency", "Generation latency: TTFT, TPOT, tokens/s by prompt length",
+                   latency_rep, latency_summary, latency_figures)
 # genai-pa here: with SDPA a turn's prefill slows as the history grows, PagedAttention's much less (measured).
-register(Scenario("chat", "6-turn chat: TTFT per turn as history grows", chat_rep, chat_summary, chat_figures,
-                  backends=MAIN_BACKENDS + ("genai-pa",)))
-register(Scenario("load", "Model load: cold vs warm CACHE_DIR (fresh process each)",
-                  load_rep, load_summary, load_figures, reps=lambda p: p.load_reps))
-register(Scenario("memory", "Peak resident memory, each backend in its own process",
-                  memory_rep, memory_summary, memory_figures, reps=lambda p: 1))
-register(Scenario("concurrency", "Several requests at once: PERFORMANCE_HINT LATENCY vs THROUGHPUT",
-                  concurrency_rep, concurrency_summary, concurrency_figures, reps=lambda p: p.concurrency_reps,
-                  backends=("ovchat", "genai", "optimum")))
-
-
-_COLDSTART_BACKENDS = {"ovchat": "engine", "genai": "llmpipeline", "llamacpp": "llama.cpp", "ovchat-client": "client"}
-
-
-def coldstart_rep(ctx, files, device, backend, rep) -> dict:
-    """Issue 6: process start to first token in a fresh process, cold then warm CACHE_DIR
-    (benchmarks/coldstart.py measures; the page cache is dropped on cold runs unless --quick)."""
-    import subprocess
-    from . import coldstart as cs
-    model = files.gguf if backend == "llamacpp" else (files.ir or files.gguf)
-    if backend == "ovchat-client":  # issue 11 point 5: a fresh client process of a resident `ovchat serve`
-        from . import client_first_token, server_scenario
-        reason = server_scenario.unavailable("ovchat", files, ctx.profile)
-        if reason:
-            raise Skip(reason)
-        try:
-            return client_first_token.measure(files, ctx.profile, ctx.out / "logs")
-        except (RuntimeError, subprocess.TimeoutExpired) as error:
-            raise WorkerError(str(error)[-2000:]) from None
-    try:
-        return {cache: cs.measure(_COLDSTART_BACKENDS[backend], model, device, cache, timeout_s=ctx.profile.timeout_s,
-                                  new_tokens=16, drop_caches=ctx.profile.drop_page_cache)
-                for cache in ("cold", "warm")}
-    except (RuntimeError, subprocess.TimeoutExpired) as error:
-        raise WorkerError(str(error)[-2000:]) from None
-
-
-_COLDSTART_FIGURES = ("start_to_first_token_s", "import_s", "load_s", "peak_rss_mb")
-
-
-def coldstart_summary(reps: list[dict]) -> dict:
-    return {cache: {"runs": [r[cache] for r in reps],
-                    "summary": {k: stats(r[cache][k] for r in reps if r[cache].get(k) is not None)
-                                for k in _COLDSTART_FIGURES}}
-            for cache in ("cold", "warm")}
-
-
-def coldstart_figures(rep: dict) -> dict:
-    return {f"start→1st token s, {cache}": rep[cache]["start_to_first_token_s"] for cache in ("cold", "warm")}
-
-
-def plug_coldstart() -> None:
-    """Issue 6's "process start to first token" scenario (benchmarks/coldstart.py)."""
-    if "coldstart" in SCENARIOS:
-        return
-    register(Scenario("coldstart", "Process start to first token (fresh process), cold vs warm CACHE_DIR",
-                      coldstart_rep, coldstart_summary, coldstart_figures, reps=lambda p: p.load_reps,
-                      backends=tuple(_COLDSTART_BACKENDS)))
-
-
-plug_coldstart()
-
-
-from . import server_scenario  # noqa: E402,F401  registers "server" (it imports this module's names)
+CHAT = Scenario("chat", "6-turn chat: TTFT per turn as history grows", chat_rep, chat_summary, chat_figures,
+                backends=MAIN_BACKENDS + ("genai-pa",))
+LOAD = Scenario("load", "Model load: cold vs warm CACHE_DIR (fresh process each)",
+                load_rep, load_summary, load_figures, reps=lambda p: p.load_reps)
+MEMORY = Scenario("memory", "Peak resident memory, each backend in its own process",
+                  memory_rep, memory_summary, memory_figures, reps=lambda p: 1)
+CONCURRENCY = Scenario("concurrency", "Several requests at once: PERFORMANCE_HINT LATENCY vs THROUGHPUT",
+                       concurrency_rep, concurrency_summary, concurrency_figures, reps=lambda p: p.concurrency_reps,
+                       backends=("ovchat", "genai", "optimum"))

@@ -1,6 +1,6 @@
 """The server benchmark's baseline: today's one-at-a-time engine, in process, under the same load.
 
-    python -m ovchat.benchmarks.server_baseline < job.json    (run by benchmarks/server_scenario.py)
+    python -m ovchat.benchmarks.server_baseline    (run by benchmarks/server_scenario.py: benchmarks/child.py)
 
 `Engine.load(IR)` in its default single mode (SDPA LLMPipeline, one generation at a time, a FIFO
 queue), then every load of the job, the same prompts as the servers get: C caller threads
@@ -8,16 +8,15 @@ each stream chat requests through `eng.stream(...)`, so requests that arrive tog
 served one after another, and a request's TTFT includes its wait in the queue, as a client of
 a one-at-a-time server would see it. The timings come from the stream's pieces, as the HTTP
 load generator takes them from SSE chunks; EOS is ignored (the servers get `ignore_eos` where
-they accept it). Prints one JSON line: {"loads": [LoadResult dicts], "load_s": ...}.
+they accept it). Answers {"loads": [LoadResult dicts], "load_s": ...}.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 
+from .child import serve
 from .server_load import RequestResult, run_requests
 
 
@@ -60,13 +59,5 @@ def run(job: dict) -> dict:
         eng.close()
 
 
-def main(argv=None) -> int:
-    job = json.loads(argv[0] if argv else sys.stdin.read())  # stdin: the prompts exceed an argument's size limit
-    result_fd = os.dup(1)
-    os.dup2(2, 1)  # the runtime's own prints must not corrupt the JSON line
-    os.write(result_fd, (json.dumps(run(job)) + "\n").encode())
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve(run))

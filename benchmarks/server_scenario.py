@@ -30,11 +30,12 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 
 from . import llama_server
-from .scenarios import Scenario, Skip, WorkerError, register, stats
+from .child import run_once
+from .pairing import stats
+from .scenarios import Scenario, Skip, WorkerError
 from .server_launch import ServerSpec, ServerStartError, launched
 from .server_load import make_prompt, run_load
 
@@ -97,8 +98,12 @@ def server_spec(backend: str, files, concurrency: int, profile) -> ServerSpec:
 
 
 def eos_fields(backend: str, max_tokens: int) -> dict:
-    """The request field that makes this server ignore EOS (tried; dropped if answered with a 400)."""
-    return {"llamacpp": {"min_tokens": max_tokens}}.get(backend, {"ignore_eos": True})
+    """The request field that makes this server ignore EOS (tried; dropped if answered with a 400).
+    ovchat serve also gets plain greedy decoding: a request that leaves the penalties out takes the
+    model's recommended ones, and the baselines decode without them."""
+    plain = {"repetition_penalty": 1.0, "frequency_penalty": 0.0}
+    return {"llamacpp": {"min_tokens": max_tokens}, "ovchat": {"ignore_eos": True, **plain},
+            "ovchat-process": {"ignore_eos": True, **plain}}.get(backend, {"ignore_eos": True})
 
 
 @functools.lru_cache(maxsize=8)
@@ -190,22 +195,12 @@ def measure_server(ctx, files, backend: str, loads: list[dict]) -> dict:
 
 
 def measure_baseline(ctx, files, loads: list[dict]) -> dict:
-    """The one-at-a-time engine in a fresh process (its job on stdin: the prompts are large)."""
+    """The one-at-a-time engine in a fresh process (benchmarks/child.py)."""
     p = ctx.profile
     warmups = warmup_loads(p, max(p.server_concurrency))
     job = {"ir": files.ir, "loads": warmups + loads}
-    log_path = ctx.out / "logs" / "server-ovchat-single.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log:
-        try:
-            proc = subprocess.run([sys.executable, "-m", "ovchat.benchmarks.server_baseline"], input=json.dumps(job),
-                                  stdout=subprocess.PIPE, stderr=log, text=True, timeout=p.timeout_s)
-        except subprocess.TimeoutExpired:
-            raise WorkerError(f"the baseline timed out after {p.timeout_s} s (log {log_path})") from None
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        raise WorkerError(f"the baseline exited with code {proc.returncode} (log {log_path})")
-    measured = json.loads(lines[-1])["loads"][len(warmups):]
+    answer = run_once("ovchat.benchmarks.server_baseline", job, p.timeout_s, ctx.out / "logs" / "server-ovchat-single.log")
+    measured = answer["loads"][len(warmups):]
     return {"loads": [_load_record(load, result, eos_ignored=True) for load, result in zip(loads, measured)],
             "servers": []}
 
@@ -274,6 +269,5 @@ def server_figures(rep: dict) -> dict:
     return out
 
 
-SERVER = register(Scenario("server", "OpenAI-compatible servers under 1/4/16 concurrent streams (issue 11)",
-                           server_rep, server_summary, server_figures, reps=lambda p: p.server_reps,
-                           backends=SERVER_BACKENDS))
+SERVER = Scenario("server", "OpenAI-compatible servers under 1/4/16 concurrent streams (issue 11)",
+                  server_rep, server_summary, server_figures, reps=lambda p: p.server_reps, backends=SERVER_BACKENDS)

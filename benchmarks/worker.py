@@ -1,21 +1,20 @@
-"""One measurement in a fresh process: `python -m ovchat.benchmarks.worker '<job json>'`.
+"""One measurement in a fresh process: `python -m ovchat.benchmarks.worker`, one job on stdin.
 
 The job names a task, a backend, a model's files, a device and parameters. The worker loads the
-model, runs the task, and prints one JSON line on stdout (everything else, including C-level
-output of the runtimes, goes to stderr). Running each measurement in its own process isolates
-memory (peak RSS is the process's own), gives cold starts, and contains crashes.
+model, runs the task, and answers one JSON line (benchmarks/child.py's protocol: the runner's
+`Context.spawn` sends it). Running each measurement in its own process isolates memory (peak RSS
+is the process's own), gives cold starts, and contains crashes.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import resource
 import sys
 import time
 from dataclasses import asdict
 
 from .backends import ModelFiles, create
+from .child import serve
 
 ID_RANGE = (300, 30000)  # ordinary token ids in every model here (no special tokens)
 
@@ -150,17 +149,5 @@ def log(message: str) -> None:
     print(f"    {message}", file=sys.stderr, flush=True)
 
 
-def main(argv=None) -> int:
-    job = json.loads((argv or sys.argv[1:])[0])
-    result_fd = os.dup(1)
-    os.dup2(2, 1)  # runtimes that print to stdout must not corrupt the JSON line
-    try:
-        payload = {"status": "ok", "data": run(job)}
-    except Exception as error:  # reported to the parent as this job's error, with its type
-        payload = {"status": "error", "reason": f"{type(error).__name__}: {error}"}
-    os.write(result_fd, (json.dumps(payload) + "\n").encode())
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve(run))

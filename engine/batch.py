@@ -25,8 +25,9 @@ import openvino_genai as ov_genai
 
 from .errors import EngineError, PromptError
 from .prompt import PreparedPrompt
-from .results import GenerationResult, Metrics
+from .results import GeneratedToken, GenerationResult, Metrics
 from .stream import Feed, TextStream
+from .tool_use import with_tool_calls
 
 _Status = ov_genai.GenerationStatus
 _FINISH = {ov_genai.GenerationFinishReason.LENGTH: "length", ov_genai.GenerationFinishReason.STOP: "stop"}
@@ -44,6 +45,8 @@ class _Request:
     pieces: list = field(default_factory=list)
     tokens: int = 0
     first_token_at: float | None = None
+    records: list = field(default_factory=list)  # GeneratedTokens (logprobs requested), all so far
+    unsent: int = 0                               # how many of them no text piece has carried yet
 
 
 class BatchRunner:
@@ -135,6 +138,8 @@ class BatchRunner:
                 if output.generated_ids:
                     request.first_token_at = request.first_token_at or time.perf_counter()
                     request.tokens += len(output.generated_ids)
+                    if request.config.logprobs:
+                        self._record(request, list(output.generated_ids), list(output.generated_log_probs))
                     request.streamer.write(list(output.generated_ids))
         status = handle.get_status()
         if status == _Status.RUNNING:
@@ -144,25 +149,61 @@ class BatchRunner:
             return request.feed.end(error=PromptError(
                 "The prompt does not fit in the KV cache; shorten it or load with a larger kv_cache_gb."))
         request.streamer.end()
+        if request.unsent:  # tokens whose text never came (an end-of-turn token has none)
+            request.feed.piece("", request.tokens, self._take_unsent(request))
         reason = _FINISH.get(output.finish_reason, "stop") if output is not None else "stop"
         request.feed.end(self._result(request, reason))
 
     def _on_text(self, request: _Request, text: str) -> ov_genai.StreamingStatus:
         request.pieces.append(text)
-        request.feed.piece(text, request.tokens)
+        request.feed.piece(text, request.tokens, self._take_unsent(request))
         return ov_genai.StreamingStatus.RUNNING
+
+    def _record(self, request: _Request, ids: list[int], logprobs: list[float]) -> None:
+        texts = token_texts(self._tokenizer, [r.id for r in request.records[-_CONTEXT_TOKENS:]], ids)
+        request.records.extend(GeneratedToken(i, t, lp) for i, t, lp in zip(ids, texts, logprobs))
+        request.unsent += len(ids)
+
+    @staticmethod
+    def _take_unsent(request: _Request) -> tuple:
+        if not request.unsent:
+            return ()
+        taken, request.unsent = tuple(request.records[-request.unsent:]), 0
+        return taken
 
     def _result(self, request: _Request, reason: str) -> GenerationResult:
         # Timed here, per request: genai's pipeline-wide perf metrics mix every request of a step.
         metrics = Metrics.timed(request.submitted, request.first_token_at, request.tokens)
-        return GenerationResult(text="".join(request.pieces), input_tokens=len(request.ids), output_tokens=request.tokens,
-                                finish_reason=reason, metrics=metrics, dropped_messages=request.prepared.dropped_messages)
+        result = GenerationResult(text="".join(request.pieces), input_tokens=len(request.ids),
+                                  output_tokens=request.tokens, finish_reason=reason, metrics=metrics,
+                                  dropped_messages=request.prepared.dropped_messages, tokens=tuple(request.records))
+        return with_tool_calls(result, request.prepared.tool_format)
 
     def _fail_all(self, error: Exception) -> None:
         for request in self._active.values():
             request.handle.cancel()
             request.feed.end(error=_engine_error(error))
         self._active.clear()
+
+
+_CONTEXT_TOKENS = 4  # tokens before one that its text is decoded after (a word's start, a UTF-8 sequence)
+
+
+def token_texts(tokenizer: ov_genai.Tokenizer, before: list[int], ids: list[int]) -> list[str]:
+    """Each token's own text: the text it adds after the few tokens before it. (Decoded alone,
+    a SentencePiece token loses its leading space, and part of a character decodes to U+FFFD.)"""
+    context = list(before)
+    sequences = []
+    for token in ids:
+        sequences += [context[-_CONTEXT_TOKENS:], context[-_CONTEXT_TOKENS:] + [token]]
+        context.append(token)
+    decoded = tokenizer.decode(sequences)
+    texts = []
+    for head, whole in zip(decoded[::2], decoded[1::2]):
+        # Part of a character decodes to U+FFFD: it belongs to the token that completes it.
+        head, whole = head.rstrip("\ufffd"), whole.rstrip("\ufffd")
+        texts.append(whole[len(head):] if whole.startswith(head) else whole)
+    return texts
 
 
 def _engine_error(error: Exception) -> EngineError:

@@ -9,8 +9,8 @@ OpenVINO is imported inside the handlers, when a command needs a model, not to p
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import sys
 
 from .errors import EngineError, OptionsError
@@ -28,14 +28,12 @@ def register(sub) -> None:
     p.add_argument("--system", help="a system prompt")
     p.add_argument("--raw", action="store_true", help="send the prompt as is, without the chat template")
     p.add_argument("--json", action="store_true", help="print text, token counts and metrics as JSON")
-    _add_server_flags(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("chat", help="interactive chat, streamed (/reset, /exit; Ctrl-C stops an answer)")
     add_model_flags(p)
     _add_generation_flags(p)
     p.add_argument("--system", default=SEED_SYSTEM_PROMPT, help="the system prompt (default: %(default)r)")
-    _add_server_flags(p)
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("demo", help="the seed's job: stream an answer to its prompt, then print the metrics")
@@ -67,14 +65,9 @@ def add_model_flags(p) -> None:
     g.add_argument("--prompt-lookup", action="store_true",
                    help="speculative decoding with guesses copied from the prompt (edits, extraction, summaries)")
     g.add_argument("--draft", metavar="MODEL", help="speculative decoding with a smaller model of the same tokenizer")
-
-
-def _add_server_flags(p) -> None:
-    g = p.add_argument_group("client of a running `ovchat serve` (no model is loaded here)")
-    g.add_argument("--server", metavar="URL", default=os.environ.get("OVCHAT_SERVER") or None,
-                   help="send the request to this server, e.g. http://127.0.0.1:8000 (default: $OVCHAT_SERVER)")
-    g.add_argument("--api-key", default=os.environ.get("OVCHAT_API_KEY") or None,
-                   help="the server's API key (default: $OVCHAT_API_KEY)")
+    g.add_argument("--deterministic", action="store_true",
+                   help="f32 arithmetic without dynamic quantization: a greedy answer does not depend on what runs "
+                        "beside it (batch, cached prefix, speculation); fewer tokens/s at many streams (README)")
 
 
 def _add_generation_flags(p) -> None:
@@ -98,6 +91,10 @@ def _add_generation_flags(p) -> None:
     g.add_argument("--json-object", action="store_true", help="answer any JSON object")
     g.add_argument("--regex", metavar="R", help="answer text that matches this regular expression")
     g.add_argument("--grammar", metavar="FILE", help="answer text that this EBNF grammar (XGrammar's dialect) accepts")
+    g.add_argument("--tools", metavar="FILE", help="offer these tools: a JSON list of OpenAI function definitions; "
+                   "the chat asks you for each call's result")
+    g.add_argument("--tool-choice", default="auto", help="auto, none, required, or a tool's name, for your turns "
+                   "(default: auto; the answer after tool results is always auto)")
 
 
 def load_engine(args, defaults: dict | None = None, **load_options):
@@ -118,7 +115,7 @@ def load_arguments(args, defaults: dict | None = None) -> dict:
         properties[key] = value
     return dict(model=args.model, device=args.device, performance_hint=args.hint, num_streams=args.streams,
                 cache_dir=False if args.no_cache else (args.cache_dir or True), warmup=not args.no_warmup,
-                prompt_lookup=args.prompt_lookup, draft_model=args.draft, **properties)
+                prompt_lookup=args.prompt_lookup, draft_model=args.draft, deterministic=args.deterministic, **properties)
 
 
 def generation_options(args, info=None, **overrides):
@@ -131,8 +128,20 @@ def generation_options(args, info=None, **overrides):
     values.update({key: value for key, value in given.items() if value is not None})
     values.update(stop=tuple(args.stop), json_object=args.json_object, regex=args.regex,
                   json_schema=_read_flag_file(args.json_schema, "--json-schema"),
-                  grammar=_read_flag_file(args.grammar, "--grammar"), **overrides)
+                  grammar=_read_flag_file(args.grammar, "--grammar"), **_tool_flags(args), **overrides)
     return GenerationOptions(**values)
+
+
+def _tool_flags(args) -> dict:
+    text = _read_flag_file(getattr(args, "tools", None), "--tools")
+    if text is None:
+        return {}
+    try:
+        tools = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise OptionsError(f"--tools {args.tools}: not JSON ({error}); pass a JSON list of function definitions.") from None
+    tools = tools.get("tools", tools) if isinstance(tools, dict) else tools
+    return {"tools": tools, "tool_choice": args.tool_choice}
 
 
 def _read_flag_file(path: str | None, flag: str) -> str | None:
@@ -146,9 +155,6 @@ def _read_flag_file(path: str | None, flag: str) -> str | None:
 
 
 def cmd_generate(args) -> int:
-    if args.server:  # a client of a running server: no OpenVINO in this process
-        from ..server.client import run_generate
-        return run_generate(args)
     generation_options(args)  # bad flags fail before the load
     engine = load_engine(args)
     options = generation_options(args, engine.info, apply_chat_template=not args.raw)
@@ -163,13 +169,12 @@ def cmd_generate(args) -> int:
         for piece in stream:
             print(piece, end="", flush=True)
     print()
+    for call in stream.result.tool_calls:
+        print(json.dumps({"tool_call": {"id": call.id, "name": call.name, "arguments": call.arguments}}))
     return 0
 
 
 def cmd_chat(args) -> int:
-    if args.server:
-        from ..server.client import run_chat
-        return run_chat(args)
     generation_options(args)  # bad flags fail before the load
     # An interactive chat runs many turns: on PagedAttention a turn's prefill stays flat as the
     # history grows, on SDPA (the engine's default) it slows, 2x by the 6th turn at Phi-3 scale.
@@ -182,14 +187,25 @@ def cmd_chat(args) -> int:
     _progress(f"ready{f' (attention: {attention})' if attention else ''}. /reset clears the history, "
               "/exit (or Ctrl-D) leaves, Ctrl-C stops an answer.")
 
-    def answer(text: str) -> None:
-        stream = session.stream(text)
+    after_tools = dataclasses.replace(session.options, tool_choice="auto") if session.options.offers_tools else None
+
+    def answer(text: str | None) -> None:
+        # --tool-choice applies to your turns; the answer after tool results may call again or reply ("auto")
+        stream = session.stream(text, after_tools if text is None else None)
         with stream:
             for piece in stream:
                 print(piece, end="", flush=True)
         print()
         if stream.result.dropped_messages:
             _progress(f"(the oldest {stream.result.dropped_messages} messages were dropped to fit the context)")
+        if stream.result.tool_calls:  # --tools: you play the tools, then the model answers
+            for call in stream.result.tool_calls:
+                try:
+                    output = input(f"[{call.name}({json.dumps(call.arguments)})] result> ")
+                except EOFError:
+                    return
+                session.add_tool_result(call.id, output)
+            answer(None)
 
     return chat_loop(answer, session.reset)
 

@@ -10,6 +10,7 @@ Text goes in and out through the model's own openvino-tokenizers models.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ import openvino_genai as ov_genai
 
 from .batch import BatchRunner
 from .devices import check_device
-from .errors import ModelError, reason
+from .errors import ModelError, OptionsError, reason
 from .memory import releasing_mapped_weights
 from .model import ModelInfo, damaged_files_message, resolve
 from .options import BatchOptions, GenerationOptions, LoadOptions
@@ -59,7 +60,8 @@ class Engine:
     def load(cls, model: str | Path | None = None, device: str = "CPU", performance_hint: str | None = "LATENCY",
              num_streams: int | None = 1, cache_dir: str | Path | bool = True, warmup: bool = True,
              batching: bool | BatchOptions = False, prompt_lookup: bool = False, draft_model: str | Path | None = None,
-             num_assistant_tokens: int = 5, max_ngram_size: int = 8, **ov_properties) -> "Engine":
+             num_assistant_tokens: int = 5, max_ngram_size: int = 8, deterministic: bool = False,
+             **ov_properties) -> "Engine":
         """Load `model` (an exported folder, a .gguf file, or None for the default model) on `device`.
 
         `performance_hint`, `num_streams` and `cache_dir` are the seed's ov.Core compile
@@ -70,13 +72,15 @@ class Engine:
         `batching` (True or a BatchOptions) serves concurrent requests together on
         ContinuousBatchingPipeline. `prompt_lookup=True` or `draft_model=PATH` (a smaller model
         with the same tokenizer) turn on speculative decoding, `num_assistant_tokens` guesses per
-        step (on PagedAttention; see speculative.py). `warmup` runs a short inference now, so the first real call
+        step (on PagedAttention; see speculative.py). `deterministic=True` computes in f32 without
+        dynamic quantization, so a greedy answer is the same whatever runs beside it (alone, in a
+        batch, after a cached prefix, with speculation), at a cost in speed (README). `warmup` runs a short inference now, so the first real call
         is as fast as the next ones, and releases the mapped weight pages it made redundant.
         """
         info = resolve(model)
         batch = BatchOptions() if batching is True else (batching or None)
         options = LoadOptions(check_device(device), performance_hint, num_streams, cache_dir, warmup, ov_properties, batch,
-                              prompt_lookup, draft_model, num_assistant_tokens, max_ngram_size)
+                              prompt_lookup, draft_model, num_assistant_tokens, max_ngram_size, deterministic)
         start = time.perf_counter()
         try:
             properties = options.to_properties()
@@ -146,9 +150,30 @@ class Engine:
     def submit(self, prepared: PreparedPrompt, events=None) -> TextStream:
         """Run an already prepared prompt (see prompt.prepare); chat sessions use it."""
         self._structure_checker.check(prepared.options)  # a constraint that cannot compile fails here, not mid-run
+        if prepared.options.logprobs and self.mode != "batch":
+            raise OptionsError("Per-token logprobs need the batching mode: load with Engine.load(..., batching=True). "
+                               "(genai's LLMPipeline reports only the answer's total log-probability.)")
         config = self.load_options.apply_speculation(prepared.options.apply_to(self._runner.generation_config()))
+        if prepared.tool_grammar:
+            self._check_tool_grammar(prepared)
+            config.structured_output_config = ov_genai.StructuredOutputConfig(structural_tags_config=prepared.tool_grammar)
         config.stop_token_ids = set(config.stop_token_ids) | self._stop_ids
-        return self._runner.submit(prepared, config, events)
+        stream = self._runner.submit(prepared, config, events)
+        stream.tool_format = prepared.tool_format
+        return stream
+
+    def _check_tool_grammar(self, prepared: PreparedPrompt) -> None:
+        """Compile the tools' grammar first; if it fails, name the tool whose schema is at fault."""
+        try:
+            self._structure_checker.check_structure(("structural_tags_config", prepared.tool_grammar))
+        except OptionsError:
+            for i, tool in enumerate(prepared.options.tools):
+                try:
+                    self._structure_checker.check_structure(("json_schema", json.dumps(tool.parameters)))
+                except OptionsError as error:
+                    raise OptionsError(f"Tool {tool.name!r} (tools[{i}]): {error}",
+                                       param=f"tools[{i}].parameters") from None
+            raise
 
     def _warm_up(self, weight_folders: list) -> tuple[float, int]:
         # The first inference after a compile repacks every weight into the CPU kernels' layout

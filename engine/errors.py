@@ -4,7 +4,15 @@ import re
 
 
 class EngineError(Exception):
-    """Base of every error ovchat raises on purpose."""
+    """Base of every error ovchat raises on purpose. `param` names the field at fault when one is
+    (e.g. "tools[1].parameters", "messages[2].tool_call_id"), for a server's error body."""
+
+    def __init__(self, message: str = "", param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+    def __reduce__(self):  # keep `param` across processes (EngineProcess)
+        return (type(self), (str(self), self.param))
 
 
 class ModelError(EngineError):

@@ -17,6 +17,7 @@ import openvino_genai as ov_genai
 
 from .errors import OptionsError
 from .paths import compile_cache_dir
+from .tool_calls import TOOL_FORMATS, Tool, check_tool_choice, check_tools
 
 PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 # Measured (issue 6): with a warm CACHE_DIR, SDPA loads 3-6x faster than the default PA backend
@@ -25,6 +26,12 @@ PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 # the CPU plugin runs a prompt that has a past through its one-token (decode) attention kernel.
 # ATTENTION_BACKEND="PA" in the properties restores openvino.genai's default (`ovchat chat` does).
 DEFAULT_ATTENTION_BACKEND = "SDPA"
+# Deterministic mode: the CPU's defaults compute in bf16 (where the CPU has it), quantize the
+# activations to int8 per group and keep the KV cache in low precision, and their rounding depends on
+# how many rows a step computes together, so a greedy answer could change with what ran beside it
+# (measured: 2 of 9 interleaved chat turns differed). In f32, with neither, it does not (tests/test_deterministic.py).
+DETERMINISTIC_PROPERTIES = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0",
+                            "KV_CACHE_PRECISION": "f32"}
 # Any JSON object (OpenAI's response_format json_object): XGrammar's reading of this schema
 # allows any properties and values (measured).
 JSON_OBJECT_SCHEMA = '{"type": "object"}'
@@ -77,8 +84,14 @@ class LoadOptions:
     draft_model: str | Path | None = None  # guesses from a smaller model with the same tokenizer
     num_assistant_tokens: int = 5         # tokens guessed per step
     max_ngram_size: int = 8               # prompt lookup: longest n-gram matched (8: fewer passes than 3 on edits and summaries, measured)
+    deterministic: bool = False           # a greedy answer whatever runs beside it (DETERMINISTIC_PROPERTIES)
 
     def __post_init__(self):
+        if self.deterministic:
+            clashing = [f"{k}={self.properties[k]}" for k, v in DETERMINISTIC_PROPERTIES.items()
+                        if k in self.properties and str(self.properties[k]).lower() != v.lower()]
+            _check(not clashing, f"deterministic=True sets {', '.join(f'{k}={v}' for k, v in DETERMINISTIC_PROPERTIES.items())}; "
+                                 f"drop {', '.join(clashing)} or deterministic.")
         _check(not (self.prompt_lookup and self.draft_model),
                "prompt_lookup and draft_model are two kinds of speculative decoding; pick one.")
         _check(isinstance(self.num_assistant_tokens, int) and self.num_assistant_tokens >= 1,
@@ -107,6 +120,8 @@ class LoadOptions:
         if has_attention_backends(self.device) and self.batching is None:  # batching always runs on PA
             # Speculative decoding needs PA: genai runs it on its continuous-batching core.
             props["ATTENTION_BACKEND"] = "PA" if self.speculative else DEFAULT_ATTENTION_BACKEND
+        if self.deterministic:
+            props.update(DETERMINISTIC_PROPERTIES)
         props.update(self.properties)
         return props
 
@@ -148,6 +163,15 @@ class GenerationOptions:
     json_object: bool = False              # any JSON object (response_format json_object)
     regex: str | None = None               # a regular expression the whole answer matches
     grammar: str | None = None             # an EBNF grammar (XGrammar's dialect, rule `root` first)
+    # Function calling (tool_calls.py): tools offered, as Tool objects or OpenAI function dicts.
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str = "auto"              # "auto", "none" (offer none), "required", or a tool's name
+    parallel_tool_calls: bool = True       # may one answer hold several calls?
+    tool_format: str | None = None         # the call format (tool_parsers/); None: read from the chat template
+    constrain_tool_calls: bool = True      # a grammar keeps calls parseable (tool_grammar.py); False: parse only
+    # Each generated token's id, text and log-probability (GenerationResult.tokens, TextStream.tokens()):
+    # the batching mode only, as genai's sampler computed it (see docs/server.md, Logprobs).
+    logprobs: bool = False
 
     def __post_init__(self):
         _check(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
@@ -168,7 +192,27 @@ class GenerationOptions:
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         _check(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings.")
+        _check(isinstance(self.logprobs, bool), "logprobs must be True or False.")
         self._check_structure()
+        self._check_tools()
+
+    @property
+    def offers_tools(self) -> bool:
+        """Whether the model is offered tools (some are given and tool_choice is not "none")."""
+        return bool(self.tools) and self.tool_choice != "none"
+
+    def _check_tools(self) -> None:
+        object.__setattr__(self, "tools", check_tools(self.tools))
+        object.__setattr__(self, "tool_choice", check_tool_choice(self.tool_choice, self.tools))
+        _check(isinstance(self.parallel_tool_calls, bool), "parallel_tool_calls must be True or False.")
+        _check(isinstance(self.constrain_tool_calls, bool), "constrain_tool_calls must be True or False.")
+        _check(self.tool_format is None or self.tool_format in TOOL_FORMATS,
+               f"tool_format={self.tool_format!r} is not one of {', '.join(TOOL_FORMATS)} (or None: from the chat template).")
+        _check(not (self.offers_tools and self.structure),
+               "Tools and structured output (json_schema, json_object, regex, grammar) cannot be combined; "
+               "describe the answer's shape as a tool's parameters instead.")
+        _check(not self.offers_tools or self.apply_chat_template,
+               "Tools are offered through the chat template; keep apply_chat_template=True.")
 
     @property
     def structure(self) -> tuple[str, str] | None:
@@ -205,6 +249,14 @@ class GenerationOptions:
     def greedy(self) -> bool:
         return not self.do_sample or self.temperature == 0
 
+    @property
+    def picks_most_likely(self) -> bool:
+        """Whether each chosen token is the model's most likely one: greedy decoding with nothing
+        that reshapes the distribution first (penalties, a grammar, tools). genai reports only the chosen
+        token's log-probability, so only then is it also the top-1 alternative."""
+        return (self.greedy and self.repetition_penalty == 1.0 and self.presence_penalty == 0.0
+                and self.frequency_penalty == 0.0 and self.structure is None and not self.offers_tools)
+
     def apply_to(self, config: ov_genai.GenerationConfig) -> ov_genai.GenerationConfig:
         """Set these options on `config`, a fresh copy of the model's own (its stop token ids included)."""
         config.max_new_tokens = self.max_new_tokens
@@ -221,6 +273,10 @@ class GenerationOptions:
         config.stop_strings = set(self.stop)
         config.ignore_eos = self.ignore_eos
         config.apply_chat_template = self.apply_chat_template
+        # genai's sampler then returns each chosen token's log-probability under the raw model
+        # distribution (before penalties, temperature, grammar); any value above 1 gives the same
+        # (measured, genai 2026.4: no top-k alternatives).
+        config.logprobs = 1 if self.logprobs else 0
         if self.structure:
             kind, text = self.structure
             config.structured_output_config = ov_genai.StructuredOutputConfig(**{kind: text})

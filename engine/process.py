@@ -84,12 +84,12 @@ class EngineProcess:
         stream = TextStream(0, on_cancel=lambda: self._send(("cancel", request_id)), events=events)
         self._feeds[request_id] = Feed(stream)  # before the submit: pieces may arrive before the reply
         try:
-            input_tokens, dropped = self._ask(("submit", request_id, prompt, options), request_id)
+            input_tokens, dropped, tool_format = self._ask(("submit", request_id, prompt, options), request_id)
         except BaseException:
             self._feeds.pop(request_id, None)
             stream._on_cancel = None  # it never started: nothing to cancel
             raise
-        stream._input_tokens, stream._dropped = input_tokens, dropped
+        stream._input_tokens, stream._dropped, stream.tool_format = input_tokens, dropped, tool_format
         return stream
 
     def generate(self, prompt, options=None):
@@ -169,13 +169,13 @@ class EngineProcess:
 
     def _dispatch(self, events: list) -> None:
         touched = {}
-        for kind, request_id, first, second in events:
+        for kind, request_id, *payload in events:
             if kind == "piece" and (feed := self._feeds.get(request_id)) is not None:
-                feed.piece(first, second)
+                feed.piece(*payload)
                 touched[request_id] = feed
             elif kind == "end" and (feed := self._feeds.pop(request_id, None)) is not None:
                 touched.pop(request_id, None)
-                feed.end(first, second)
+                feed.end(*payload)
         for feed in touched.values():
             feed.flush()
 
@@ -316,7 +316,7 @@ def _serve(conn, send, engine, streams: _Streams, outbox: _Outbox) -> None:
                 send(("refused", request_id, _portable(error)))
                 continue
             streams.keep(request_id, stream, forward)
-            send(("accepted", request_id, stream._input_tokens, stream._dropped))
+            send(("accepted", request_id, stream._input_tokens, stream._dropped, stream.tool_format))
 
 
 def _exit_code(process: subprocess.Popen) -> int | None:

@@ -9,8 +9,10 @@ import numpy as np
 import openvino as ov
 import openvino_genai as ov_genai
 
+from . import tool_use
 from .errors import PromptError
 from .options import GenerationOptions
+from .tool_calls import check_tool_messages
 from .tokenizer import Tokenizer
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -25,21 +27,29 @@ class PreparedPrompt:
     templated: bool = False        # text came from the chat template (which writes its own special tokens)
     messages: list | None = None   # the messages actually sent, after trimming
     dropped_messages: int = 0
+    tool_format: str | None = None  # tools offered: the format their calls are read in (tool_parsers/)
+    tool_grammar: str | None = None  # and the constraint that keeps calls parseable (tool_grammar.py)
+
+
+_KEYS = {"role", "content", "tool_calls", "tool_call_id", "name"}
 
 
 def check_messages(messages) -> list[dict]:
+    """Checked copies of chat messages: {"role", "content"}; an assistant turn may carry
+    `tool_calls` (its content may then be empty or None), a `tool` turn its `tool_call_id`."""
     if not isinstance(messages, (list, tuple)) or not messages:
         raise PromptError("Messages must be a non-empty list of {'role': ..., 'content': ...} dicts.")
     for i, message in enumerate(messages):
-        if not isinstance(message, dict) or set(message) - {"role", "content"} or "role" not in message:
+        if not isinstance(message, dict) or set(message) - _KEYS or "role" not in message:
             raise PromptError(f"Message {i} must be a dict with 'role' and 'content', got {message!r}.")
         if message["role"] not in ROLES:
             raise PromptError(f"Message {i} has role {message['role']!r}; use one of {', '.join(ROLES)}.")
-        if not isinstance(message.get("content"), str):
+        calls_only = message.get("tool_calls") and message.get("content") is None
+        if not isinstance(message.get("content"), str) and not calls_only:
             raise PromptError(f"Message {i} content must be a string.")
-    if not messages[-1]["content"].strip():
+    if messages[-1]["role"] != "tool" and not (messages[-1].get("content") or "").strip():
         raise PromptError("The last message is empty; say something.")
-    return [dict(m) for m in messages]
+    return check_tool_messages(messages)
 
 
 def prepare(prompt, options: GenerationOptions, tokenizer: Tokenizer, context_length: int | None,
@@ -62,15 +72,17 @@ def prepare(prompt, options: GenerationOptions, tokenizer: Tokenizer, context_le
         raise PromptError("Chat messages need the chat template; pass a plain string with apply_chat_template=False.")
     dropped = 0
     while True:
-        text = tokenizer.apply_chat_template(messages)
+        tools = tool_use.plan(messages, options, tokenizer)
+        text = tokenizer.apply_chat_template(tools.messages, **({"tools": tools.tools} if tools.tools else {}))
         count = tokenizer.count(text, add_special_tokens=False)  # as genai feeds a templated chat
         first = 1 if messages[0]["role"] == "system" else 0
         fits = not context_length or count + options.max_new_tokens <= context_length
         if fits or not trim or len(messages) - first <= 1:
             break  # fits, or nothing left to drop: _fit clamps max_new_tokens or refuses
         dropped += _drop_oldest_exchange(messages, first)
-    fitted = _fit(_history(messages), count, options, context_length, text=text, templated=True)
-    return replace(fitted, messages=messages, dropped_messages=dropped)
+    fitted = _fit(_history(tools.messages, tools.tools), count, options, context_length, text=text, templated=True)
+    return replace(fitted, messages=messages, dropped_messages=dropped, tool_format=tools.tool_format,
+                   tool_grammar=tools.grammar)
 
 
 def _drop_oldest_exchange(messages: list[dict], first: int) -> int:
@@ -97,8 +109,10 @@ def _fit(inputs, prompt_tokens: int, options: GenerationOptions, context_length:
     return PreparedPrompt(inputs, options, prompt_tokens, text, templated)
 
 
-def _history(messages: list[dict]) -> ov_genai.ChatHistory:
+def _history(messages: list[dict], tools: list[dict] | None) -> ov_genai.ChatHistory:
     history = ov_genai.ChatHistory()
     for message in messages:
         history.append(message)
+    if tools:
+        history.set_tools(tools)  # LLMPipeline renders a ChatHistory with its tools, as counted above
     return history

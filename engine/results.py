@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
+from .tool_calls import ToolCall
+
 
 @dataclass(frozen=True)
 class Metrics:
@@ -41,13 +43,26 @@ class LoadMetrics:
 
 
 @dataclass(frozen=True)
+class GeneratedToken:
+    """One generated token (with GenerationOptions(logprobs=True)): its id, its own text (the
+    answer's text is these joined) and its natural-log probability under the model's raw
+    distribution, as genai's sampler computed it when choosing it."""
+    id: int
+    text: str
+    logprob: float
+
+
+@dataclass(frozen=True)
 class GenerationResult:
     text: str
     input_tokens: int   # prompt tokens fed this call: a chat turn that reuses the KV cache counts its new ones
     output_tokens: int
-    finish_reason: str  # "stop" (EOS or stop string), "length" (max_new_tokens) or "cancelled"
+    finish_reason: str  # "stop" (EOS or stop string), "length" (max_new_tokens), "tool_calls" or "cancelled"
     metrics: Metrics
     dropped_messages: int = 0  # oldest chat messages left out to fit the context window
+    # The calls the answer made when tools were offered; `text` then holds what it said outside them.
+    tool_calls: tuple[ToolCall, ...] = ()
+    tokens: tuple[GeneratedToken, ...] = ()  # every generated token, with GenerationOptions(logprobs=True)
 
     def to_dict(self) -> dict:
         return asdict(self)

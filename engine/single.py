@@ -18,6 +18,7 @@ from .errors import EngineError
 from .prompt import PreparedPrompt
 from .results import GenerationResult, Metrics
 from .stream import Feed, TextStream
+from .tool_use import with_tool_calls
 
 _FINISH = {ov_genai.GenerationFinishReason.LENGTH: "length"}  # STOP: EOS, a stop token or a stop string
 
@@ -103,14 +104,14 @@ class SingleRunner:
             return feed.end(error=EngineError(f"Generation failed in OpenVINO: {first}. "
                                               "Try a shorter prompt or fewer new tokens, or reload the model."))
         reasons = getattr(results, "finish_reasons", None) or [None]
-        feed.end(GenerationResult(
+        feed.end(with_tool_calls(GenerationResult(
             text="".join(streamer.pieces),
             input_tokens=prepared.input_tokens,
             output_tokens=streamer.tokens,
             finish_reason="cancelled" if feed.cancelled else _FINISH.get(reasons[0], "stop"),
             metrics=Metrics.from_perf(results.perf_metrics),
             dropped_messages=prepared.dropped_messages,
-        ))
+        ), prepared.tool_format))
 
     def _enter_mode(self, chat: bool) -> None:
         # With a ChatHistory the stateful pipeline keeps the conversation's KV cache between

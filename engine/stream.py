@@ -1,8 +1,10 @@
 """One request's stream of text: the only channel between a caller and the thread that generates.
 
 A runner (single.py, batch.py) owns the pipeline on its own thread and feeds each request's
-`TextStream` through `Feed`: text pieces with the running token count, then one end event with
-the request's own GenerationResult (or an error). The caller iterates pieces; `result` holds the
+`TextStream` through `Feed`: text pieces with the running token count (and, with
+GenerationOptions(logprobs=True), the GeneratedToken records that piece completes), then one end
+event with the request's own GenerationResult (or an error). The caller iterates text pieces, or
+`tokens()` for the records, as mlx-lm's stream_generate yields them; `result` holds the
 request's result once it has ended. `close()` (or leaving a `with` block, Ctrl-C included, or
 dropping the stream) cancels: the runner stops that request at its next token and frees what it
 held, and the result says "cancelled" with the text and token count the caller received. The
@@ -16,9 +18,9 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
-from .results import GenerationResult, Metrics
+from .results import GeneratedToken, GenerationResult, Metrics
 
 _POLL_S = 0.1  # waits wake this often, so Ctrl-C reaches a caller blocked on the next piece
 
@@ -44,9 +46,10 @@ class Feed:
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
-    def piece(self, text: str, output_tokens: int) -> None:
-        if text:
-            self._events.put((text, output_tokens))
+    def piece(self, text: str, output_tokens: int, tokens: tuple[GeneratedToken, ...] = ()) -> None:
+        """Text (may be empty when only `tokens` are new: a token whose text is held back)."""
+        if text or tokens:
+            self._events.put((text, output_tokens, tokens))
 
     def flush(self) -> None:
         """The runner has put all it has for now (a batching step's tokens): an event sink that
@@ -75,7 +78,7 @@ class TextStream:
         # `events`: where the runner's events go instead of this stream's own queue, for a caller
         # that forwards them elsewhere (process.py sends them to another process, the server to
         # its event loop): an object with put(event) and optionally flush(); it gets
-        # (text, output_tokens) pieces, then one StreamEnd. Such a stream is not iterated, only closed.
+        # (text, output_tokens, tokens) pieces, then one StreamEnd. Such a stream is not iterated, only closed.
         self._events = queue.Queue() if events is None else events
         self._cancel = threading.Event()
         self._on_cancel = on_cancel
@@ -87,6 +90,9 @@ class TextStream:
         self._first_piece_at: float | None = None
         self._on_result: list[Callable[[GenerationResult], None]] = []
         self.result: GenerationResult | None = None
+        # Tools offered: the format of the calls in the text (tool_parsers/), for a caller that
+        # reads them as they stream (IncrementalToolParser); the result carries them parsed.
+        self.tool_format: str | None = None
 
     @property
     def text(self) -> str:
@@ -110,17 +116,33 @@ class TextStream:
         return self
 
     def __next__(self) -> str:
+        while True:
+            piece, _ = self._next_piece()
+            if piece:
+                return piece
+
+    def tokens(self) -> Iterator[GeneratedToken]:
+        """The generated tokens one by one (id, text, logprob), instead of text pieces; needs
+        GenerationOptions(logprobs=True). The stream's text and result fill as with iteration."""
+        while True:
+            try:
+                _, tokens = self._next_piece()
+            except StopIteration:
+                return
+            yield from tokens
+
+    def _next_piece(self) -> tuple[str, tuple]:
         if self.result is not None:
             raise StopIteration
         event = self._next_event()
         if isinstance(event, StreamEnd):
             self._finish(event)
             raise StopIteration
-        piece, self._tokens = event
+        piece, self._tokens, tokens = event
         if self._first_piece_at is None:
             self._first_piece_at = time.perf_counter()
         self._pieces.append(piece)
-        return piece
+        return piece, tokens
 
     def close(self) -> None:
         """Stop generating. Unless the stream had already ended, the result is "cancelled" and

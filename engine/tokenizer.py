@@ -53,12 +53,13 @@ class Tokenizer:
     def chat_template(self) -> str:
         return self._genai.chat_template
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        """The prompt text the model sees for `messages`."""
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True,
+                            tools: list[dict] | None = None) -> str:
+        """The prompt text the model sees for `messages` (and `tools`, OpenAI function definitions)."""
         if not self.chat_template:
             raise PromptError("This model has no chat template; pass a plain prompt with apply_chat_template=False.")
         try:
-            return self._genai.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+            return self._genai.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tools=tools)
         except RuntimeError as error:  # the template's own raise_exception(), or a Jinja error
             raise PromptError(f"The model's chat template refused these messages: {reason(error)}. "
                               "Check the roles and their order (most templates want user and assistant "

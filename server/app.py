@@ -24,11 +24,15 @@ from typing import Callable
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import protocol
+from ..engine.tool_parsers import IncrementalToolParser, TextDelta, parser_for
+from . import protocol, responses
+from .drain import DrainBody
+from .guard import Door, DoorPolicy
 from .metrics import ServerMetrics
 from .protocol import SSE_DONE, APIError, Reply, sse, usage
 from .serving import Run, Serving
@@ -45,7 +49,16 @@ class ServerConfig:
     max_concurrency: int = 16         # generations at once (the engine's batch size)
     max_queue: int = 64               # requests waiting for a slot; more get a 429
     max_body_bytes: int = 1 << 20
+    max_tokens: int | None = 2048     # the most tokens one answer may have: larger asks are clamped; None: the context
+    request_timeout_s: float | None = 600.0  # a request's deadline from its arrival (serving.py); None: none
     shutdown_grace_s: float = 5.0     # on SIGTERM, in-flight requests get this long, then are cancelled
+    bind_host: str = "127.0.0.1"      # the address served (--host): a Host header may name it (guard.py)
+    allowed_hosts: tuple[str, ...] = ()    # more Host names a keyless server answers (a proxy's)
+    allowed_origins: tuple[str, ...] = ()  # web page origins allowed to call the API (CORS)
+
+    def door(self) -> DoorPolicy:
+        return DoorPolicy(self.bind_host, tuple(self.allowed_hosts), tuple(self.allowed_origins),
+                          keyed=self.api_key is not None)
 
 
 class ServerState:
@@ -68,7 +81,8 @@ class ServerState:
                 on_failure(self.load_error)
             return
         name = self.config.model_name or _model_name(engine)
-        serving = Serving(engine, name, self.config.max_concurrency, self.config.max_queue, self.metrics)
+        serving = Serving(engine, name, self.config.max_concurrency, self.config.max_queue, self.metrics,
+                          max_tokens=self.config.max_tokens, timeout_s=self.config.request_timeout_s)
         self.loop.call_soon_threadsafe(setattr, self, "serving", serving)
         log.info("ovchat serve: %s ready (%s mode)", name, engine.mode)
 
@@ -135,6 +149,11 @@ def create_app(load_engine: Callable, config: ServerConfig = ServerConfig(),
         parsed = protocol.parse_completion(await _read_json(request, config.max_body_bytes), serving.max_concurrency)
         return await _unless_client_leaves(request, _generate(serving, parsed, parsed.prompt, chat=False))
 
+    @api("responses")
+    async def responses_route(request: Request, serving: Serving) -> Response:
+        parsed = responses.parse_responses(await _read_json(request, config.max_body_bytes), serving.max_concurrency)
+        return await _unless_client_leaves(request, _respond(serving, parsed))
+
     @api("models")
     async def models(request: Request, serving: Serving) -> Response:
         card = _model_card(serving)
@@ -152,12 +171,12 @@ def create_app(load_engine: Callable, config: ServerConfig = ServerConfig(),
         return Response(body, media_type=state.metrics.content_type)
 
     async def health(request: Request) -> Response:
+        # Public, even with a key: ready or not and why in one word, never a path or an error's text.
         try:
             serving = state.ready()
         except APIError as error:
-            return JSONResponse({"status": error.code, "message": error.message}, status_code=503,
-                                headers=error.headers)
-        return JSONResponse({"status": "ok", "model": serving.model_name, "mode": serving.engine.mode})
+            return JSONResponse({"status": error.code, "ready": False}, status_code=503, headers=error.headers)
+        return JSONResponse({"status": "ok", "ready": True, "model": serving.model_name, "mode": serving.engine.mode})
 
     async def page(request: Request) -> Response:
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
@@ -170,13 +189,15 @@ def create_app(load_engine: Callable, config: ServerConfig = ServerConfig(),
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/responses", responses_route, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model:path}", models, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/", page, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error},
+                    middleware=[Middleware(DrainBody), Middleware(Door, policy=config.door())])
     app.state.ovchat = state
     return app
 
@@ -184,7 +205,7 @@ def create_app(load_engine: Callable, config: ServerConfig = ServerConfig(),
 async def _generate(serving: Serving, parsed, prompt, chat: bool) -> Response:
     if parsed.model is not None and parsed.model != serving.model_name:
         raise protocol.model_not_found(parsed.model, serving.model_name)
-    reply = Reply("chat" if chat else "completion", serving.model_name)
+    reply = Reply("chat" if chat else "completion", serving.model_name, parsed.sampling)
     run = await serving.open(prompt, parsed.sampling, chat)
     if parsed.sampling.stream:
         return _EventStream(_chunks(run, reply, chat, parsed.sampling.include_usage), run)
@@ -195,18 +216,55 @@ async def _generate(serving: Serving, parsed, prompt, chat: bool) -> Response:
     return JSONResponse(reply.full(choices, run.prompt_tokens))
 
 
+async def _respond(serving: Serving, parsed: responses.ResponsesRequest) -> Response:
+    """The Responses API: the chat request it was rewritten as, answered as a Response."""
+    chat = parsed.chat
+    if chat.model is not None and chat.model != serving.model_name:
+        raise protocol.model_not_found(chat.model, serving.model_name)
+    builder = responses.ResponseBuilder(serving.model_name, parsed)
+    run = await serving.open(chat.messages, chat.sampling, True)
+    if chat.sampling.stream:
+        tool_format = run.streams[0].tool_format  # tools offered: calls are read from the answer as it streams
+        reader = IncrementalToolParser(parser_for(tool_format)) if tool_format else None
+        return _EventStream(responses.stream(builder, run, reader), run)
+    try:
+        choice = (await run.collect())[0]
+    finally:
+        run.close()
+    return JSONResponse(builder.full(choice.text, choice.tool_calls, choice.tokens, choice.finish_reason,
+                                     run.prompt_tokens, choice.completion_tokens))
+
+
 async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):
     """SSE as the OpenAI client reads it: each choice's role delta (chat), text deltas, each
     choice's end with its finish_reason, the usage (its own chunk with include_usage, else on
     the last end), then [DONE]. A generation that fails mid-stream ends with an error event."""
     prompt_tokens = completion_tokens = ended = 0
+    readers = {index: IncrementalToolParser(parser_for(stream.tool_format))
+               for index, stream in enumerate(run.streams) if chat and stream.tool_format}
+    tokens = [()] * run.n       # each choice's logprob tokens not sent yet (they precede their text)
+    offsets = [0] * run.n       # characters of the tokens sent per choice: the completions' text_offset
     try:
         if chat:
             for index in range(run.n):
                 yield reply.chunk(index, role=True)
         async for index, kind, payload in run.events():
+            if kind == "tokens":
+                tokens[index] += payload
+                continue
             if kind == "piece":
-                yield reply.chunk(index, text=payload)
+                deltas = readers[index].feed(payload) if index in readers else [TextDelta(payload)]
+            else:
+                deltas = readers[index].finish()[0] if index in readers else []
+            chunks = list(_tool_chunks(reply, index, deltas, tokens[index], offsets[index]))
+            if kind == "end" and not chunks and tokens[index]:  # tokens with no text of their own (end of turn)
+                chunks = [reply.chunk(index, tokens=tokens[index], text_offset=offsets[index])]
+            if chunks:  # the logprob tokens went with the first of them
+                offsets[index] += sum(len(token.text) for token in tokens[index])
+                tokens[index] = ()
+            for chunk in chunks:
+                yield chunk
+            if kind == "piece":
                 continue
             prompt_tokens, completion_tokens, ended = payload.input_tokens, completion_tokens + payload.output_tokens, ended + 1
             last_usage = usage(prompt_tokens, completion_tokens) if ended == run.n and not include_usage else None
@@ -216,6 +274,17 @@ async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):
     except APIError as error:
         yield sse(error.body())
     yield SSE_DONE
+
+
+def _tool_chunks(reply: Reply, index: int, deltas: list, tokens: tuple = (), text_offset: int = 0):
+    """Text and tool-call deltas of one choice as SSE chunks: text as content, a call's start
+    (index, id, name) and its argument fragments as tool_calls; the first carries `tokens`' logprobs."""
+    for delta in deltas:
+        if isinstance(delta, TextDelta):
+            yield reply.chunk(index, text=delta.text, tokens=tokens, text_offset=text_offset)
+        else:
+            yield reply.chunk(index, tool_calls=[delta], tokens=tokens, text_offset=text_offset)
+        tokens = ()
 
 
 class _EventStream(StreamingResponse):

@@ -31,18 +31,34 @@ def register(sub) -> None:
     g.add_argument("--api-key", default=os.environ.get("OVCHAT_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on every route but /health and / "
                         "(default: $OVCHAT_API_KEY; unset: no key)")
+    g.add_argument("--allowed-hosts", default="", metavar="NAMES",
+                   help="without --api-key, Host names answered besides loopback names and the bound address, "
+                        "comma-separated: a proxy's name (exact, or '.example.com' for a domain; '*' for any)")
+    g.add_argument("--allowed-origins", default="", metavar="ORIGINS",
+                   help="web page origins (e.g. https://ui.example.com) allowed to call the API from a browser, "
+                        "comma-separated, '*' for any; others are refused (default: only the page at /)")
     g.add_argument("--served-model-name", help="the model id clients send (default: the model folder's name)")
     g.add_argument("--max-concurrency", type=int, default=16,
                    help="generations run together, the engine's batch (default: %(default)s)")
     g.add_argument("--max-queue", type=int, default=64,
                    help="requests that may wait for a slot; more get a 429 (default: %(default)s)")
     g.add_argument("--max-body-mb", type=float, default=1.0, help="largest request body (default: %(default)s MB)")
+    g.add_argument("--max-tokens", type=int, default=2048,
+                   help="the most tokens one answer may have; a request asking more is clamped to it and its answer "
+                        "ends with finish reason 'length' (default: %(default)s; 0: the room left in the context)")
+    g.add_argument("--request-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="a request's deadline from its arrival: past it, an answer ends with finish reason 'length' "
+                        "and the text so far, a request still waiting for a slot gets a 503 (default: %(default)s; "
+                        "0: none)")
+    g.add_argument("--kv-cache-gb", type=int, default=0,
+                   help="cap the KV cache at this many GB; a prompt that cannot fit gets a 400, requests beyond it "
+                        "wait (default: 0, grown as needed)")
     g.add_argument("--shutdown-grace", type=float, default=5.0,
                    help="seconds in-flight requests get on Ctrl-C/SIGTERM before they are cancelled (default: %(default)s)")
     g.add_argument("--engine-process", action="store_true",
                    help="run the engine in a child process: /health and /metrics answer during pipeline steps and "
                         "an engine crash leaves the server up; the same tokens/s on a quiet 2-core machine, "
-                        "0.6-0.8x in two of three runs on a busy one (README, Server)")
+                        "0.6-0.8x in two of three runs on a busy one (docs/server.md)")
     g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     from .ray_cli import add_flags as add_ray_flags
     add_ray_flags(p)
@@ -55,19 +71,13 @@ def cmd_serve(args) -> int:
         return serve_on_ray(args)
     try:
         import uvicorn
-        from .app import ServerConfig, create_app
+        from .app import create_app
     except ImportError as error:
         raise EngineError(f"`ovchat serve` needs the serve extra ({error.name} is missing): "
                           "pip install 'ovchat[serve]'.") from None
     import logging
-    from ..engine import BatchOptions
 
-    if args.max_concurrency < 1 or args.max_queue < 0 or not 0 <= args.port <= 65535:
-        raise EngineError("--max-concurrency must be >= 1, --max-queue >= 0, --port in 0..65535.")
-    config = ServerConfig(api_key=args.api_key or None, model_name=args.served_model_name,
-                          max_concurrency=args.max_concurrency, max_queue=args.max_queue,
-                          max_body_bytes=int(args.max_body_mb * 2**20), shutdown_grace_s=args.shutdown_grace)
-    batching = BatchOptions(max_sequences=args.max_concurrency)
+    config, batching = serve_settings(args)
     logging.basicConfig(format="%(levelname)s:     %(message)s", level=args.log_level.upper())
 
     server = None
@@ -78,7 +88,7 @@ def cmd_serve(args) -> int:
     # The engine's pipeline steps keep the GIL, so in this process the event loop runs between
     # steps; events reach it once per step (serving.py). In a child process (--engine-process)
     # the loop never waits, but its work then competes with the plugin's threads for the cores
-    # mid-step: measured slower on 2 cores (README, Server).
+    # mid-step: measured slower on 2 cores (docs/server.md).
     from ..engine import Engine
     from ..engine.process import EngineProcess
     arguments = load_arguments(args)
@@ -98,6 +108,28 @@ def cmd_serve(args) -> int:
     if state.load_error:
         raise EngineError(f"the server stopped: {state.load_error}")
     return 0
+
+
+def serve_settings(args):
+    """The ServerConfig and BatchOptions the flags ask for (checked)."""
+    from ..engine import BatchOptions
+    from .app import ServerConfig
+
+    if args.max_concurrency < 1 or args.max_queue < 0 or not 0 <= args.port <= 65535:
+        raise EngineError("--max-concurrency must be >= 1, --max-queue >= 0, --port in 0..65535.")
+    if args.max_tokens < 0 or args.request_timeout < 0 or args.kv_cache_gb < 0:
+        raise EngineError("--max-tokens, --request-timeout and --kv-cache-gb must be >= 0 (0: no bound).")
+    config = ServerConfig(api_key=args.api_key or None, model_name=args.served_model_name,
+                          max_concurrency=args.max_concurrency, max_queue=args.max_queue,
+                          max_body_bytes=int(args.max_body_mb * 2**20), shutdown_grace_s=args.shutdown_grace,
+                          max_tokens=args.max_tokens or None, request_timeout_s=args.request_timeout or None,
+                          bind_host=args.host, allowed_hosts=_names(args.allowed_hosts),
+                          allowed_origins=_names(args.allowed_origins))
+    return config, BatchOptions(max_sequences=args.max_concurrency, kv_cache_gb=args.kv_cache_gb)
+
+
+def _names(flag: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in flag.split(",") if name.strip())
 
 
 def _graceful_server(config, on_stop):

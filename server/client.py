@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from ..engine.errors import EngineError
 
 DEFAULT_MAX_TOKENS = 256  # as `ovchat generate` without a server (GenerationOptions' default)
 LOAD_FLAGS = {"device": "CPU", "hint": "LATENCY", "streams": 1, "cache_dir": None, "no_cache": False,
-              "property": [], "no_warmup": False}
+              "property": [], "no_warmup": False, "deterministic": False}
 
 
 class ServerError(EngineError):
@@ -134,9 +135,20 @@ def stream_answer(client: Client, path: str, body: dict, on_text: Callable[[str]
                   ttft_ms=((first_at or now) - start) * 1000, generate_ms=(now - start) * 1000)
 
 
+def add_client_flags(p) -> None:
+    """--server and --api-key on `ovchat generate` and `ovchat chat` (tools/cli.py adds them)."""
+    g = p.add_argument_group("client of a running `ovchat serve` (no model is loaded here)")
+    g.add_argument("--server", metavar="URL", default=os.environ.get("OVCHAT_SERVER") or None,
+                   help="send the request to this server, e.g. http://127.0.0.1:8000 (default: $OVCHAT_SERVER)")
+    g.add_argument("--api-key", default=os.environ.get("OVCHAT_API_KEY") or None,
+                   help="the server's API key (default: $OVCHAT_API_KEY)")
+
+
 def request_body(args) -> dict:
     """The generation flags of `ovchat generate/chat` as OpenAI request fields, with the same
-    meaning as without a server: greedy unless --sample."""
+    meaning as without a server: a decoding flag left out is left out of the request, so the
+    server applies the model's recommended decoding; --greedy asks for plain greedy decoding
+    (no penalties), --sample for sampling."""
     body = {"max_tokens": args.max_new_tokens or DEFAULT_MAX_TOKENS}
     if args.model:
         body["model"] = args.model
@@ -145,8 +157,8 @@ def request_body(args) -> dict:
         for flag, field in (("top_p", "top_p"), ("top_k", "top_k"), ("seed", "seed")):
             if getattr(args, flag) is not None:
                 body[field] = getattr(args, flag)
-    else:
-        body["temperature"] = 0
+    elif getattr(args, "greedy", False):
+        body.update(temperature=0, repetition_penalty=1.0, frequency_penalty=0.0)
     if args.repetition_penalty is not None:
         body["repetition_penalty"] = args.repetition_penalty
     if args.stop:
@@ -160,6 +172,9 @@ def _client(args) -> Client:
         flags = ", ".join("--" + name.replace("_", "-") for name in changed)
         raise ServerError(f"{flags} choose how a model is loaded; with --server, the server has loaded its own. "
                           "Drop them (or drop --server).")
+    if getattr(args, "tools", None):
+        raise ServerError("--tools runs with a local model; a server takes tools through its API "
+                          "(the openai client's tools=...). Drop --tools (or drop --server).")
     return Client(args.server, args.api_key)
 
 

@@ -3,7 +3,7 @@ the error shape `{"error": {"message", "type", "param", "code"}}` built here and
 
 Parsing is strict. Every field of a request must be in the table of its endpoint: a field the
 server does not support is refused with a 400 that names it, never silently ignored; a field
-whose value changes nothing here (`"logprobs": false`, `"n": 1`, `"tools": []`) is accepted.
+whose value changes nothing here (`"n": 1`, `"tools": []`) is accepted.
 The checks are plain functions over that table rather than pydantic models: the server needs
 a few dozen fields, and the table reads as the list of what is supported.
 """
@@ -15,77 +15,28 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+from . import logprobs, tool_protocol
+from .errors import (APIError, bad_request, model_not_found, not_found, queue_full, server_error,  # noqa: F401
+                     too_large, unauthorized, unavailable, unsupported)  # the routes' and serving's errors, built in errors.py
+
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
 MAX_STOP_STRINGS = 4  # as OpenAI's API
-
-
-class APIError(Exception):
-    """A request the server answers with an error: the status, and the OpenAI error shape."""
-
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-        self.headers = headers or {}
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
-def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
-    return APIError(400, message, param=param, code=code)
-
-
-def unsupported(param: str, why: str = "") -> APIError:
-    return bad_request(f"'{param}' is not supported by this server{why}; remove it from the request.",
-                       param=param, code="unsupported_parameter")
-
-
-def unauthorized() -> APIError:
-    return APIError(401, "Missing or wrong API key: send the header 'Authorization: Bearer <key>'.",
-                    type="authentication_error", code="invalid_api_key")
-
-
-def model_not_found(name: str, served: str) -> APIError:
-    return APIError(404, f"The model {name!r} does not exist here; this server runs {served!r} (see GET /v1/models).",
-                    param="model", code="model_not_found")
-
-
-def not_found(path: str) -> APIError:
-    return APIError(404, f"No route {path}; see /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics.",
-                    code="not_found")
-
-
-def too_large(limit_bytes: int) -> APIError:
-    return APIError(413, f"The request body is over {limit_bytes} bytes; send a shorter one.", code="request_too_large")
-
-
-def queue_full(retry_after_s: int) -> APIError:
-    return APIError(429, "The server is at its concurrency and queue limits; retry shortly.", type="rate_limit_error",
-                    code="queue_full", headers={"Retry-After": str(retry_after_s)})
-
-
-def unavailable(message: str, code: str, retry_after_s: int = 1) -> APIError:
-    return APIError(503, message, type="server_error", code=code, headers={"Retry-After": str(retry_after_s)})
-
-
-def server_error(message: str) -> APIError:
-    return APIError(500, message, type="server_error", code="internal_error")
 
 
 # ---- requests ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Sampling:
-    """What a request asks of generation, as given (None: not given)."""
+    """What a request asks of generation, as given (None: not given, so the model's recommended
+    decoding applies: serving.generation_options)."""
     max_tokens: int | None = None
     temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
+    top_p: float | None = None      # 1: nucleus sampling off
+    top_k: int | None = None        # 0 (or -1, as vLLM): top-k off
     seed: int | None = None
     stop: tuple[str, ...] = ()
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     repetition_penalty: float | None = None
     n: int = 1
     stream: bool = False
@@ -93,6 +44,11 @@ class Sampling:
     json_schema: str | None = None  # response_format json_schema: the answer validates against it
     json_object: bool = False       # response_format json_object: the answer is a JSON object
     ignore_eos: bool = False        # vLLM's and llama.cpp's extension: generate max_tokens whatever the model says
+    tools: tuple = ()               # engine Tools offered (tool_protocol.py)
+    tool_choice: str = "auto"       # "auto", "none", "required" or a tool's name
+    parallel_tool_calls: bool = True
+    logprobs: bool = False          # each token's logprob (chat: logprobs true; completions: logprobs N)
+    top_logprobs: int = 0           # alternatives per token (server/logprobs.py says how many are known)
 
 
 @dataclass(frozen=True)
@@ -196,12 +152,12 @@ _SAMPLING_FIELDS = {
 }
 _CHAT_FIELDS = {
     **_SAMPLING_FIELDS, "model": _str, "messages": None, "max_completion_tokens": _int(1),
-    "logprobs": _only(False), "top_logprobs": _only(0), "tools": _only([]), "tool_choice": _only("none"),
-    "parallel_tool_calls": _bool, "response_format": _response_format, "store": _only(False),
+    "logprobs": _bool, "top_logprobs": _int(0, 20), "tools": tool_protocol.parse_tools,
+    "tool_choice": tool_protocol.parse_tool_choice, "parallel_tool_calls": _bool, "response_format": _response_format, "store": _only(False),
 }
 _COMPLETION_FIELDS = {
     **_SAMPLING_FIELDS, "model": _str, "prompt": None,
-    "logprobs": _only(0), "echo": _only(False), "suffix": _only(""),
+    "logprobs": _int(0, 5), "echo": _only(False), "suffix": _only(""),
 }
 
 
@@ -217,7 +173,18 @@ def _fields(body: dict, table: dict) -> dict:
     return values
 
 
-def _sampling(values: dict, max_n: int) -> Sampling:
+def _logprobs(values: dict, chat: bool) -> dict:
+    """Chat: logprobs true, top_logprobs N (which needs logprobs); completions: logprobs N."""
+    if not chat:
+        given = values.get("logprobs")
+        return {} if given is None else {"logprobs": True, "top_logprobs": given}
+    top = values.get("top_logprobs")
+    if top is not None and not values.get("logprobs"):
+        raise bad_request("'top_logprobs' needs 'logprobs': true.", param="top_logprobs")
+    return {"logprobs": bool(values.get("logprobs")), "top_logprobs": top or 0}
+
+
+def _sampling(values: dict, max_n: int, chat: bool = True) -> Sampling:
     max_tokens, max_completion = values.get("max_tokens"), values.get("max_completion_tokens")
     if max_tokens is not None and max_completion is not None and max_tokens != max_completion:
         raise bad_request("'max_tokens' and 'max_completion_tokens' disagree; send one of them.", param="max_tokens")
@@ -231,11 +198,13 @@ def _sampling(values: dict, max_n: int) -> Sampling:
     return Sampling(
         max_tokens=max_tokens if max_tokens is not None else max_completion,
         temperature=values.get("temperature"), top_p=values.get("top_p"),
-        top_k=None if top_k in (None, -1) else top_k, seed=values.get("seed"), stop=values.get("stop") or (),
-        presence_penalty=values.get("presence_penalty") or 0.0, frequency_penalty=values.get("frequency_penalty") or 0.0,
+        top_k=None if top_k is None else max(top_k, 0), seed=values.get("seed"), stop=values.get("stop") or (),
+        presence_penalty=values.get("presence_penalty"), frequency_penalty=values.get("frequency_penalty"),
         repetition_penalty=values.get("repetition_penalty"), n=n, stream=stream,
         include_usage=bool(values.get("stream_options")), ignore_eos=bool(values.get("ignore_eos")),
-        **(values.get("response_format") or {}),
+        tools=values.get("tools") or (), parallel_tool_calls=values.get("parallel_tool_calls") is not False,
+        tool_choice=tool_protocol.check_tool_choice(values.get("tool_choice"), values.get("tools") or ()),
+        **(values.get("response_format") or {}), **_logprobs(values, chat),
     )
 
 
@@ -243,13 +212,19 @@ def _message(message, i: int) -> dict:
     where = f"messages[{i}]"
     if not isinstance(message, dict):
         raise bad_request(f"{where} must be an object with 'role' and 'content'.", param=where)
-    for key in message:
-        if key not in ("role", "content"):
-            raise unsupported(f"{where}.{key}")
     role = message.get("role")
+    for key in message:  # a tool result may name its function (templates such as Llama 3.1's show it)
+        if key not in ("role", "content", "tool_calls", "tool_call_id") and not (key == "name" and role == "tool"):
+            raise unsupported(f"{where}.{key}")
     if role not in ROLES:
         raise bad_request(f"{where}.role is {role!r}; use one of {', '.join(ROLES)}.", param=f"{where}.role")
-    return {"role": ROLES[role], "content": _content(message.get("content"), f"{where}.content")}
+    fields = tool_protocol.message_tool_fields(message, role, where)
+    if "name" in message:
+        fields["name"] = _str(message["name"], f"{where}.name")
+    content = message.get("content")
+    if content is None and fields.get("tool_calls"):
+        content = ""  # an assistant turn that only calls tools
+    return {"role": ROLES[role], "content": _content(content, f"{where}.content"), **fields}
 
 
 def _content(content, where: str) -> str:
@@ -272,8 +247,9 @@ def parse_chat(body: dict, max_n: int) -> ChatRequest:
     if not isinstance(messages, list) or not messages:
         raise bad_request("'messages' must be a non-empty list of {'role', 'content'} objects.", param="messages")
     checked = [_message(message, i) for i, message in enumerate(messages)]
-    if not checked[-1]["content"].strip():
+    if checked[-1]["role"] != "tool" and not checked[-1]["content"].strip():
         raise bad_request("The last message is empty; say something.", param=f"messages[{len(checked) - 1}].content")
+    tool_protocol.check_history(checked)
     return ChatRequest(values.get("model"), checked, _sampling(values, max_n))
 
 
@@ -288,7 +264,7 @@ def parse_completion(body: dict, max_n: int) -> CompletionRequest:
     if not is_ids and not (isinstance(prompt, str) and prompt):
         raise bad_request("'prompt' must be a non-empty string or a list of token ids (one prompt per request).",
                           param="prompt")
-    return CompletionRequest(values.get("model"), prompt, _sampling(values, max_n))
+    return CompletionRequest(values.get("model"), prompt, _sampling(values, max_n, chat=False))
 
 
 def parse_json(body: bytes) -> dict:
@@ -307,15 +283,19 @@ def parse_json(body: bytes) -> dict:
 class Choice:
     index: int
     text: str
-    finish_reason: str  # "stop", "length", or "cancelled" (the client left or the server stopped)
+    finish_reason: str  # "stop", "length", "tool_calls", or "cancelled" (the client left or the server stopped)
     completion_tokens: int
+    tool_calls: tuple = ()  # engine ToolCalls
+    tokens: tuple = ()      # the engine's GeneratedTokens, when logprobs were asked for
 
 
 class Reply:
     """The ids and stamps shared by every chunk of one response."""
 
-    def __init__(self, kind: str, model: str):
+    def __init__(self, kind: str, model: str, sampling: Sampling | None = None):
         self.chat = kind == "chat"
+        self.logprobs = sampling is not None and sampling.logprobs
+        self.top_logprobs = sampling.top_logprobs if sampling is not None else 0
         self.id = f"{'chatcmpl' if self.chat else 'cmpl'}-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
         self.model = model
@@ -330,26 +310,44 @@ class Reply:
     def full(self, choices: list[Choice], prompt_tokens: int) -> dict:
         """The non-streaming response."""
         if self.chat:
-            items = [{"index": c.index, "message": {"role": "assistant", "content": c.text}, "logprobs": None,
+            items = [{"index": c.index, "message": _assistant_message(c), "logprobs": self.logprobs_of(c.tokens),
                       "finish_reason": c.finish_reason} for c in choices]
         else:
-            items = [{"index": c.index, "text": c.text, "logprobs": None, "finish_reason": c.finish_reason}
-                     for c in choices]
+            items = [{"index": c.index, "text": c.text, "logprobs": self.logprobs_of(c.tokens),
+                      "finish_reason": c.finish_reason} for c in choices]
         return self._envelope(items, usage(prompt_tokens, sum(c.completion_tokens for c in choices)), chunk=False)
 
+    def logprobs_of(self, tokens: tuple, text_offset: int = 0) -> dict | None:
+        """A choice's (or a chunk's) `logprobs`, None unless asked for."""
+        if not self.logprobs:
+            return None
+        return logprobs.chat(tokens, self.top_logprobs) if self.chat else logprobs.completion(tokens, text_offset)
+
     def chunk(self, index: int, text: str | None = None, finish_reason: str | None = None, role: bool = False,
-              usage: dict | None = None) -> bytes:
-        """One SSE event: the role (chat's first delta), a text delta, or the choice's end."""
+              usage: dict | None = None, tool_calls: list | None = None, tokens: tuple = (),
+              text_offset: int = 0) -> bytes:
+        """One SSE event: the role (chat's first delta), a text delta, tool-call deltas (with their
+        tokens' logprobs when asked for), or the choice's end."""
+        lp = self.logprobs_of(tokens, text_offset) if tokens else None
         if self.chat:
             delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
-            item = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            if tool_calls:
+                delta["tool_calls"] = [tool_protocol.delta_json(d) for d in tool_calls]
+            item = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish_reason}
         else:
-            item = {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+            item = {"index": index, "text": text or "", "logprobs": lp, "finish_reason": finish_reason}
         return sse(self._envelope([item], usage, chunk=True))
 
     def usage_chunk(self, usage: dict) -> bytes:
         """stream_options.include_usage: a last chunk with no choices and the request's usage."""
         return sse(self._envelope([], usage, chunk=True))
+
+
+def _assistant_message(choice: Choice) -> dict:
+    if not choice.tool_calls:
+        return {"role": "assistant", "content": choice.text}
+    return {"role": "assistant", "content": choice.text or None,
+            "tool_calls": [tool_protocol.call_json(call) for call in choice.tool_calls]}
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict:

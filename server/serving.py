@@ -11,11 +11,16 @@
   the engine cancels those requests at their next token and frees their KV-cache blocks, and
   the slots go to the next request at once.
 - Prompts over the context are refused by the engine before anything runs (PromptError): 400.
+- Bounds: `max_tokens` above the server's ceiling is clamped to it (the answer then ends with
+  finish reason "length", as any answer cut by its limit); a request has `timeout_s` from its
+  arrival: past it, waiting for a slot ends in a 503 `timeout`, generating ends the answer with
+  finish reason "length" and the text so far, as if it had reached its token limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -26,6 +31,7 @@ from ..engine import GenerationOptions
 from ..engine.errors import OptionsError, PromptError
 from ..engine.results import GenerationResult, Metrics
 from ..engine.stream import StreamEnd
+from . import logprobs
 from .metrics import ServerMetrics
 from .protocol import Choice, Sampling, bad_request, queue_full, server_error, unavailable
 
@@ -70,23 +76,44 @@ class Slots:
                 future.set_result(None)
 
 
-def generation_options(sampling: Sampling, default_max_tokens: int, chat: bool, index: int = 0) -> GenerationOptions:
-    """The engine's options for choice `index` of a request. Greedy unless the request asks for
-    sampling: a temperature > 0, or top_p / top_k without a temperature (OpenAI's default
-    temperature is 1). A seed is offset per choice, so n sampled choices differ."""
-    given_t = sampling.temperature
-    sample = given_t > 0 if given_t is not None else (sampling.top_p is not None or sampling.top_k is not None)
+def generation_options(sampling: Sampling, defaults: dict, max_tokens: int, chat: bool, index: int = 0) -> GenerationOptions:
+    """The engine's options for choice `index` of a request. A decoding field the request leaves
+    out takes the model's recommended value (`defaults`: ModelInfo.generation_defaults, what
+    `ovchat generate` uses), so one model decodes one way through the CLI and the server.
+    Sampling follows the request's temperature when it gives one (0: greedy); without one it
+    follows the model's default, unless the request narrows top_p (< 1) or top_k (> 0), which
+    asks for sampling (OpenAI's default temperature is 1). top_p 1 and top_k 0 mean off.
+    A seed is offset per choice, so n sampled choices differ."""
+    values = dict(defaults)
+    given = {"top_p": sampling.top_p, "top_k": sampling.top_k, "repetition_penalty": sampling.repetition_penalty,
+             "presence_penalty": sampling.presence_penalty, "frequency_penalty": sampling.frequency_penalty}
+    values.update({name: value for name, value in given.items() if value is not None})
+    if sampling.temperature is not None:
+        values["do_sample"] = sampling.temperature > 0
+        if sampling.temperature > 0:
+            values["temperature"] = sampling.temperature
+    elif (sampling.top_p or 1.0) < 1 or (sampling.top_k or 0) > 0:
+        values["do_sample"] = True
     try:
-        return GenerationOptions(
-            max_new_tokens=sampling.max_tokens or default_max_tokens, do_sample=sample,
-            temperature=given_t if sample and given_t is not None else 1.0,
-            top_p=sampling.top_p if sampling.top_p is not None else 1.0, top_k=sampling.top_k or 0,
-            repetition_penalty=sampling.repetition_penalty or 1.0, presence_penalty=sampling.presence_penalty,
-            frequency_penalty=sampling.frequency_penalty, seed=None if sampling.seed is None else sampling.seed + index,
+        options = GenerationOptions(
+            **values, max_new_tokens=max_tokens, seed=None if sampling.seed is None else sampling.seed + index,
             stop=sampling.stop, apply_chat_template=chat, json_schema=sampling.json_schema,
-            json_object=sampling.json_object, ignore_eos=sampling.ignore_eos)
+            json_object=sampling.json_object, ignore_eos=sampling.ignore_eos, tools=sampling.tools,
+            tool_choice=sampling.tool_choice, parallel_tool_calls=sampling.parallel_tool_calls,
+            logprobs=sampling.logprobs)
     except OptionsError as error:
-        raise bad_request(str(error)) from None
+        raise bad_request(str(error), param=_wire_param(error.param)) from None
+    if sampling.logprobs and (why := logprobs.unknown_alternatives(sampling.top_logprobs, options)):
+        param = "top_logprobs" if chat else "logprobs"
+        raise bad_request(f"'{param}' {why}", param=param)
+    return options
+
+
+def _wire_param(param: str | None) -> str | None:
+    """The engine's name for a field as the API names it: tools[1].parameters -> tools[1].function.parameters."""
+    if param and param.startswith("tools[") and param.endswith("].parameters"):
+        return param.replace("].parameters", "].function.parameters")
+    return param
 
 
 class _ChoiceSink:
@@ -127,6 +154,8 @@ class Run:
         self._loop = asyncio.get_running_loop()
         self._events: asyncio.Queue = asyncio.Queue()
         self._closed = False
+        self.expired = False  # its deadline passed: choices cut short end with "length"
+        self._deadline: asyncio.TimerHandle | None = None
 
     @property
     def prompt_tokens(self) -> int:
@@ -145,25 +174,40 @@ class Run:
 
     def _deliver(self, index: int, events: list) -> None:  # on the loop
         for event in events:
-            if not isinstance(event, StreamEnd):
+            if not isinstance(event, StreamEnd):  # (text, output tokens, GeneratedTokens)
                 self._received[index].append(event)
                 self._first_at[index] = self._first_at[index] or time.perf_counter()
-                self._events.put_nowait((index, "piece", event[0]))
+                if event[2]:  # logprobs asked for: the tokens come just before the text they complete
+                    self._events.put_nowait((index, "tokens", event[2]))
+                if event[0]:
+                    self._events.put_nowait((index, "piece", event[0]))
             elif event.error is not None:
                 self._events.put_nowait((index, "error", event.error))
             elif index not in self.results:  # (None: cancelled, counted when it was closed)
-                self.results[index] = event.result or self._cancelled(index)
-                self._events.put_nowait((index, "end", self.results[index]))
+                result = event.result or self._cancelled(index)
+                if self.expired and result.finish_reason == "cancelled":
+                    result = dataclasses.replace(result, finish_reason="length")
+                self.results[index] = result
+                self._events.put_nowait((index, "end", result))
 
     def _cancelled(self, index: int) -> GenerationResult:
         received = self._received[index]
         tokens = received[-1][1] if received else 0
-        return GenerationResult(text="".join(text for text, _ in received), input_tokens=self.prompt_tokens,
-                                output_tokens=tokens, finish_reason="cancelled",
+        return GenerationResult(text="".join(event[0] for event in received), input_tokens=self.prompt_tokens,
+                                output_tokens=tokens, finish_reason="length" if self.expired else "cancelled",
                                 metrics=Metrics.timed(self.started, self._first_at[index], tokens))
 
+    def expire_at(self, when: float) -> None:
+        """End the choices still running at loop time `when` (the request's deadline)."""
+        self._deadline = self._loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        self.cancel()
+
     async def events(self):
-        """(index, "piece", text) and (index, "end", GenerationResult), until every choice ended."""
+        """(index, "piece", text) and (index, "end", GenerationResult), until every choice ended;
+        with logprobs, (index, "tokens", GeneratedTokens) before the piece that holds their text."""
         remaining = self.n
         while remaining:
             index, kind, payload = await self._events.get()
@@ -180,7 +224,8 @@ class Run:
         choices = []
         async for index, kind, result in self.events():
             if kind == "end":
-                choices.append(Choice(index, result.text, result.finish_reason, result.output_tokens))
+                choices.append(Choice(index, result.text, result.finish_reason, result.output_tokens, result.tool_calls,
+                                      result.tokens))
         return sorted(choices, key=lambda c: c.index)
 
     def cancel(self) -> None:
@@ -193,6 +238,8 @@ class Run:
         if self._closed:
             return
         self._closed = True
+        if self._deadline is not None:
+            self._deadline.cancel()
         self.cancel()
         for index in range(len(self.streams)):
             if index not in self.results:
@@ -203,13 +250,18 @@ class Run:
 class Serving:
     """The engine behind the API: opens Runs within the admission limits."""
 
-    def __init__(self, engine, model_name: str, max_concurrency: int, max_queue: int, metrics: ServerMetrics):
+    def __init__(self, engine, model_name: str, max_concurrency: int, max_queue: int, metrics: ServerMetrics,
+                 max_tokens: int | None = None, timeout_s: float | None = None):
         self.engine = engine
         self.model_name = model_name
         self.max_concurrency = max_concurrency
         self.slots = Slots(max_concurrency, max_queue)
         self.metrics = metrics
-        self.default_max_tokens = engine.info.context_length or 4096  # the engine clamps to the room left
+        context = engine.info.context_length or 4096  # the engine also clamps to the room left in it
+        self.max_tokens = min(max_tokens, context) if max_tokens else context
+        self.timeout_s = timeout_s
+        # As `ovchat generate` decodes; an engine whose info recommends nothing decodes as GenerationOptions().
+        self.decoding_defaults = dict(getattr(engine.info, "generation_defaults", None) or {})
         self.draining = False
         self._runs: set[Run] = set()
         metrics.watch(running=lambda: engine.stats().running,
@@ -219,9 +271,16 @@ class Serving:
     async def open(self, prompt, sampling: Sampling, chat: bool) -> Run:
         """Wait for slots, then start the request's generations. Raises APIError: 429 when the
         queue is full, 400 when the prompt does not fit, 503 while draining."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s if self.timeout_s else None
         n = sampling.n
-        options = [generation_options(sampling, self.default_max_tokens, chat, i) for i in range(n)]
-        await self.slots.acquire(n)
+        max_tokens = min(sampling.max_tokens or self.max_tokens, self.max_tokens)
+        options = [generation_options(sampling, self.decoding_defaults, max_tokens, chat, i) for i in range(n)]
+        try:
+            await asyncio.wait_for(self.slots.acquire(n), None if deadline is None else deadline - loop.time())
+        except asyncio.TimeoutError:
+            raise unavailable(f"The request waited {self.timeout_s:g} s for a slot (the server's deadline); "
+                              "retry later.", code="timeout", retry_after_s=RETRY_AFTER_S) from None
         run = Run(self, n)
         self._runs.add(run)
         try:
@@ -232,6 +291,8 @@ class Serving:
         except BaseException:
             run.close()
             raise
+        if deadline is not None:
+            run.expire_at(deadline)
         return run
 
     def _start_all(self, run: Run, prompt, options: list[GenerationOptions], chat: bool) -> None:
@@ -239,9 +300,10 @@ class Serving:
             for choice_options in options:
                 run.start(self.engine, prompt, choice_options)
         except PromptError as error:
-            raise bad_request(str(error), param="messages" if chat else "prompt", code="invalid_prompt") from None
+            raise bad_request(str(error), param=error.param or ("messages" if chat else "prompt"),
+                              code="invalid_prompt") from None
         except OptionsError as error:
-            raise bad_request(str(error)) from None
+            raise bad_request(str(error), param=_wire_param(error.param)) from None
 
     def finished(self, run: Run) -> None:
         self._runs.discard(run)

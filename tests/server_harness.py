@@ -9,13 +9,14 @@ import json
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
 from ovchat.engine.errors import PromptError
-from ovchat.engine.results import GenerationResult, Metrics
+from ovchat.engine.results import GeneratedToken, GenerationResult, Metrics
 from ovchat.engine.stream import Feed, TextStream
+from ovchat.engine.tool_use import with_tool_calls
 
 
 @contextmanager
@@ -90,10 +91,12 @@ class FakeEngine:
     gate: threading.Event | None = None
     mode: str = "batch"
     stopped: str | None = None
+    generation_defaults: dict = field(default_factory=dict)  # the model's recommended decoding
+    honours_cancel_at_gate: bool = True  # False: a held generation ignores cancels (a long prefill) until the gate opens
 
     def __post_init__(self):
         self.info = SimpleNamespace(path=Path("/models/fake-model"), context_length=self.context_length,
-                                    architecture="fake")
+                                    architecture="fake", generation_defaults=self.generation_defaults)
         self.active = 0
         self.cancelled = 0
         self.seen_options = []
@@ -105,25 +108,37 @@ class FakeEngine:
                               f"{self.context_length}; shorten it (or start a new chat).")
         self.seen_options.append(options)
         stream = TextStream(input_tokens=len(text.split()), events=events)
+        if options.offers_tools:  # answers with a call of the first tool offered, in the Hermes format
+            stream.tool_format = "hermes"
         threading.Thread(target=self._run, args=(Feed(stream), options), daemon=True).start()
         return stream
 
     def _run(self, feed: Feed, options) -> None:
         self.active += 1
+        pieces = self.pieces
+        if options.offers_tools:
+            pieces = ("<tool_call>", '{"name": "%s", ' % options.tools[0].name, '"arguments": {"city": ', '"Paris"}}',
+                      "</tool_call>")
         try:
-            count = min(options.max_new_tokens, len(self.pieces))
+            count = min(options.max_new_tokens, len(pieces))
+            # With logprobs, piece i is token i with logprob -(i + 1) / 10.
+            tokens = tuple(GeneratedToken(i, piece, -(i + 1) / 10) for i, piece in enumerate(pieces)) \
+                if options.logprobs else ()
             for i in range(count):
-                while self.gate is not None and not self.gate.wait(0.01) and not feed.cancelled:
+                while self.gate is not None and not self.gate.wait(0.01) and \
+                        not (feed.cancelled and self.honours_cancel_at_gate):
                     pass
                 if feed.cancelled:
                     self.cancelled += 1
                     return feed.end(None)
-                feed.piece(self.pieces[i], i + 1)
+                feed.piece(pieces[i], i + 1, tokens[i:i + 1])
                 feed.flush()  # one token per "step"
                 time.sleep(0.002)
-            reason = "length" if count < len(self.pieces) else "stop"
-            feed.end(GenerationResult("".join(self.pieces[:count]), 3, count, reason,
-                                      Metrics(ttft_ms=1.0, tpot_ms=2.0, tokens_per_s=500.0, generate_ms=9.0)))
+            reason = "length" if count < len(pieces) else "stop"
+            result = GenerationResult("".join(pieces[:count]), 3, count, reason,
+                                      Metrics(ttft_ms=1.0, tpot_ms=2.0, tokens_per_s=500.0, generate_ms=9.0),
+                                      tokens=tokens[:count])
+            feed.end(with_tool_calls(result, "hermes" if options.offers_tools else None))
         finally:
             self.active -= 1
 

@@ -9,8 +9,9 @@ import pytest
 
 from ovchat.benchmarks import phi3_shaped, report, runner
 from ovchat.benchmarks.backends import BACKENDS, MAIN_BACKENDS, ModelFiles, create, unavailable
-from ovchat.benchmarks.pairing import paired_ratios, rotation
-from ovchat.benchmarks.scenarios import QUICK, SCENARIOS, Scenario, WorkerError, stats
+from ovchat.benchmarks.pairing import paired, paired_ratios, rotation, stats
+from ovchat.benchmarks.registry import SCENARIOS
+from ovchat.benchmarks.scenarios import QUICK, Scenario, WorkerError
 
 ROOT = Path(__file__).parent.parent
 
@@ -35,11 +36,18 @@ def _fake_report() -> dict:
 
 def test_stats_gives_median_min_max():
     assert stats([3, 1, 2]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
-    assert stats([])["median"] is None
+    assert stats([]) == stats([None]) == {"median": None, "min": None, "max": None, "n": 0}
+    assert stats([4, None, 2])["n"] == 2
 
 
-def test_every_issue_scenario_is_registered():
-    assert {"latency", "chat", "load", "memory", "concurrency"} <= set(SCENARIOS)
+def test_paired_takes_the_ratio_within_each_repetition():
+    assert paired([10, 30, 5], [10, 20]) == {"median": 1.25, "min": 1.0, "max": 1.5, "n": 2}  # a third rep has no pair
+    assert paired([10, None, 6], [0, 4, 3])["n"] == 1                                          # zero or missing: no ratio
+
+
+def test_the_registry_lists_every_scenario_once_in_the_order_they_run():
+    assert list(SCENARIOS) == ["latency", "chat", "load", "memory", "concurrency", "coldstart", "server"]
+    assert all(name == scenario.name for name, scenario in SCENARIOS.items())
 
 
 def test_markdown_shows_ratios_first_and_skipped_devices_in_the_cpu_gpu_table():
@@ -153,6 +161,16 @@ def test_absent_device_and_missing_files_are_skip_reasons():
     assert unavailable("genai", ModelFiles("m", ir="dir"), "CPU") is None
     _, absent = runner.device_plan(["CPU", "NOSUCH"])
     assert "NOSUCH" in absent
+
+
+def test_reports_go_under_the_current_directory_never_beside_the_package(tmp_path, monkeypatch):
+    import argparse
+    from ovchat.benchmarks import cli
+    parser = cli.setup_arg_parser(argparse.ArgumentParser())
+    monkeypatch.chdir(tmp_path)
+    out = cli.report_folder(parser.parse_args(["--quick"]))
+    assert out.parent == tmp_path / "bench-results" and out.name.endswith("-quick")
+    assert cli.report_folder(parser.parse_args(["--out", "elsewhere"])) == Path("elsewhere")
 
 
 def test_phi3_vocabulary_is_deterministic_and_mergeable():

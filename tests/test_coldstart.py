@@ -57,4 +57,5 @@ def test_unknown_backend_or_cache_state_is_refused():
 
 def test_summary_gives_median_min_max():
     runs = [{"load_s": v} for v in (3.0, 1.0, 2.0)]
-    assert coldstart.summarize(runs)["load_s"] == (2.0, 1.0, 3.0)
+    summary = coldstart.summarize(runs)
+    assert summary["load_s"] == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3} and summary["tpot_ms"]["n"] == 0

@@ -12,6 +12,7 @@ import pytest
 
 from ovchat import engine
 from ovchat.engine import GenerationOptions, PromptError
+from ovchat.engine.stream import StreamEnd
 
 GREEDY = GenerationOptions(max_new_tokens=24)
 
@@ -78,21 +79,54 @@ def test_streamed_pieces_join_to_the_unstreamed_text(default_engine):
 @pytest.mark.default_model
 def test_stopping_the_iteration_stops_generation(default_engine):
     stream = default_engine.stream("Count from 1 to 500, one number per line.", GenerationOptions(max_new_tokens=400))
-    for i, _ in enumerate(stream):
-        if i == 4:
+    received = []
+    for piece in stream:
+        received.append(piece)
+        if len(received) == 5:
             break
     stream.close()
+    # cancelled with what the caller had: its five pieces, at least a token each, far from the 400 asked
+    assert stream.result.finish_reason == "cancelled"
+    assert stream.result.text == "".join(received) and 5 <= stream.result.output_tokens < 400
     result = default_engine.generate("Say hi.", GenerationOptions(max_new_tokens=8))  # the engine is free again
-    assert result.output_tokens <= 8
+    assert result.output_tokens > 0 and result.finish_reason in ("stop", "length")
+
+
+class RunnerEvents:
+    """Engine.stream's `events` sink: what the runner itself sends for one request, as it sends it
+    (its pieces, then one StreamEnd), so a test sees the request end even after its caller dropped it."""
+
+    def __init__(self):
+        self.pieces, self.end = [], None
+        self._changed = threading.Condition()
+
+    def put(self, event) -> None:
+        with self._changed:
+            if isinstance(event, StreamEnd):
+                self.end = event
+            else:
+                self.pieces.append(event)
+            self._changed.notify_all()
+
+    def wait_for(self, what, timeout_s: float = 120) -> None:
+        with self._changed:
+            assert self._changed.wait_for(what, timeout_s), "the runner sent nothing more (a hang, not a slow machine)"
 
 
 @pytest.mark.default_model
 def test_a_stream_left_open_never_blocks_the_next_call(default_engine):
-    stream = default_engine.stream("Tell me about cats.", GenerationOptions(max_new_tokens=400))
-    next(stream)
+    events = RunnerEvents()
+    stream = default_engine.stream("Tell me about cats.", GenerationOptions(max_new_tokens=400), events=events)
+    events.wait_for(lambda: events.pieces)
     del stream  # abandoned mid-answer, never closed by its caller
+    events.wait_for(lambda: events.end is not None)
+    # the runner stopped it at its next token: cancelled, with the tokens it had made, far from the 400 asked
+    end = events.end.result
+    assert events.end.error is None and end.finish_reason == "cancelled"
+    assert end.text == "".join(text for text, _ in events.pieces)
+    assert events.pieces[-1][1] <= end.output_tokens < 400
     result = default_engine.generate("Say hi.", GenerationOptions(max_new_tokens=8))
-    assert 0 < result.output_tokens <= 8 and result.finish_reason in ("stop", "length")
+    assert result.output_tokens > 0 and result.finish_reason in ("stop", "length")
 
 
 @pytest.mark.default_model

@@ -7,11 +7,12 @@ import sys
 
 import pytest
 
-from ovchat.benchmarks.decoding_defaults import ends_in_loop
 from ovchat.engine import GenerationOptions
 from ovchat.engine.cli import generation_options
 from ovchat.engine.model import DEFAULT_DECODING, resolve
 from ovchat.tools.cli import build_parser
+
+from loops import ends_in_loop
 
 
 def model_folder(tmp_path, generation_config):

@@ -83,8 +83,51 @@ def test_the_openai_client_reads_answers_streams_and_errors(fake_server):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-4o", messages=CHAT["messages"])
     with pytest.raises(openai.BadRequestError) as bad:
-        client.chat.completions.create(model="fake-model", messages=CHAT["messages"], logprobs=True)
-    assert bad.value.body["param"] == "logprobs"
+        client.chat.completions.create(model="fake-model", messages=CHAT["messages"], logprobs=True, top_logprobs=5)
+    assert bad.value.body["param"] == "top_logprobs"
+
+
+def test_logprobs_reach_the_openai_client_streamed_and_not(fake_server):
+    url, _ = fake_server
+    client = openai.OpenAI(base_url=url + "/v1", api_key="s3cret", max_retries=0, timeout=30)
+    expected = [("Hello", -0.1), (",", -0.2), (" world", -0.3), (".", -0.4)]  # the fake's tokens
+    reply = client.chat.completions.create(model="fake-model", messages=CHAT["messages"], logprobs=True, top_logprobs=1)
+    content = reply.choices[0].logprobs.content
+    assert [(t.token, t.logprob) for t in content] == expected
+    assert all(t.top_logprobs[0].token == t.token and t.bytes == list(t.token.encode()) for t in content)
+    chunks = list(client.chat.completions.create(model="fake-model", messages=CHAT["messages"], logprobs=True,
+                                                 stream=True))
+    streamed = [t for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert [(t.token, t.logprob, t.top_logprobs) for t in streamed] == [(t, lp, []) for t, lp in expected]
+    assert client.chat.completions.create(model="fake-model", messages=CHAT["messages"]).choices[0].logprobs is None
+    legacy = client.completions.create(model="fake-model", prompt="hi", logprobs=0, max_tokens=3).choices[0].logprobs
+    assert legacy.tokens == ["Hello", ",", " world"] and legacy.token_logprobs == [-0.1, -0.2, -0.3]
+    assert legacy.text_offset == [0, 5, 6] and legacy.top_logprobs[2] == {" world": -0.3}
+    pieces = [c.choices[0].logprobs for c in client.completions.create(
+        model="fake-model", prompt="hi", logprobs=0, max_tokens=3, stream=True) if c.choices[0].logprobs]
+    assert [p.text_offset[0] for p in pieces] == [0, 5, 6]
+
+
+def test_logprobs_ride_on_streamed_tool_call_chunks_too(fake_server):
+    url, _ = fake_server
+    client = openai.OpenAI(base_url=url + "/v1", api_key="s3cret", max_retries=0, timeout=30)
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    chunks = list(client.chat.completions.create(model="fake-model", messages=CHAT["messages"], tools=[tool],
+                                                 logprobs=True, stream=True))
+    logprobs = [t.logprob for c in chunks if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert logprobs == [-0.1, -0.2, -0.3, -0.4, -0.5]  # every token of the (fake) call, once
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
+
+
+def test_a_request_without_decoding_fields_decodes_as_the_models_recommendation():
+    engine = FakeEngine(generation_defaults={"repetition_penalty": 1.1, "frequency_penalty": 0.2})
+    with running_server(lambda: engine) as (url, _):
+        for body in ({}, {"top_k": 0, "top_p": 1}, {"temperature": 0.5, "frequency_penalty": 0}):
+            assert request(url, "POST", "/v1/chat/completions", {**CHAT, **body})[0] == 200
+        plain, off, hot = engine.seen_options
+        assert plain.greedy and (plain.repetition_penalty, plain.frequency_penalty) == (1.1, 0.2)
+        assert off.greedy and (off.top_k, off.top_p) == (0, 1.0)
+        assert not hot.greedy and (hot.temperature, hot.frequency_penalty, hot.repetition_penalty) == (0.5, 0.0, 1.1)
 
 
 def test_a_full_queue_is_refused_with_retry_after_and_a_client_that_leaves_frees_its_slot():

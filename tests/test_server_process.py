@@ -40,7 +40,8 @@ def read_stream(url: str, outcome: dict, started: threading.Event) -> None:
     connection = http.client.HTTPConnection(host, int(port), timeout=60)
     try:
         connection.request("POST", "/v1/chat/completions", json.dumps({"messages": COUNT, "max_tokens": 2000,
-                                                                       "stream": True}))
+                                                                       "stream": True}),
+                           {"Content-Type": "application/json"})  # a keyless server refuses other POSTs (415)
         response = connection.getresponse()
         outcome["status"] = response.status
         while line := response.readline():

@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from ovchat.engine import GenerationOptions
 from ovchat.server import protocol
 from ovchat.server.client import Client, ServerError, request_body
 from ovchat.server.protocol import APIError, parse_chat, parse_completion
@@ -24,8 +25,7 @@ def refused(parse, body, max_n=4) -> APIError:
 
 
 @pytest.mark.parametrize("field, value", [
-    ("foo", 1), ("tools", [{"type": "function", "function": {"name": "f"}}]), ("logprobs", True),
-    ("logit_bias", {"1": 5}), ("top_logprobs", 2),
+    ("foo", 1), ("logit_bias", {"1": 5}),
 ])
 def test_a_field_the_server_does_not_support_is_refused_by_name(field, value):
     error = refused(parse_chat, {"messages": HI, field: value})
@@ -58,14 +58,43 @@ def test_response_format_maps_onto_structured_output():
 def test_ignore_eos_is_taken_as_vllm_and_llama_server_take_it():
     assert parse_chat({"messages": HI, "ignore_eos": True}, 4).sampling.ignore_eos is True
     assert parse_completion({"prompt": "hi", "ignore_eos": False}, 4).sampling.ignore_eos is False
-    assert generation_options(parse_chat({"messages": HI, "ignore_eos": True}, 4).sampling, 16, True).ignore_eos
+    assert generation_options(parse_chat({"messages": HI, "ignore_eos": True}, 4).sampling, {}, 16, True).ignore_eos
     assert refused(parse_chat, {"messages": HI, "ignore_eos": "yes"}).param == "ignore_eos"
+
+
+def test_logprobs_are_parsed_as_each_endpoint_names_them():
+    chat = parse_chat({"messages": HI, "logprobs": True, "top_logprobs": 1}, 4).sampling
+    assert (chat.logprobs, chat.top_logprobs) == (True, 1)
+    assert parse_chat({"messages": HI, "logprobs": False}, 4).sampling.logprobs is False
+    completion = parse_completion({"prompt": "hi", "logprobs": 0}, 4).sampling  # 0: the sampled token's, as OpenAI
+    assert (completion.logprobs, completion.top_logprobs) == (True, 0)
+    assert parse_completion({"prompt": "hi"}, 4).sampling.logprobs is False
+    assert refused(parse_chat, {"messages": HI, "top_logprobs": 1}).param == "top_logprobs"  # needs logprobs: true
+    assert refused(parse_chat, {"messages": HI, "logprobs": True, "top_logprobs": 21}).param == "top_logprobs"
+    assert refused(parse_completion, {"prompt": "hi", "logprobs": 6}).param == "logprobs"
+
+
+def test_top_logprobs_beyond_what_the_engine_knows_is_a_400_that_says_why():
+    def options(body, chat=True):
+        parse = parse_chat if chat else parse_completion
+        return generation_options(parse(body, 4).sampling, {}, 16, chat)  # a model that recommends nothing: plain greedy
+    assert options({"messages": HI, "logprobs": True, "top_logprobs": 1}).logprobs  # greedy: the chosen is the top
+    for body in ({"messages": HI, "logprobs": True, "top_logprobs": 2},
+                 {"messages": HI, "logprobs": True, "top_logprobs": 1, "temperature": 0.7},
+                 {"messages": HI, "logprobs": True, "top_logprobs": 1, "frequency_penalty": 0.5}):
+        with pytest.raises(APIError) as caught:
+            options(body)
+        assert caught.value.param == "top_logprobs" and "log-probability" in caught.value.message
+    assert options({"messages": HI, "logprobs": True, "temperature": 0.7}).logprobs  # the chosen token's: always
+    with pytest.raises(APIError) as caught:
+        options({"prompt": "hi", "logprobs": 2}, chat=False)
+    assert caught.value.param == "logprobs"
 
 
 def test_values_that_change_nothing_are_accepted():
     parsed = parse_chat({"messages": HI, "logprobs": False, "n": 1, "tools": [], "response_format": {"type": "text"},
                          "user": "u1", "presence_penalty": None, "stream": False, "logit_bias": {}}, 4)
-    assert parsed.sampling.n == 1 and parsed.sampling.presence_penalty == 0.0
+    assert parsed.sampling.n == 1 and parsed.sampling.presence_penalty is None  # null: not given
 
 
 @pytest.mark.parametrize("messages, param", [
@@ -88,7 +117,7 @@ def test_messages_are_normalised_for_the_engine():
 def test_sampling_fields_are_read_as_given():
     s = parse_chat({"messages": HI, "max_completion_tokens": 9, "stop": "END", "n": 3, "stream": True,
                     "stream_options": {"include_usage": True}, "top_k": -1}, 4).sampling
-    assert (s.max_tokens, s.stop, s.n, s.stream, s.include_usage, s.top_k) == (9, ("END",), 3, True, True, None)
+    assert (s.max_tokens, s.stop, s.n, s.stream, s.include_usage, s.top_k) == (9, ("END",), 3, True, True, 0)
     assert refused(parse_chat, {"messages": HI, "n": 5}).param == "n"  # above the server's concurrency
     assert refused(parse_chat, {"messages": HI, "max_tokens": 5, "max_completion_tokens": 6}).param == "max_tokens"
     assert refused(parse_chat, {"messages": HI, "stream_options": {"include_usage": True}}).param == "stream_options"
@@ -110,19 +139,42 @@ def test_bad_json_is_a_400_in_the_openai_shape():
         assert caught.value.status == 400 and caught.value.code == "invalid_json"
 
 
-def test_requests_are_greedy_unless_they_ask_for_sampling():
-    sampling = parse_chat({"messages": HI}, 4).sampling
-    options = generation_options(sampling, default_max_tokens=100, chat=True)
-    assert options.greedy and options.max_new_tokens == 100 and options.apply_chat_template
-    hot = generation_options(parse_chat({"messages": HI, "temperature": 0.7, "seed": 5}, 4).sampling, 100, True, index=2)
+RECOMMENDED = {"repetition_penalty": 1.1, "frequency_penalty": 0.2}  # DEFAULT_DECODING: greedy with penalties
+SAMPLING_MODEL = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "top_k": 50}  # a generation_config.json that samples
+
+
+def options_for(body: dict, defaults: dict = RECOMMENDED, index: int = 0, chat: bool = True):
+    return generation_options(parse_chat({"messages": HI, **body}, 4).sampling, defaults, 100, chat, index)
+
+
+def test_fields_a_request_leaves_out_take_the_models_recommended_decoding():
+    plain = options_for({})
+    assert plain.greedy and (plain.repetition_penalty, plain.frequency_penalty) == (1.1, 0.2)
+    assert plain.max_new_tokens == 100 and plain.apply_chat_template
+    assert options_for({}) == GenerationOptions(**RECOMMENDED, max_new_tokens=100)  # as `ovchat generate` builds it
+    sampled = options_for({}, SAMPLING_MODEL)
+    assert not sampled.greedy and (sampled.temperature, sampled.top_p, sampled.top_k) == (0.6, 0.9, 50)
+    given = options_for({"frequency_penalty": 0, "repetition_penalty": 1.0, "presence_penalty": 0.5})
+    assert (given.frequency_penalty, given.repetition_penalty, given.presence_penalty) == (0.0, 1.0, 0.5)
+
+
+def test_a_temperature_decides_sampling_and_zero_is_greedy_whatever_the_model_says():
+    assert options_for({"temperature": 0}, SAMPLING_MODEL).greedy
+    hot = options_for({"temperature": 0.7, "seed": 5}, index=2)
     assert not hot.greedy and hot.temperature == pytest.approx(0.7) and hot.seed == 7  # a seed per choice
-    nucleus = generation_options(parse_chat({"messages": HI, "top_p": 0.9}, 4).sampling, 100, True)
-    assert not nucleus.greedy and nucleus.temperature == 1.0  # OpenAI's default temperature
-    cold = generation_options(parse_chat({"messages": HI, "temperature": 0, "top_p": 0.9}, 4).sampling, 100, False)
+    assert hot.repetition_penalty == 1.1  # the penalties still come from the model
+    cold = options_for({"temperature": 0, "top_p": 0.9}, chat=False)
     assert cold.greedy and not cold.apply_chat_template
-    pen = generation_options(parse_chat({"messages": HI, "presence_penalty": 1, "frequency_penalty": -1,
-                                         "repetition_penalty": 1.2}, 4).sampling, 100, True)
-    assert (pen.presence_penalty, pen.frequency_penalty, pen.repetition_penalty) == (1.0, -1.0, 1.2)
+
+
+def test_top_k_0_and_top_p_1_mean_off_and_never_switch_to_sampling():
+    for off in ({"top_k": 0}, {"top_p": 1}, {"top_k": -1}, {"top_k": 0, "top_p": 1.0}):
+        assert options_for(off).greedy, off
+    unbounded = options_for({"top_k": 0, "top_p": 1}, SAMPLING_MODEL)  # the model samples: off overrides its 50 and 0.9
+    assert not unbounded.greedy and (unbounded.top_k, unbounded.top_p, unbounded.temperature) == (0, 1.0, 0.6)
+    nucleus = options_for({"top_p": 0.9})  # narrowing asks for sampling, at OpenAI's default temperature
+    assert not nucleus.greedy and nucleus.temperature == 1.0 and nucleus.top_p == 0.9
+    assert not options_for({"top_k": 40}).greedy
 
 
 def test_slots_admit_in_order_and_refuse_beyond_the_queue():
@@ -149,10 +201,13 @@ def test_slots_admit_in_order_and_refuse_beyond_the_queue():
 
 
 def test_cli_flags_become_the_same_request_as_without_a_server():
-    args = argparse.Namespace(max_new_tokens=None, model=None, sample=False, temperature=0.9, top_p=0.5, top_k=None,
-                              seed=3, repetition_penalty=None, stop=["\n\n"])
-    assert request_body(args) == {"max_tokens": 256, "temperature": 0, "stop": ["\n\n"]}  # greedy without --sample
-    args.sample, args.model = True, "m"
+    args = argparse.Namespace(max_new_tokens=None, model=None, sample=False, greedy=False, temperature=0.9, top_p=0.5,
+                              top_k=None, seed=3, repetition_penalty=None, stop=["\n\n"])
+    assert request_body(args) == {"max_tokens": 256, "stop": ["\n\n"]}  # the server applies the model's decoding
+    args.greedy = True
+    assert request_body(args) == {"max_tokens": 256, "temperature": 0, "repetition_penalty": 1.0,
+                                  "frequency_penalty": 0.0, "stop": ["\n\n"]}  # plain greedy, as GenerationOptions()
+    args.greedy, args.sample, args.model = False, True, "m"
     assert request_body(args) == {"max_tokens": 256, "model": "m", "temperature": 0.9, "top_p": 0.5, "seed": 3,
                                   "stop": ["\n\n"]}
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ovchat.benchmarks.speculative_ties import GROUNDED_TEXT, PROMPTS, speculation_kinds
 from ovchat.engine import EngineError, GenerationOptions, LoadOptions, ModelError, OptionsError
+
+from speculation_cases import GROUNDED_TEXT, PROMPTS, speculation_kinds
 
 GREEDY = GenerationOptions(max_new_tokens=96)
 

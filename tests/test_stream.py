@@ -1,6 +1,7 @@
 """TextStream: one request's pieces and its own result, fed by a fake runner thread (no model)."""
 
 import gc
+import queue
 import threading
 import time
 
@@ -111,19 +112,34 @@ def test_a_feed_ends_once():
     assert list(stream) == [] and stream.result.output_tokens == 0
 
 
+class WatchedQueue(queue.Queue):
+    """A stream's event queue that says when its reader waits on it (it is empty and the reader
+    asks for the next event): a test then orders threads by that, not by a sleep."""
+
+    def __init__(self):
+        super().__init__()
+        self.reader_waits = threading.Event()
+
+    def get(self, block=True, timeout=None):
+        if self.empty():
+            self.reader_waits.set()
+        return super().get(block, timeout)
+
+
 def test_closing_from_another_thread_while_one_waits_keeps_the_cancelled_result():
     # A server reads a stream on one thread and closes it from another when its client leaves.
-    stream = TextStream(input_tokens=3)
+    events = WatchedQueue()
+    stream = TextStream(input_tokens=3, events=events)
     feed = Feed(stream)
     feed.piece("a", 1)
     pieces, seen = [], []
     stream.add_done_callback(seen.append)
     reader = threading.Thread(target=lambda: pieces.extend(stream), daemon=True)
     reader.start()
-    time.sleep(0.05)  # the reader now waits for the next piece
-    stream.close()
+    assert events.reader_waits.wait(5), "the reader never asked for the next piece"
+    stream.close()    # while the reader waits for the next piece
     feed.end(None)    # the runner's end for a cancelled request
-    reader.join(timeout=2)
+    reader.join(timeout=5)
     assert not reader.is_alive() and pieces == ["a"]
     assert stream.result.finish_reason == "cancelled" and stream.result.text == "a"
     assert [r.finish_reason for r in seen] == ["cancelled"]

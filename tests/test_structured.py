@@ -12,7 +12,7 @@ from ovchat.engine import GenerationOptions, OptionsError
 SCHEMAS = {
     "nested objects": {
         "type": "object",
-        # strings bounded, as the README advises: the grammar cannot end a string the model keeps extending
+        # strings bounded, as docs/decoding.md advises: the grammar cannot end a string the model keeps extending
         "properties": {"name": {"type": "string", "maxLength": 40},
                        "address": {"type": "object",
                                    "properties": {"street": {"type": "string", "maxLength": 60},
@@ -28,7 +28,7 @@ SCHEMAS = {
     "arrays": {
         "type": "object",
         # maxLength: a 135M model can loop inside a string ("100g 100g 100g..." measured) and no
-        # grammar can end a string the model never closes; a bound can (see README).
+        # grammar can end a string the model never closes; a bound can (see docs/decoding.md).
         "properties": {"fruits": {"type": "array", "items": {"type": "string", "maxLength": 20},
                                   "minItems": 2, "maxItems": 4}},
         "required": ["fruits"],
@@ -136,7 +136,7 @@ def test_any_json_object_mode_answers_a_json_object(engine):
     # measured, 4 did ("gender", "gender_type", "gender_position"...), 3 finished, and of those
     # "a city and its country" ran on in batching mode (PA's numerics pick other tokens). The
     # grammar cannot end an object the model keeps extending; a schema with its properties can
-    # (the schema tests above), so the README points apps to schemas.
+    # (the schema tests above), so docs/decoding.md points apps to schemas.
     for prompt in ["Give me a JSON object about Paris.", "What is the capital of France? Answer as a JSON object."]:
         result = engine.generate(prompt, GenerationOptions(max_new_tokens=160, json_object=True))
         assert result.finish_reason == "stop", result.text
@@ -168,3 +168,4 @@ def test_a_constraint_that_cannot_compile_is_refused_before_the_request_runs(eng
         engine.stream("Hello", GenerationOptions(max_new_tokens=8, **kwargs))  # raised here, not while iterating
     # In batching mode genai's own failure would have left the pipeline refusing every later step.
     assert engine.generate("What is the capital of France?", GenerationOptions(max_new_tokens=12)).output_tokens > 0
+

@@ -1,6 +1,6 @@
 """A clean wheel: built from the repository, installed into a fresh venv, it adds one top-level
-name to site-packages, `ovchat` (the repository's engine/, tools/ and benchmarks/ beneath it),
-and both the command and the documented import work from it."""
+name to site-packages, `ovchat` (the repository's engine/, tools/, benchmarks/ and server/ beneath
+it, never studies/ nor committed results), and both the command and the documented import work from it."""
 
 import shutil
 import subprocess
@@ -56,6 +56,22 @@ def test_the_wheel_holds_the_ovchat_package_only(wheel):
     assert {name.split("/")[0] for name in names} == TOP_LEVEL
     for module in ("ovchat/__init__.py", "ovchat/engine/engine.py", "ovchat/tools/export.py", "ovchat/benchmarks/cli.py"):
         assert module in names
+
+
+def test_every_module_of_the_source_folders_is_in_the_wheel(wheel):
+    # a subpackage missing from pyproject's package list installs without its modules
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for folder, package in (("engine", "engine"), ("server", "server"), ("tools", "tools"), ("benchmarks", "benchmarks")):
+        for path in (REPO / folder).rglob("*.py"):
+            assert f"ovchat/{package}/{path.relative_to(REPO / folder).as_posix()}" in names, path
+
+
+def test_the_wheel_ships_neither_studies_nor_committed_results(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    folders = {part for name in names for part in name.split("/")[:-1]}
+    assert not folders & {"studies", "results", "bench-results", "texts", "tests"}, sorted(folders)
+    assert not any(name.endswith((".json", ".png")) for name in names if not name.startswith("ovchat-0.1.0.dist-info"))
+    assert "ovchat/benchmarks/speculative.py" not in names and "ovchat/benchmarks/child.py" in names
 
 
 def test_installing_the_wheel_adds_only_ovchat_to_site_packages(installed):

@@ -2,7 +2,8 @@
 
 This module only wires subcommands; each lives beside the code it drives:
 engine/cli.py (generate, chat, devices, info, demo), tools/export_cli.py (export),
-benchmarks/cli.py (bench), server/cli.py (serve). Each module's `register(subparsers)` adds its parsers and sets
+benchmarks/cli.py (bench), server/cli.py (serve). `generate` and `chat` with --server are the
+server's client (server/client.py): composed here, so the runtime imports nothing of the server. Each module's `register(subparsers)` adds its parsers and sets
 `func`; heavy imports happen inside the handlers, so `ovchat generate` never loads torch."""
 
 import argparse
@@ -10,6 +11,7 @@ import os
 import sys
 
 from ..engine.errors import EngineError  # stdlib only: parsing flags imports no OpenVINO
+from ..server import client  # stdlib only, as above
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,13 +26,26 @@ def build_parser() -> argparse.ArgumentParser:
     export_cli.register(sub)
     bench_cli.register(sub)
     server_cli.register(sub)
+    for command in CLIENT_COMMANDS:
+        client.add_client_flags(sub.choices[command])
     return parser
+
+
+CLIENT_COMMANDS = {"generate": "run_generate", "chat": "run_chat"}
+
+
+def _handler(args):
+    """The subcommand's handler; `generate`/`chat --server URL` go to the server's client (no
+    OpenVINO in this process)."""
+    if args.command in CLIENT_COMMANDS and args.server:
+        return getattr(client, CLIENT_COMMANDS[args.command])
+    return args.func
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args) or 0
+        return _handler(args)(args) or 0
     except EngineError as error:
         print(f"ovchat: {error}", file=sys.stderr)
         return 1

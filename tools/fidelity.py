@@ -16,7 +16,7 @@ for a user to make); per-channel int4 on a 135M model, which damages it (perplex
 on both counts. Small models are the hardest case, so larger ones pass more easily.
 
 NNCF's data-aware options on ratio 1.0, calibrated on tools/calibration.py (2026-12-01,
-benchmarks/export_presets.py, results in benchmarks/results/2026-12-01-export-presets/):
+studies/export_presets.py, results in studies/results/2026-12-01-export-presets/):
   + AWQ                                   agreement 0.747  ratio 1.293    85 MB
   + scale estimation                      agreement 0.758  ratio 1.173    85 MB
   + AWQ + scale estimation (int4-awq)     agreement 0.782  ratio 1.139    85 MB

@@ -4,7 +4,7 @@ The defaults are the seed's recipe, i.e. what this command line does:
   optimum-cli export openvino --model microsoft/Phi-3-mini-4k-instruct --task text-generation-with-past
       --weight-format int4 --group-size 128 --ratio 0.6 --sym --trust-remote-code OUT
 Every field can be changed from `ovchat export`'s flags. PRESETS holds named alternatives
-(`ovchat export SRC OUT --preset NAME`), measured in benchmarks/results/2026-12-01-export-presets/
+(`ovchat export SRC OUT --preset NAME`), measured in studies/results/2026-12-01-export-presets/
 (default model: top-1 agreement / perplexity ratio against the float source, MB read per token):
   seed        the seed's recipe (the default)                               0.779 / 1.197, 105 MB
   int4        every layer int4 (ratio 1.0), sym, group 128: fewer bytes

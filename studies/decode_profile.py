@@ -1,10 +1,10 @@
 """Where a decode step's time goes (issue 14), and what each OpenVINO property does to it.
 
-    python -m ovchat.benchmarks.decode_profile                     # the split, default model
-    python -m ovchat.benchmarks.decode_profile --lever kv-cache    # one lever against the defaults
-    python -m ovchat.benchmarks.decode_profile --lever all --reps 3
+    python -m studies.decode_profile                     # the split, default model
+    python -m studies.decode_profile --lever kv-cache    # one lever against the defaults
+    python -m studies.decode_profile --lever all --reps 3
 
-The profile runs every part of benchmarks/decode_parts.py in this one process, one after the
+The profile runs every part of studies/decode_parts.py in this one process, one after the
 other, rotating their order each repetition, each repetition on a fresh random prompt (the same
 for every part of it): the plugin alone, the plugin with per-layer counters, LLMPipeline with no
 streamer / a token streamer / a text callback, the engine, and llama.cpp on the GGUF. A lever run
@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 from . import decode_parts as parts
-from . import roofline
-from .machine import load_average, machine_info
-from .pairing import rotation
-from .worker import prompt_ids
+from ovchat.benchmarks import roofline
+from ovchat.benchmarks.machine import load_average, machine_info
+from ovchat.benchmarks.pairing import paired, rotation, stats
+from ovchat.benchmarks.worker import prompt_ids
 
 PARTS = ("kernels", "layers", "genai-none", "genai-tokens", "genai-text", "engine", "llamacpp")
 # Each lever: the variants measured against the engine's own properties ("default").
@@ -45,7 +45,7 @@ REPORTED_PROPERTIES = ("INFERENCE_NUM_THREADS", "ENABLE_CPU_PINNING", "KV_CACHE_
 
 
 def setup_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ovchat.benchmarks.decode_profile", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m studies.decode_profile", description=__doc__.split("\n")[0])
     p.add_argument("--model", help="exported IR folder (default: the default model)")
     p.add_argument("--gguf", help="GGUF for llama.cpp (default: the default model's source, if in the cache)")
     p.add_argument("--reps", type=int, default=5)
@@ -60,8 +60,7 @@ def setup_arg_parser() -> argparse.ArgumentParser:
 
 
 def default_files() -> tuple[Path, Path | None]:
-    from .. import engine
-    from ..engine.paths import default_model_dir
+    from ovchat.engine.paths import default_model_dir
     ir = default_model_dir()
     info = json.loads((ir / "ovchat.json").read_text()) if (ir / "ovchat.json").exists() else {}
     gguf = Path(info.get("source", {}).get("path", ""))
@@ -121,13 +120,6 @@ def measure(built: dict, lengths: list[int], reps: int, new_tokens: int, log, on
     return samples
 
 
-def stats(values: list[float]) -> dict:
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"median": None, "min": None, "max": None, "n": 0}
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
-
-
 def summarise(samples: dict, reference: str) -> dict:
     """Per length and part: each figure's stats over repetitions, and the part's step time over
     the reference's, paired within each repetition: "ratio" on the mean step (TPOT as genai
@@ -139,7 +131,7 @@ def summarise(samples: dict, reference: str) -> dict:
         for name, reps in by_part.items():
             rows[name] = {k: stats([r[k] for r in reps]) for k in reps[0] if k != "by_type_ms"} if reps else {}
             for label, key in (("ratio", "tpot_ms"), ("ratio_median", "median_ms")):
-                rows[name][label] = stats([r[key] / f[key] for r, f in zip(reps, ref) if f.get(key)])
+                rows[name][label] = paired([r[key] for r in reps], [f.get(key) for f in ref])
             if reps and "by_type_ms" in reps[0]:
                 types = {t for r in reps for t in r["by_type_ms"]}
                 rows[name]["by_type_ms"] = dict(sorted(

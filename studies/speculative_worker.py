@@ -1,20 +1,20 @@
 """One backend of the speculative-decoding bench, loaded once in its own process.
 
-The driver (speculative.py) starts `python -m ovchat.benchmarks.speculative_worker BACKEND MODEL GGUF THREADS`
-and sends one JSON line per measurement ({"task": ..., "ids": [...], "n": N, ...}); the worker
-answers one JSON line each. Every backend gets the same prompt token ids and decodes exactly N
+The driver (speculative.py) starts `python -m studies.speculative_worker BACKEND MODEL GGUF THREADS`
+from the checkout's root and sends its jobs through ovchat bench's child protocol
+(ovchat.benchmarks.child: {"action": ..., "ids": [...], "n": N, ...}, one answer each). Every backend gets the same prompt token ids and decodes exactly N
 tokens greedily (EOS ignored), so their decode speeds compare token for token. Times are wall
 clock around the stream: TTFT to the first piece, TPOT over the rest.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
 
-from ..engine.options import LoadOptions
+from ovchat.benchmarks.child import serve
+from ovchat.engine.options import LoadOptions
 
 # ovchat backends: Engine.load keyword arguments.
 OVCHAT = {
@@ -53,13 +53,13 @@ LLAMA = {"llamacpp": None, "llamacpp-lookup-k2": 2, "llamacpp-lookup-k10": 10}
 
 class OvchatBackend:
     def __init__(self, name: str, model: str):
-        from ..engine import Engine
+        from ovchat.engine import Engine
         self.kwargs = ovchat_kwargs(name)
         self.engine = Engine.load(model, **self.kwargs)
         self.model = model
 
     def run(self, job: dict) -> dict:
-        from ..engine import GenerationOptions
+        from ovchat.engine import GenerationOptions
         options = GenerationOptions(max_new_tokens=job["n"], ignore_eos=job.get("schema") is None,
                                     json_schema=job.get("schema"))
         start = time.perf_counter()
@@ -105,8 +105,8 @@ class OvchatBackend:
 
     def compile_ms(self, job: dict) -> dict:
         """The engine's up-front compile check of a schema it has not seen (structured.py)."""
-        from ..engine import GenerationOptions
-        from ..engine.structured import StructureChecker
+        from ovchat.engine import GenerationOptions
+        from ovchat.engine.structured import StructureChecker
         checker = StructureChecker(self.engine.tokenizer._genai)
         checker.check(GenerationOptions(json_schema={"type": "object", "properties": {"warm": {"type": "string"}}}))
         return {"compile_ms": checker.check(GenerationOptions(json_schema=job["schema"]))}
@@ -170,12 +170,13 @@ def _timing(start: float, first: float, end: float, tokens: int, text: str) -> d
 def main() -> int:
     name, model, gguf, llama_threads = sys.argv[1:5]
     backend = OvchatBackend(name, model) if is_ovchat(name) else LlamaBackend(name, gguf, int(llama_threads))
-    print(json.dumps({"ready": name}), flush=True)
-    for line in sys.stdin:
-        job = json.loads(line)
-        action = getattr(backend, job.get("action", "run"))
-        print(json.dumps(action(job)), flush=True)
-    return 0
+
+    def handle(job: dict) -> dict:
+        if job.get("action") == "ready":
+            return {"ready": name}
+        return getattr(backend, job.get("action", "run"))(job)
+
+    return serve(handle)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from ovchat.benchmarks import speculative
-from ovchat.benchmarks.speculative_worker import ovchat_kwargs
+from studies import speculative
+from studies.speculative_worker import ovchat_kwargs
 
 
 def test_backend_names_give_their_engine_arguments():
@@ -50,8 +50,8 @@ def test_phi3_style_run_pairs_lookup_with_both_plain_backends_and_reports_withou
                                     "ovchat-lookup": {"passes": 8, "decoded": 10}}}}
     rows = speculative.summarise(raw, 10)["free chat"]
     lookup = rows["ovchat-lookup"]
-    assert lookup["vs_ovchat"] == {"median": 1.125, "min": 0.75, "max": 1.5}
-    assert lookup["vs_ovchat_pa"] == {"median": 1.375, "min": 1.25, "max": 1.5}
+    assert lookup["vs_ovchat"] == {"median": 1.125, "min": 0.75, "max": 1.5, "n": 2}
+    assert lookup["vs_ovchat_pa"] == {"median": 1.375, "min": 1.25, "max": 1.5, "n": 2}
     assert lookup["vs_llamacpp_best"]["median"] == 2.25
     assert lookup["tokens_per_pass"] == 1.25 and lookup["acceptance"] == pytest.approx(0.05)  # 0.25 of 5 guesses
     assert lookup["same_text_as_plain"] is True and rows["llamacpp"]["same_text_as_plain"] is True
@@ -69,5 +69,5 @@ def test_without_llamacpp_or_pa_the_missing_ratios_are_dashes():
     raw = {"runs": {"grounded edit": {"ovchat": [_run(100)], "ovchat-lookup-k3-n2": [_run(50, "u")]}},
            "passes": {"grounded edit": {"ovchat-lookup-k3-n2": {"passes": 4, "decoded": 10}}}}
     row = speculative.summarise(raw, 10)["grounded edit"]["ovchat-lookup-k3-n2"]
-    assert row["vs_llamacpp_best"] == {} and row["vs_ovchat_pa"] == {} and row["same_text_as_plain"] is None
+    assert row["vs_llamacpp_best"]["n"] == row["vs_ovchat_pa"]["n"] == 0 and row["same_text_as_plain"] is None
     assert row["acceptance"] == pytest.approx(0.5)  # 2.5 tokens per pass, 1.5 of 3 guesses

@@ -1,6 +1,6 @@
 """Ray Serve against `ovchat serve`, side by side in one run (issue 19, points 7 and 4).
 
-    flock /tmp/ovchat-bench.lock python -m ovchat.benchmarks.ray_serve [--model M] [--out DIR]
+    flock /tmp/ovchat-bench.lock python -m studies.ray_serve [--model M] [--out DIR]
 
 1. Overhead: `ovchat serve` (a subprocess, all cores) against one Ray Serve replica asking for
    the same cores (num_cpus = the machine's), at 1 and 16 concurrent streams: TTFT p50 and
@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .machine import load_average, machine_info
-from .server_launch import ServerSpec, free_port, launched
-from .server_load import make_prompt, run_load, sse_events
+from ovchat.benchmarks.machine import load_average, machine_info
+from ovchat.benchmarks.server_launch import ServerSpec, free_port, launched
+from ovchat.benchmarks.server_load import make_prompt, run_load, sse_events
 
 
 def server_processes() -> dict:
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     p.add_argument("--requests", type=int, default=48, help="requests per 16-stream load (default: %(default)s)")
     p.add_argument("--conversations", type=int, default=6)
     p.add_argument("--system-words", type=int, default=600, help="the chats' system prompt (~1.3 tokens a word)")
-    p.add_argument("--out", default="benchmarks/results/ray-serve")
+    p.add_argument("--out", default="studies/results/ray-serve")
     args = p.parse_args(argv)
     import ray
     from ray import serve

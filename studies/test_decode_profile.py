@@ -1,8 +1,8 @@
-"""benchmarks/decode_profile.py: how a decode step's split and the levers' ratios are computed. Never a speed."""
+"""studies/decode_profile.py: how a decode step's split and the levers' ratios are computed. Never a speed."""
 
 import pytest
 
-from ovchat.benchmarks import decode_profile as dp
+from studies import decode_profile as dp
 
 
 def _rep(step: float, infer: float | None = None, **extra) -> dict:

@@ -1,10 +1,10 @@
 """Speculative decoding and structured output: what they buy and what they cost, on the default model.
 
-    python -m ovchat.benchmarks.speculative [--reps 3] [--new-tokens 128] [--out DIR]
-    python -m ovchat.benchmarks.speculative --model phi3-mini-shaped --tasks "free chat,grounded edit" \
+    python -m studies.speculative [--reps 3] [--new-tokens 128] [--out DIR]
+    python -m studies.speculative --model phi3-mini-shaped --tasks "free chat,grounded edit" \
         --backends ovchat,ovchat-pa,ovchat-lookup,llamacpp --no-structured --reps 3 --new-tokens 96
 
-Tasks: input-grounded work on a ~500-token text shipped in benchmarks/texts/ (copy-edit it,
+Tasks: input-grounded work on a ~500-token text in tests/texts/ (copy-edit it,
 summarise it: what prompt lookup is for) and free chat. Backends (speculative_worker.py): ovchat
 plain (SDPA, the default), ovchat on PA (what speculation runs on), ovchat with prompt lookup
 (5 and 10 guesses per pass), llama-cpp-python plain and with its LlamaPromptLookupDecoding
@@ -27,16 +27,19 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 
-from .machine import cpu_model, git_commit, load_average, versions
-from .pairing import rotation
+from ovchat.benchmarks.child import Child
+from ovchat.benchmarks.machine import cpu_model, git_commit, load_average, versions
+from ovchat.benchmarks.pairing import paired, rotation
+from tests.speculation_cases import GROUNDED_TEXT
+
 from .speculative_worker import LLAMA, OVCHAT, is_ovchat, ovchat_kwargs
 
-TEXT = (Path(__file__).parent / "texts" / "harbour_report.txt").read_text()
+REPO = Path(__file__).resolve().parents[1]  # the checkout: studies run from it
+TEXT = GROUNDED_TEXT
 TASKS = {
     "grounded edit": "Copy the following text, correcting any spelling mistakes:\n\n" + TEXT,
     "grounded summary": "Summarise this report of a meeting, keeping its figures:\n\n" + TEXT,
@@ -53,27 +56,19 @@ JSON_PROMPT = "Give the name, age and postal address of a famous person as JSON.
 
 
 class Worker:
-    def __init__(self, name: str, model: str, gguf: str, llama_threads: int):
-        self.name = name
-        self.proc = subprocess.Popen([sys.executable, "-m", "ovchat.benchmarks.speculative_worker", name, model, gguf,
-                                      str(llama_threads)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self._read()  # {"ready": name}
+    """One backend loaded once in its own process (studies/speculative_worker.py), through the
+    harness's child protocol: every job has a timeout, a dead or silent worker is an error."""
+
+    def __init__(self, name: str, model: str, gguf: str, llama_threads: int, timeout_s: float):
+        self.name, self.timeout_s = name, timeout_s
+        self.child = Child("studies.speculative_worker", [name, model, gguf, str(llama_threads)], cwd=REPO)
+        self.ask(action="ready")  # loaded: the next worker loads after this one, not beside it
 
     def ask(self, **job) -> dict:
-        self.proc.stdin.write(json.dumps(job) + "\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the {self.name} worker died (see its stderr above)")
-        return json.loads(line)
+        return self.child.ask(job, self.timeout_s)
 
     def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        self.child.close()
 
 
 def prompt_ids(model: str, text: str) -> list[int]:
@@ -111,9 +106,9 @@ def summarise(result: dict, n: int) -> dict:
             tpot = [r["tpot_ms"] for r in runs]
             plain = by_backend.get(_plain(name))
             row = {"tpot_ms": statistics.median(tpot), "tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
-                   "vs_ovchat": _paired(tpot, [r["tpot_ms"] for r in by_backend.get("ovchat", [])]),
-                   "vs_ovchat_pa": _paired(tpot, [r["tpot_ms"] for r in by_backend.get("ovchat-pa", [])]),
-                   "vs_llamacpp_best": _paired(tpot, llama_best),
+                   "vs_ovchat": paired(tpot, [r["tpot_ms"] for r in by_backend.get("ovchat", [])]),
+                   "vs_ovchat_pa": paired(tpot, [r["tpot_ms"] for r in by_backend.get("ovchat-pa", [])]),
+                   "vs_llamacpp_best": paired(tpot, llama_best),
                    "same_text_as_plain": runs[0]["text"] == plain[0]["text"] if plain else None}
             counted = result["passes"].get(task, {}).get(name) or runs[-1]
             if counted.get("passes"):
@@ -135,7 +130,7 @@ def structured_cost(worker: Worker, reps: int, n: int) -> dict:
             _log(f"rep {rep + 1} structured {kind:5} TPOT {run['tpot_ms']:6.2f} ms TTFT {run['ttft_ms']:7.1f} ms")
     compile_ms = [worker.ask(action="compile_ms", schema=dict(SCHEMA, title=f"s{i}"))["compile_ms"] for i in range(reps)]
     valid = all(_parses(run["text"]) for run in constrained)
-    return {"first_ttft_ms": first["ttft_ms"], "tpot_ratio": _paired([r["tpot_ms"] for r in constrained], [r["tpot_ms"] for r in plain]),
+    return {"first_ttft_ms": first["ttft_ms"], "tpot_ratio": paired([r["tpot_ms"] for r in constrained], [r["tpot_ms"] for r in plain]),
             "tpot_ms": statistics.median(r["tpot_ms"] for r in constrained),
             "tpot_plain_ms": statistics.median(r["tpot_ms"] for r in plain),
             "ttft_ms": statistics.median(r["ttft_ms"] for r in constrained),
@@ -179,7 +174,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ovchat.benchmarks.speculative", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.speculative", description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--backends", default=",".join([*OVCHAT, *LLAMA]),
@@ -193,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llama-threads", type=int, default=os.cpu_count(),
                         help="llama.cpp's n_threads (default: every core; on a busy machine 1 can be faster: "
                              "its threads spin at a barrier and stall when one is descheduled)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds a worker may take for one job, its load "
+                                                                    "included (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="write bench.json and bench.md here")
     parser.add_argument("--report", type=Path, metavar="BENCH_JSON", help="only rewrite the tables of a saved run")
     args = parser.parse_args(argv)
@@ -212,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = {}
     try:
         for name in backends:
-            workers[name] = Worker(name, model, gguf, args.llama_threads)
+            workers[name] = Worker(name, model, gguf, args.llama_threads, args.timeout)
         result = speculation(workers, ids, args.reps, args.new_tokens)
         structured = None if args.no_structured else structured_cost(workers["ovchat"], args.reps * 2,
                                                                      max(args.new_tokens, 160))
@@ -248,9 +245,9 @@ def parse_list(text: str, known, what: str) -> list[str]:
 def model_files(name: str, gguf: str | None, needs_gguf: bool) -> tuple[str, str, str]:
     """(label, IR folder, GGUF path or "") for --model / --gguf."""
     if name == "default":
-        from ..engine import default_model_dir
+        from ovchat.engine import default_model_dir
         return "default model", str(default_model_dir()), gguf or (str(_gguf()) if needs_gguf else "")
-    from .runner import resolve_model
+    from ovchat.benchmarks.runner import resolve_model
     files = resolve_model(name)
     if not files.ir:
         raise SystemExit(f"{name}: an exported IR folder is needed (the ovchat backends run it).")
@@ -267,16 +264,11 @@ def _random_weights(model: str) -> bool:
 
 
 def _gguf() -> Path:
-    from ..engine import cache_root
+    from ovchat.engine import cache_root
     found = sorted((cache_root() / "sources").glob("*.gguf"))
     if not found:
         raise SystemExit("No GGUF in the ovchat cache: run `ovchat export default` first.")
     return found[0]
-
-
-def _paired(mine: list[float], theirs: list[float]) -> dict:
-    ratios = [a / b for a, b in zip(mine, theirs) if b]
-    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)} if ratios else {}
 
 
 def _reps(by_backend: dict) -> int:
@@ -291,7 +283,7 @@ def _plain(name: str) -> str:
 
 
 def _cell(r: dict) -> str:
-    return f"{r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]" if r else "-"
+    return f"{r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]" if r and r.get("median") is not None else "-"
 
 
 def _pct(value) -> str:

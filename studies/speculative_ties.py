@@ -1,6 +1,6 @@
 """Where a speculative greedy answer parts from plain greedy, is it a near-tie?
 
-`python -m ovchat.benchmarks.speculative_ties [--properties JSON]` generates each of
+`python -m studies.speculative_ties [--properties JSON]` generates each of
 tests/test_speculative.py's prompts with plain greedy on PagedAttention and with each kind of
 speculation, then for every answer that parts, reads the plain model's logits at the parting
 token (one forward pass of the IR over prompt + common answer, ov.Core, same properties) and
@@ -20,20 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.speculation_cases import PROMPTS, speculation_kinds
+
 from .decode_parts import GENAI_ONLY
-
-GROUNDED_TEXT = (Path(__file__).parent / "texts" / "harbour_report.txt").read_text()
-# Shared with tests/test_speculative.py, which asserts the exact-arithmetic equality.
-PROMPTS = {"grounded edit": "Copy the following text, correcting any spelling mistakes:\n\n" + GROUNDED_TEXT,
-           "grounded summary": "Summarise the decisions of this meeting in a few sentences:\n\n" + GROUNDED_TEXT,
-           "free chat": "Tell me about the history of sailing."}
-
-
-def speculation_kinds(model) -> dict:
-    """Engine.load keyword arguments of each kind of speculation; the draft is the model itself."""
-    return {"prompt lookup": {"prompt_lookup": True}, "prompt lookup, batching": {"prompt_lookup": True, "batching": True},
-            "draft (itself)": {"draft_model": model}}
-
 
 def next_token_logits(compiled, ids) -> np.ndarray:
     """Logits predicting each next token of `ids`, from one stateful forward pass."""

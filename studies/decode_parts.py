@@ -1,4 +1,4 @@
-"""The parts of a decode step, each measured on its own: benchmarks/decode_profile.py drives them.
+"""The parts of a decode step, each measured on its own: studies/decode_profile.py drives them.
 
 Every part is loaded once, then `part.run(ids, new_tokens)` generates `new_tokens` tokens
 greedily after the prompt `ids` (EOS ignored) and returns its figures in ms per decode step:
@@ -29,7 +29,7 @@ GENAI_ONLY = ("ATTENTION_BACKEND",)  # LLMPipeline properties ov.Core.compile_mo
 def engine_properties(extra: dict | None = None) -> dict:
     """The engine's LoadOptions properties (LATENCY, one stream, its attention backend) + `extra`,
     with no compile cache: each lever's variant compiles its own model anyway."""
-    from .. import engine
+    from ovchat import engine
     props = engine.LoadOptions(cache_dir=False, warmup=False).to_properties()
     props.update(extra or {})
     return props
@@ -168,7 +168,7 @@ class EnginePart:
     name = "engine"
 
     def __init__(self, ir: str | Path, properties: dict):
-        from .. import engine
+        from ovchat import engine
         extra = {k: v for k, v in properties.items() if k not in engine_properties()}
         self._engine = engine
         self.eng = engine.Engine.load(ir, cache_dir=False, **extra)
@@ -193,7 +193,7 @@ class LlamaCpp:
     name = "llamacpp"
 
     def __init__(self, gguf: str | Path):
-        from .backends import LlamaCppBackend, ModelFiles
+        from ovchat.benchmarks.backends import LlamaCppBackend, ModelFiles
         self.backend = LlamaCppBackend()
         self.backend.load(ModelFiles("m", gguf=str(gguf)), "CPU", "LATENCY", None)
 

@@ -4,7 +4,7 @@ Ray starts an actor of `num_cpus=N` with OMP_NUM_THREADS=N but does not pin it t
 This compiles the model with and without INFERENCE_NUM_THREADS and prints the threads the
 compiled model will use; run it with and without OMP_NUM_THREADS=1:
 
-    OMP_NUM_THREADS=1 python -m ovchat.benchmarks.ray_threads [MODEL]
+    OMP_NUM_THREADS=1 python -m studies.ray_threads [MODEL]
 
 Measured (2 cores, default model): 2 inference threads with or without OMP_NUM_THREADS=1 (the
 plugin uses its own threading, not OpenMP, and takes every core it sees); 1 with

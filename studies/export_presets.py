@@ -1,7 +1,7 @@
 """Export recipes on the default model: fidelity, bytes per token and export time (issue 14).
 
-    python -m ovchat.benchmarks.export_presets                      # every variant
-    python -m ovchat.benchmarks.export_presets --variant int4-awq   # one (repeatable)
+    python -m studies.export_presets                      # every variant
+    python -m studies.export_presets --variant int4-awq   # one (repeatable)
 
 Each variant exports the default model's GGUF (tools/default_model.py) into
 <cache>/bench/presets/<variant> with `tools.export.export` (no check there), then measures
@@ -20,14 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import roofline
-from .machine import load_average, machine_info
+from ovchat.benchmarks import roofline
+from ovchat.benchmarks.machine import load_average, machine_info
 
 RESULTS = Path(__file__).parent / "results" / "2026-12-01-export-presets"
 
 
 def variants() -> dict:
-    from ..tools.recipe import PRESETS, Recipe
+    from ovchat.tools.recipe import PRESETS, Recipe
 
     int4 = PRESETS["int4"]
     return {
@@ -44,8 +44,8 @@ def variants() -> dict:
 
 
 def measure(name: str, recipe, gguf: Path, float_dir: Path, root: Path) -> dict:
-    from ..tools import fidelity
-    from ..tools.export import export
+    from ovchat.tools import fidelity
+    from ovchat.tools.export import export
 
     out = root / name
     manifest = export(gguf, out, recipe, force=True, check=False, kind="default")
@@ -66,12 +66,12 @@ def table(entries: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ovchat.benchmarks.export_presets", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m studies.export_presets", description=__doc__.split("\n")[0])
     parser.add_argument("--variant", action="append", choices=sorted(variants()), help="repeatable (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where presets.json goes (default: %(default)s)")
     args = parser.parse_args(argv)
-    from ..tools import default_model, gguf_convert
-    from .phi3_shaped import bench_dir
+    from ovchat.tools import default_model, gguf_convert
+    from ovchat.benchmarks.phi3_shaped import bench_dir
 
     chosen = {name: recipe for name, recipe in variants().items() if not args.variant or name in args.variant}
     path = args.out / "presets.json"

@@ -1,0 +1,12 @@
+"""Every scenario `ovchat bench` runs, in the order it runs them: this list is the registry.
+
+Adding a scenario: a module with its `Scenario(...)` (benchmarks/scenarios.py says what one is),
+and one entry here."""
+
+from __future__ import annotations
+
+from .coldstart_scenario import COLDSTART
+from .scenarios import CHAT, CONCURRENCY, LATENCY, LOAD, MEMORY
+from .server_scenario import SERVER
+
+SCENARIOS = {scenario.name: scenario for scenario in (LATENCY, CHAT, LOAD, MEMORY, CONCURRENCY, COLDSTART, SERVER)}

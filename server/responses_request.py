@@ -1,0 +1,239 @@
+"""The Responses API's requests (`POST /v1/responses`), rewritten as chat-completions requests.
+
+A body is rewritten as a chat-completions body and checked by protocol.parse_chat, so both
+endpoints share one set of rules: `input` (a string, or message, function_call and
+function_call_output items) and `instructions` become messages, function `tools` and
+`tool_choice` become chat tools, `text.format` becomes `response_format`, `max_output_tokens`
+becomes `max_tokens`, `include: ["message.output_text.logprobs"]` becomes `logprobs`. A refusal
+names the Responses field (`input[2].content`, not `messages[3].content`). Nothing is stored:
+`store: true`, `previous_response_id` and `conversation` are a 400.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .protocol import APIError, ChatRequest, bad_request, parse_chat, unsupported
+
+_INPUT_ROLES = ("user", "system", "developer", "assistant")
+_TEXT_PARTS = ("input_text", "output_text", "text")
+_LOGPROBS_INCLUDE = "message.output_text.logprobs"
+_STATELESS = " (this server keeps no state: send the whole conversation in 'input')"
+# Responses fields that chat completions takes under the same name and meaning.
+_SAME_IN_CHAT = ("model", "temperature", "top_p", "stream", "user", "parallel_tool_calls", "top_logprobs")
+# Fields that change nothing here: an end-user id, a cache hint (prefix caching is on anyway).
+_NO_OPS = ("safety_identifier", "prompt_cache_key")
+
+
+@dataclass(frozen=True)
+class ResponsesRequest:
+    chat: ChatRequest               # the same request, as chat completions reads it
+    echo: dict = field(default_factory=dict)  # request fields the Response object repeats back
+
+
+def parse_responses(body: dict, max_n: int) -> ResponsesRequest:
+    """A /v1/responses body, checked; raises APIError(400) naming the Responses field."""
+    chat: dict = {}
+    for name, value in body.items():
+        if value is None:
+            continue
+        if name in _SAME_IN_CHAT:
+            chat[name] = value
+        elif name in ("input", "instructions"):
+            pass  # below, together
+        elif name == "max_output_tokens":
+            chat["max_tokens"] = value
+        elif name == "tools":
+            chat["tools"] = _tools(value)
+        elif name == "tool_choice":
+            chat["tool_choice"] = _tool_choice(value)
+        elif name == "text":
+            chat.update(_text(value))
+        elif name == "include":
+            chat["logprobs"] = _include(value)
+        elif name == "store":
+            if value is not False:
+                raise unsupported("store", _STATELESS)
+        elif name in ("previous_response_id", "conversation"):
+            raise unsupported(name, _STATELESS)
+        elif name == "metadata":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise bad_request("'metadata' must be an object of string values.", param="metadata")
+        elif name == "truncation":
+            if value != "disabled":
+                raise unsupported("truncation", " (only 'disabled' is: a prompt over the context is a 400)")
+        elif name == "background":
+            if value is not False:
+                raise unsupported("background")
+        elif name in _NO_OPS:
+            if not isinstance(value, str):
+                raise bad_request(f"'{name}' must be a string.", param=name)
+        else:
+            raise unsupported(name)
+    if chat.get("top_logprobs") and not chat.get("logprobs"):
+        chat["logprobs"] = True  # alternatives asked for: the logprobs come with them
+    elif not chat.get("logprobs"):
+        chat.pop("top_logprobs", None)  # 0 (or null) without the include: nothing to give
+    messages, sources = _messages(body.get("input"), body.get("instructions"))
+    chat["messages"] = messages
+    try:
+        parsed = parse_chat(chat, max_n)
+    except APIError as error:
+        raise _renamed(error, sources) from None
+    echo = {key: body.get(key) for key in ("instructions", "max_output_tokens", "metadata", "temperature", "top_p",
+                                           "tools", "tool_choice", "parallel_tool_calls", "text", "user")}
+    return ResponsesRequest(parsed, echo)
+
+
+def _messages(items, instructions) -> tuple[list[dict], list[str]]:
+    """Chat messages, and for each the Responses field it came from (for error messages)."""
+    messages, sources = [], []
+    if instructions is not None:
+        if not isinstance(instructions, str):
+            raise bad_request("'instructions' must be a string.", param="instructions")
+        messages.append({"role": "system", "content": instructions})
+        sources.append("instructions")
+    if isinstance(items, str):
+        messages.append({"role": "user", "content": items})
+        sources.append("input")
+        return messages, sources
+    if not isinstance(items, list) or not items:
+        raise bad_request("'input' must be a string or a non-empty list of items.", param="input")
+    for i, item in enumerate(items):
+        where = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise bad_request(f"{where} must be an object (a message or a function_call/function_call_output item).",
+                              param=where)
+        kind = item.get("type", "message")
+        if kind == "message":
+            message = _message(item, where)
+            previous = messages[-1] if messages else None
+            messages.append(message)
+            sources.append(where)
+        elif kind == "function_call":
+            call = _function_call(item, where)
+            previous = messages[-1] if messages else None
+            if previous is not None and previous["role"] == "assistant" and sources[-1] != "instructions":
+                previous.setdefault("tool_calls", []).append(call)  # one assistant turn: its text and calls
+            else:
+                messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+                sources.append(where)
+        elif kind == "function_call_output":
+            messages.append(_function_call_output(item, where))
+            sources.append(where)
+        else:
+            raise unsupported(f"{where}.type", " (only message, function_call and function_call_output items are)")
+    return messages, sources
+
+
+def _message(item: dict, where: str) -> dict:
+    _only_keys(item, where, ("type", "role", "content", "id", "status", "phase"))
+    role = item.get("role")
+    if role not in _INPUT_ROLES:
+        raise bad_request(f"{where}.role is {role!r}; use one of {', '.join(_INPUT_ROLES)}.", param=f"{where}.role")
+    return {"role": role, "content": _content(item.get("content"), f"{where}.content")}
+
+
+def _content(content, where: str):
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise bad_request(f"{where} must be a string or a list of text parts.", param=where)
+    parts = []
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") not in _TEXT_PARTS or not isinstance(part.get("text"), str):
+            raise unsupported(f"{where}[{j}]", " (only text parts are: {'type': 'input_text', 'text': ...})")
+        parts.append({"type": "text", "text": part["text"]})
+    return parts
+
+
+def _function_call(item: dict, where: str) -> dict:
+    _only_keys(item, where, ("type", "call_id", "name", "arguments", "id", "status"))
+    for key in ("call_id", "name", "arguments"):
+        if not isinstance(item.get(key), str):
+            raise bad_request(f"{where}.{key} must be a string.", param=f"{where}.{key}")
+    return {"id": item["call_id"], "type": "function",
+            "function": {"name": item["name"], "arguments": item["arguments"]}}
+
+
+def _function_call_output(item: dict, where: str) -> dict:
+    _only_keys(item, where, ("type", "call_id", "output", "id", "status"))
+    if not isinstance(item.get("call_id"), str):
+        raise bad_request(f"{where}.call_id must be a string.", param=f"{where}.call_id")
+    output = _content(item.get("output"), f"{where}.output")
+    return {"role": "tool", "tool_call_id": item["call_id"], "content": output}
+
+
+def _only_keys(item: dict, where: str, keys: tuple) -> None:
+    for key in item:
+        if key not in keys:
+            raise unsupported(f"{where}.{key}")
+
+
+def _tools(tools) -> list:
+    if not isinstance(tools, list):
+        raise bad_request("'tools' must be a list of function tools.", param="tools")
+    chat_tools = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            raise unsupported(f"tools[{i}]", " (only function tools are: {'type': 'function', 'name': ..., "
+                                             "'parameters': {...}})")
+        chat_tools.append({"type": "function", "function": {k: v for k, v in tool.items() if k != "type"}})
+    return chat_tools
+
+
+def _tool_choice(choice):
+    if isinstance(choice, dict) and choice.get("type") == "function" and set(choice) == {"type", "name"}:
+        return {"type": "function", "function": {"name": choice["name"]}}
+    if isinstance(choice, str):
+        return choice
+    raise bad_request("'tool_choice' must be 'auto', 'none', 'required' or {'type': 'function', 'name': ...}.",
+                      param="tool_choice")
+
+
+def _text(text) -> dict:
+    if not isinstance(text, dict):
+        raise bad_request("'text' must be an object like {'format': {'type': 'text'}}.", param="text")
+    for key in text:
+        if key != "format":
+            raise unsupported(f"text.{key}")
+    form = text.get("format")
+    if form is None:
+        return {}
+    kind = form.get("type") if isinstance(form, dict) else None
+    if kind == "json_schema":
+        spec = {k: v for k, v in form.items() if k != "type"}
+        return {"response_format": {"type": "json_schema", "json_schema": spec}}
+    return {"response_format": form}  # text, json_object, or a 400 from parse_chat
+
+
+def _include(include) -> bool:
+    if not isinstance(include, list):
+        raise bad_request("'include' must be a list.", param="include")
+    for j, value in enumerate(include):
+        if value != _LOGPROBS_INCLUDE:
+            raise unsupported(f"include[{j}]", f" (only {_LOGPROBS_INCLUDE!r} is)")
+    return bool(include)
+
+
+_RENAMES = ((re.compile(r"\bmax_tokens\b"), "max_output_tokens"),
+            (re.compile(r"\bresponse_format\.json_schema\b"), "text.format"),
+            (re.compile(r"\bresponse_format\b"), "text.format"),
+            (re.compile(r"\btools\[(\d+)\]\.function\b"), r"tools[\1]"))
+
+
+def _renamed(error: APIError, sources: list[str]) -> APIError:
+    """parse_chat's error, naming the Responses fields (messages[3] was input[2], ...)."""
+    def rename(text: str | None) -> str | None:
+        if text is None:
+            return None
+        text = re.sub(r"\bmessages\[(\d+)\]", lambda m: sources[int(m.group(1))] if int(m.group(1)) < len(sources)
+                      else m.group(0), text)
+        text = re.sub(r"\bMessage (\d+)\b", lambda m: sources[int(m.group(1))] if int(m.group(1)) < len(sources)
+                      else m.group(0), text)  # the engine's name for messages[i]
+        text = re.sub(r"\bmessages\b", "input", text)
+        for pattern, replacement in _RENAMES:
+            text = pattern.sub(replacement, text)
+        return text
+    return APIError(error.status, rename(error.message), error.type, rename(error.param), error.code, error.headers)
