@@ -68,7 +68,7 @@ def register(sub) -> None:
 def cmd_serve(args) -> int:
     if args.ray:
         from .ray_cli import serve_on_ray
-        return serve_on_ray(args)
+        return serve_on_ray(args, *serve_settings(args))
     try:
         import uvicorn
         from .app import create_app

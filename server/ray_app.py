@@ -54,6 +54,9 @@ class RayAppOptions:
     max_queued_requests: int = 64     # requests each proxy holds for the deployment; more get a 429
     conversation_affinity: bool = True  # turns with the same X-Session-ID go to the same replica
     shutdown_grace_s: float = 5.0
+    kv_cache_gb: int = 0              # each replica's KV cache; 0: grown as needed
+    server: dict | None = None        # more ServerConfig fields (server/app.py): max_tokens, request_timeout_s,
+    #                                   bind_host, allowed_hosts, allowed_origins, max_body_bytes
 
     @classmethod
     def from_args(cls, args: dict) -> "RayAppOptions":
@@ -106,15 +109,17 @@ class OvchatReplica:
             # Replicas sharing a disk (nodes of one machine) would race writing the same compiled
             # blob ("cannot set permissions", seen): one cache folder per replica rank.
             load["cache_dir"] = compile_cache_dir() / f"ray-replica-{context.rank.rank}"
-        engine = Engine.load(self.options.model, device=self.options.device,
-                             batching=BatchOptions(max_sequences=self.options.max_concurrency), **load)
+        batching = BatchOptions(max_sequences=self.options.max_concurrency, kv_cache_gb=self.options.kv_cache_gb)
+        engine = Engine.load(self.options.model, device=self.options.device, batching=batching, **load)
         self.engine = engine
-        config = ServerConfig(api_key=self.options.api_key, model_name=self.options.served_model_name,
-                              max_concurrency=self.options.max_concurrency,
-                              # Ray's router keeps each replica within max_ongoing_requests; this
-                              # queue only absorbs its races (a request that slips past a full replica).
-                              max_queue=self.options.max_concurrency,
-                              shutdown_grace_s=self.options.shutdown_grace_s)
+        server = {key: tuple(value) if isinstance(value, list) else value
+                  for key, value in (self.options.server or {}).items()}
+        config = ServerConfig(**{**server, "api_key": self.options.api_key, "model_name": self.options.served_model_name,
+                                 "max_concurrency": self.options.max_concurrency,
+                                 # Ray's router keeps each replica within max_ongoing_requests; this
+                                 # queue only absorbs its races (a request that slips past a full replica).
+                                 "max_queue": self.options.max_concurrency,
+                                 "shutdown_grace_s": self.options.shutdown_grace_s})
         self.server_app = create_app(lambda: engine, config)
         from .ray_metrics import RayMetricsMirror
         self.metrics = RayMetricsMirror(self.server_app.state.ovchat.metrics, self.name)

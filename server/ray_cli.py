@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import asdict
 import sys
 import threading
 
@@ -40,7 +41,9 @@ def add_flags(p) -> None:
                    help="route turns of one conversation (X-Session-ID) like any request, not to its replica")
 
 
-def serve_on_ray(args) -> int:
+def serve_on_ray(args, config, batching) -> int:
+    """Deploy with `ovchat serve`'s flags: `config` and `batching` are its checked ServerConfig and
+    BatchOptions (server/cli.py's serve_settings)."""
     try:
         import ray
         from ray import serve
@@ -51,8 +54,10 @@ def serve_on_ray(args) -> int:
                           "pip install 'ovchat[ray]'.") from None
     if args.replicas != "auto" and not args.replicas.isdigit():
         raise EngineError(f"--replicas {args.replicas!r} must be a number or 'auto'.")
-    engine_options = load_arguments(args)  # (the flags are checked here, before Ray starts)
-    options = RayAppOptions(
+    server = {key: value for key, value in asdict(config).items()
+              if key not in ("api_key", "model_name", "max_concurrency", "max_queue", "shutdown_grace_s")}
+    engine_options = load_arguments(args)
+    options = RayAppOptions(server=server, kv_cache_gb=batching.kv_cache_gb,
         model=engine_options.pop("model"), device=engine_options.pop("device"), engine_options=engine_options,
         served_model_name=args.served_model_name, api_key=args.api_key or None, num_cpus=args.replica_cpus,
         num_replicas=args.replicas if args.replicas == "auto" else int(args.replicas),
