@@ -106,10 +106,11 @@ class Streamed:
     ended_at: float | None = None
 
 
-def stream_chat(url: str, content: str, max_tokens: int, result: Streamed, session: str | None = None) -> None:
-    """One streaming chat completion, read line by line (60 s socket timeout: a hang fails)."""
+def stream_chat(url: str, content: str, max_tokens: int, result: Streamed, session: str | None = None,
+                timeout_s: float = 120) -> None:
+    """One streaming chat completion, read line by line (a socket timeout: a hang fails)."""
     host, port = url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=60)
+    connection = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
     body = {"messages": [{"role": "user", "content": content}], "max_tokens": max_tokens, "stream": True,
             "ignore_eos": True, "stream_options": {"include_usage": True}}
     headers = {"Content-Type": "application/json", **({"X-Session-ID": session} if session else {})}
@@ -148,7 +149,7 @@ def stream_chat(url: str, content: str, max_tokens: int, result: Streamed, sessi
 
 
 def replicas_answering(url: str, model: str, requests: int = 6) -> set:
-    client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=60)
+    client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=120)
 
     def one(i):
         raw = client.chat.completions.with_raw_response.create(
@@ -213,7 +214,8 @@ def test_replicas_token_counters_reach_rays_prometheus_export(ray2):
 def test_past_the_replicas_and_the_queue_clients_get_429_with_retry_after(ray2):
     capacity = 2 * MAX_CONCURRENCY + MAX_QUEUED   # running on both replicas + waiting in the proxy
     long = [Streamed() for _ in range(capacity)]
-    threads = [threading.Thread(target=stream_chat, args=(ray2.url, f"Count to many, {i}.", 1500, long[i]))
+    # (the queued ones wait, silent, until the first ones end: minutes on a busy machine)
+    threads = [threading.Thread(target=stream_chat, args=(ray2.url, f"Count to many, {i}.", 1500, long[i], None, 300))
                for i in range(capacity)]
     for i, thread in enumerate(threads):
         thread.start()
@@ -224,7 +226,7 @@ def test_past_the_replicas_and_the_queue_clients_get_429_with_retry_after(ray2):
     for result in extra:
         stream_chat(ray2.url, "One more.", 8, result)
     for thread in threads:
-        thread.join(STEP_TIMEOUT_S)
+        thread.join(300)
     assert not any(thread.is_alive() for thread in threads), "a request hung"
     assert [r.status for r in extra] == [429] * 4, [(r.status, r.error) for r in extra]
     assert all(r.error["error"]["code"] == "queue_full" and r.error["error"]["type"] == "rate_limit_error"
