@@ -62,10 +62,15 @@ def register(sub) -> None:
                         "while the server stays up); docs/server.md")
     g.add_argument("--engine-process", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for scripts
     g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    from .ray_cli import add_flags as add_ray_flags
+    add_ray_flags(p)
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args) -> int:
+    if args.ray:
+        from .ray_cli import serve_on_ray
+        return serve_on_ray(args, *serve_settings(args))
     try:
         import uvicorn
         from .app import create_app

@@ -20,6 +20,10 @@ from pathlib import Path
 
 import pytest
 
+# Ray clusters the tests start (tests/test_ray_serve.py) speak over the loopback only: Ray reads
+# this when it is imported, and on Linux would otherwise use the machine's outward address.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 TINY_PHI3_VERSION = "v2"  # v2: the manifest records the preset and the data-aware fields
 PHI3_SPECIAL_TOKENS = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 PHI3_CHAT_TEMPLATE = (

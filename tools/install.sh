@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install ovchat into ./.venv (or $OVCHAT_VENV) on a fresh machine, idempotently.
 #   tools/install.sh            runtime + export extras: the README's main job (no llama.cpp build)
-#   tools/install.sh full       + bench, serve and test extras: what the tests and CI need; the bench
+#   tools/install.sh full       + bench, serve, ray and test extras: what the tests and CI need; the bench
 #                               extra's llama-cpp-python compiles llama.cpp (~7 min on 2 cores)
 #   tools/install.sh runtime    runtime only: openvino, openvino-genai, openvino-tokenizers, numpy
 #
@@ -46,7 +46,7 @@ export CFLAGS="${CFLAGS:-} -mno-amx-tile -mno-amx-int8 -mno-amx-bf16" CXXFLAGS="
 amx_build="import llama_cpp, sys; sys.exit(b'AMX_INT8 = 1' not in llama_cpp.llama_print_system_info())"
 if "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
   if ! "$venv/bin/python" -c "$amx_build" 2>/dev/null; then
-    pip install -e ".[export,bench,serve,test]"   # llama-cpp-python is already built
+    pip install -e ".[export,bench,serve,test,ray]"   # llama-cpp-python is already built
     exit 0
   fi
   "$venv/bin/python" -m pip uninstall -y -q llama-cpp-python   # built with AMX: build it again
@@ -56,14 +56,14 @@ echo "compiling llama.cpp for llama-cpp-python (the benchmark's llama.cpp backen
 log="$venv/llama-cpp-build.log"
 set +e
 # --no-cache-dir: pip's wheel cache does not key on CFLAGS, and would hand back an AMX build.
-"$venv/bin/python" -m pip --disable-pip-version-check install --no-cache-dir -v -e ".[export,bench,serve,test]" 2>&1 | tee "$log" |
+"$venv/bin/python" -m pip --disable-pip-version-check install --no-cache-dir -v -e ".[export,bench,serve,test,ray]" 2>&1 | tee "$log" |
   awk 'match($0, /^ *\[[0-9]+\/[0-9]+\] /) { split(substr($0, RSTART, RLENGTH), n, /[^0-9]+/); pct = int(100 * n[2] / n[3])
          if (pct >= shown + 10) { shown = pct - pct % 10; printf "    llama.cpp build %d %%\n", pct > "/dev/stderr"; fflush() } }'
 status=${PIPESTATUS[0]}
 set -e
 if [ "$status" -ne 0 ]; then
   tail -n 20 "$log" >&2
-  echo "installing the bench, serve and test extras failed (full log: $log); it needs gcc, g++ and cmake" >&2
+  echo "installing the bench, serve, ray and test extras failed (full log: $log); it needs gcc, g++ and cmake" >&2
   exit "$status"
 fi
 echo "llama-cpp-python installed (log: $log)" >&2
