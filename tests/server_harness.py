@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -147,3 +148,17 @@ class FakeEngine:
 
     def close(self) -> None:
         pass
+
+
+def children_of(pid: int) -> set[int]:
+    """The live (not zombie) child processes of `pid`, read from /proc."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if entry.isdigit() and int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry))
+    return found

@@ -107,6 +107,19 @@ def batch_runner(pipeline=None) -> BatchRunner:
     return BatchRunner(pipeline or FakeBatchPipeline(), lambda prepared: prepared.inputs, FakeTextStreamer)
 
 
+def assert_stopped(runner, streams, failure: str) -> None:
+    """The runner's thread failed: every stream ended with an EngineError naming `failure`, the
+    thread is gone, and a later submit raises at once."""
+    for stream in streams:
+        error = drain(stream)
+        assert isinstance(error, EngineError) and failure in str(error)
+        assert stream.result.finish_reason == "error"
+    runner._thread.join(WAIT_S)
+    assert not runner._thread.is_alive()
+    with pytest.raises(EngineError, match=failure.split(" (")[0]):
+        runner.submit(prompt([1]), CONFIG)
+
+
 def text_of(ids) -> str:
     return "".join(f"t{i} " for i in ids)
 
@@ -206,14 +219,8 @@ def test_a_bug_anywhere_in_the_scheduler_ends_open_and_queued_streams_with_what_
             raise KeyError("a bug in the scheduler")
         setattr(runner, where, bug)
         pipeline.gate.set()
-        for stream in (running, queued):
-            error = drain(stream)
-            assert isinstance(error, EngineError) and "scheduler failed (KeyError" in str(error)
-            assert stream.result.finish_reason == "error"
-        runner._thread.join(WAIT_S)
-        assert "a bug in the scheduler" in runner.failure and not runner._thread.is_alive()
-        with pytest.raises(EngineError, match="scheduler failed"):
-            runner.submit(prompt([1]), CONFIG)
+        assert_stopped(runner, (running, queued), "scheduler failed (KeyError")
+        assert "a bug in the scheduler" in runner.failure
     finally:
         runner.close()
 
@@ -298,13 +305,8 @@ def test_a_fault_in_the_single_worker_ends_the_request_and_the_queue_and_refuses
         assert pipeline.started.wait(WAIT_S)
         queued = runner.submit(prompt([3]), CONFIG)
         pipeline.gate.set()
-        for stream in (running, queued):
-            error = drain(stream)
-            assert isinstance(error, EngineError) and "worker failed (AttributeError" in str(error)
-        runner._thread.join(WAIT_S)
-        assert "worker failed" in runner.failure and not runner._thread.is_alive()
-        with pytest.raises(EngineError, match="worker failed"):
-            runner.submit(prompt([1]), CONFIG)
+        assert_stopped(runner, (running, queued), "worker failed (AttributeError")
+        assert "worker failed" in runner.failure
     finally:
         runner.close()
 

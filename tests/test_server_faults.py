@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from server_harness import metric, request, running_server, wait_for
+from server_harness import children_of, metric, request, running_server, wait_for
 
 pytest.importorskip("uvicorn")
 pytestmark = [pytest.mark.default_model, pytest.mark.timeout(1200)]  # the first may export the model
@@ -91,16 +91,7 @@ def post_raw(url: str, raw: bytes) -> dict:
 def ours() -> tuple[set, set]:
     """This process's ovchat threads and its child processes (not zombies)."""
     threads = {t.name for t in threading.enumerate() if t.name.startswith("ovchat")}
-    children = set()
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if entry.isdigit() and int(fields[1]) == os.getpid() and fields[0] != "Z":
-            children.add(int(entry))
-    return threads, children
+    return threads, children_of(os.getpid())
 
 
 def test_32_streams_with_hang_ups_bad_requests_and_a_killed_engine(default_model_dir):

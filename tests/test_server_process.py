@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from server_harness import request, wait_for
+from server_harness import children_of, request, wait_for
 
 pytest.importorskip("uvicorn")
 pytestmark = pytest.mark.timeout(1200)  # the first may export the model
@@ -79,7 +79,7 @@ def test_sigterm_with_streams_in_flight_ends_them_cleanly_and_exits_0(default_mo
         sent = time.perf_counter()
         assert process.wait(timeout=60) == 0, process.stderr.read()
         print(f"\nexited 0, {time.perf_counter() - sent:.1f} s after SIGTERM (grace 1 s)")
-        assert not _children_of(process.pid)  # an engine process ended with it
+        assert not children_of(process.pid)  # an engine process ended with it
         for thread, _ in threads:
             thread.join(timeout=10)
         for outcome in outcomes:  # each stream ended cleanly: its finish chunk, then [DONE]
@@ -90,19 +90,6 @@ def test_sigterm_with_streams_in_flight_ends_them_cleanly_and_exits_0(default_mo
         if process.poll() is None:
             process.kill()
             process.wait()
-
-
-def _children_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if entry.isdigit() and int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
 
 
 def test_a_model_that_cannot_load_ends_the_server_with_1_and_says_why(tmp_path):
