@@ -10,7 +10,7 @@
    prompt; the 6th turn's TTFT with the conversation named (X-Session-ID: its replica holds the
    prefix in its KV cache) and without (Ray's default routing: power of two choices).
 
-Ray runs locally (ray.init(address="local")), the proxy on 127.0.0.1. Prints a table, writes
+Ray runs locally (ray.init(address="local")), every address on 127.0.0.1. Prints a table, writes
 ray_serve.json, and ends with one JSON line. Load averages are recorded at every step.
 """
 
@@ -137,6 +137,7 @@ def main(argv=None) -> int:
     p.add_argument("--system-words", type=int, default=600, help="the chats' system prompt (~1.3 tokens a word)")
     p.add_argument("--out", default="studies/results/ray-serve")
     args = p.parse_args(argv)
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray over the loopback only (read at import)
     import ray
     from ray import serve
     from ovchat.engine.model import resolve
@@ -160,7 +161,7 @@ def main(argv=None) -> int:
     print("ovchat serve:", json.dumps(report["direct"]), flush=True)
 
     os.environ[CALLBACK_ENV] = CALLBACK
-    ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
