@@ -132,7 +132,9 @@ def _run_child(spec: dict, timeout_s: float, log_path: Path | None) -> dict:
 def _child(spec: dict) -> dict:
     t0 = spec["spawn_wall"]
     rng = random.Random(spec["seed"])
-    prompts = [[rng.randrange(*TOKEN_ID_RANGE) for _ in range(spec["prompt_tokens"])] for _ in range(3)]
+    from .worker import id_range
+    ids = id_range(spec["model"]) if os.path.isdir(spec["model"]) else TOKEN_ID_RANGE
+    prompts = [[rng.randrange(*ids) for _ in range(spec["prompt_tokens"])] for _ in range(3)]
     runner = {"engine": _EngineRunner, "llmpipeline": _PipelineRunner, "llama.cpp": _LlamaRunner}[spec["backend"]]
     runner.import_backend()
     imported = time.time()

@@ -23,7 +23,28 @@ def prompt_ids(length: int, seed: int) -> list[int]:
     """A synthetic prompt of exactly `length` token ids. Every repetition gets a new seed:
     LLMPipeline caches prompt prefixes, so a repeated prompt would measure that cache."""
     import numpy as np
-    return np.random.default_rng(seed).integers(*ID_RANGE, size=length).tolist()
+    return np.random.default_rng(seed).integers(*_id_range, size=length).tolist()
+
+
+_id_range = ID_RANGE  # narrowed to the model's vocabulary once it is known (use_vocabulary)
+
+
+def id_range(model_dir: str | None) -> tuple[int, int]:
+    """ID_RANGE, kept inside a vocabulary smaller than it (the tests' tiny models: the engine
+    refuses ids it has no embedding for). Larger ones keep ID_RANGE: the same prompts as ever."""
+    import json
+    from pathlib import Path
+    try:
+        vocab = json.loads((Path(model_dir) / "config.json").read_text())["vocab_size"] if model_dir else None
+    except (OSError, KeyError, ValueError):
+        vocab = None
+    high = min(ID_RANGE[1], vocab) if vocab else ID_RANGE[1]
+    return min(ID_RANGE[0], high // 2), high
+
+
+def use_vocabulary(files: ModelFiles) -> None:
+    global _id_range
+    _id_range = id_range(files.ir)
 
 
 def chat_message(turn: int, seed: int, words: int = 40) -> str:
@@ -119,6 +140,7 @@ def task_concurrency(backend, p: dict) -> dict:
 def _load(backend_name: str, job: dict):
     backend = create(backend_name)
     files = ModelFiles(**job["model"])
+    use_vocabulary(files)
     p = job["params"]
     load_ms = backend.load(files, job["device"], p.get("hint", "LATENCY"), p.get("cache_dir"))
     return backend, load_ms

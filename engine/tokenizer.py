@@ -53,7 +53,10 @@ class Tokenizer:
     @functools.cached_property
     def vocab_size(self) -> int:
         """Token ids run from 0 to vocab_size - 1."""
-        return len(self._genai.get_vocab())  # get_vocab_vector() fails on byte-level vocabularies
+        # The highest id, not the count: get_vocab() maps text to id, and tokens that decode to the
+        # same text (byte pieces of an SPM vocabulary) share one key (a Phi-3-shaped vocabulary of
+        # 32,064 ids gave 395 keys). get_vocab_vector() fails on byte-level vocabularies.
+        return max(self._genai.get_vocab().values(), default=-1) + 1
 
     @property
     def chat_template(self) -> str:
