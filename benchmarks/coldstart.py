@@ -48,7 +48,6 @@ from .child import run_once, serve
 
 BACKENDS = ("engine", "llmpipeline", "llama.cpp")
 CACHE_STATES = ("none", "cold", "warm")
-TOKEN_ID_RANGE = (300, 30000)  # ordinary tokens in both SmolLM2's (49152) and Phi-3's (32064) vocabularies
 
 
 def measure(backend: str, model: str, device: str = "CPU", cache: str = "warm", properties: dict | None = None,
@@ -133,7 +132,7 @@ def _child(spec: dict) -> dict:
     t0 = spec["spawn_wall"]
     rng = random.Random(spec["seed"])
     from .worker import id_range
-    ids = id_range(spec["model"]) if os.path.isdir(spec["model"]) else TOKEN_ID_RANGE
+    ids = id_range(spec["model"])  # the worker's synthetic ids (a .gguf has no config.json: its full range)
     prompts = [[rng.randrange(*ids) for _ in range(spec["prompt_tokens"])] for _ in range(3)]
     runner = {"engine": _EngineRunner, "llmpipeline": _PipelineRunner, "llama.cpp": _LlamaRunner}[spec["backend"]]
     runner.import_backend()
