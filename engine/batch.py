@@ -262,7 +262,7 @@ class BatchRunner:
         result = GenerationResult(text="".join(request.pieces), input_tokens=len(request.ids),
                                   output_tokens=request.tokens, finish_reason=reason_, metrics=metrics,
                                   dropped_messages=request.prepared.dropped_messages, tokens=tuple(request.records))
-        return with_tool_calls(result, request.prepared.tool_format)
+        return with_tool_calls(result, request.prepared.tool_format, request.prepared.options.tools)
 
 
 _CONTEXT_TOKENS = 4  # tokens before one that its text is decoded after (a word's start, a UTF-8 sequence)

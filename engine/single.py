@@ -177,7 +177,7 @@ class SingleRunner:
             finish_reason="cancelled" if cancelled else _FINISH.get(reasons[0], "stop"),
             metrics=Metrics.from_perf(results.perf_metrics),
             dropped_messages=prepared.dropped_messages,
-        ), prepared.tool_format))
+        ), prepared.tool_format, prepared.options.tools))
 
     def _enter_mode(self, chat: bool) -> None:
         # With a ChatHistory the stateful pipeline keeps the conversation's KV cache between

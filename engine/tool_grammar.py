@@ -11,8 +11,8 @@ has arguments its schema accepts.
   from there the rest of the call is constrained, then free text again (triggered tags).
 
 The grammar goes to genai as XGrammar's structural-tag JSON text, which also serves as the
-compile cache's key (structured.py). Formats whose arguments are not JSON (pythonic) have no
-grammar: their calls are parsed, not constrained.
+compile cache's key (structured.py). Pythonic calls, whose arguments are Python keywords and
+not a JSON object, get theirs from tool_grammar_pythonic.py.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 
 from .tool_calls import Tool
+from .tool_grammar_pythonic import pythonic_format
 from .tool_parsers import CallSyntax
 
 
@@ -27,6 +28,9 @@ def tool_grammar(tools: tuple[Tool, ...], choice: str, parallel: bool, syntax: C
     """The structural-tag JSON text for these tools, or None (no tools offered, or no syntax)."""
     if syntax is None or not tools or choice == "none":
         return None
+    if syntax.arguments == "python":
+        return json.dumps({"type": "structural_tag", "format": pythonic_format(tools, choice, parallel)},
+                          ensure_ascii=False)
     offered = tools if choice in ("auto", "required") else tuple(t for t in tools if t.name == choice)
     tags = [_tag(syntax.begin(t.name), _schema(t), syntax.end) for t in offered]
     one_call = not parallel or choice not in ("auto", "required")

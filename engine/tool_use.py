@@ -104,11 +104,11 @@ def _merge_tool_responses(rendered: list[dict], original: list[dict]) -> list[di
     return [m for m, _ in merged]
 
 
-def with_tool_calls(result: GenerationResult, tool_format: str | None) -> GenerationResult:
-    """`result` with the calls its text holds, when tools were offered."""
+def with_tool_calls(result: GenerationResult, tool_format: str | None, tools: tuple = ()) -> GenerationResult:
+    """`result` with the calls its text holds, when `tools` were offered in `tool_format`."""
     if tool_format is None or result.finish_reason == "cancelled":
         return result
-    answer = parser_for(tool_format).parse(result.text)
+    answer = parser_for(tool_format, tuple(t.name for t in tools)).parse(result.text)
     if not answer.tool_calls:
         return result
     reason = "tool_calls" if result.finish_reason == "stop" else result.finish_reason

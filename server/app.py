@@ -225,7 +225,7 @@ async def _respond(serving: Serving, parsed: responses.ResponsesRequest) -> Resp
     run = await serving.open(chat.messages, chat.sampling, True)
     if chat.sampling.stream:
         tool_format = run.streams[0].tool_format  # tools offered: calls are read from the answer as it streams
-        reader = IncrementalToolParser(parser_for(tool_format)) if tool_format else None
+        reader = IncrementalToolParser(parser_for(tool_format, run.offered)) if tool_format else None
         return _EventStream(responses.stream(builder, run, reader), run)
     try:
         choice = (await run.collect())[0]
@@ -240,7 +240,7 @@ async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):
     choice's end with its finish_reason, the usage (its own chunk with include_usage, else on
     the last end), then [DONE]. A generation that fails mid-stream ends with an error event."""
     prompt_tokens = completion_tokens = ended = 0
-    readers = {index: IncrementalToolParser(parser_for(stream.tool_format))
+    readers = {index: IncrementalToolParser(parser_for(stream.tool_format, run.offered))
                for index, stream in enumerate(run.streams) if chat and stream.tool_format}
     tokens = [()] * run.n       # each choice's logprob tokens not sent yet (they precede their text)
     offsets = [0] * run.n       # characters of the tokens sent per choice: the completions' text_offset

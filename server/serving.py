@@ -167,6 +167,7 @@ class Run:
         self._closed = False
         self.expired = False  # its deadline passed: choices cut short end with "length"
         self._deadline: asyncio.TimerHandle | None = None
+        self.offered: tuple[str, ...] = ()  # the tools' names: calls of other names are text
 
     @property
     def prompt_tokens(self) -> int:
@@ -175,6 +176,7 @@ class Run:
     def start(self, engine, prompt, options) -> None:
         """Submit choice number len(self.streams) (from a worker thread: the engine templates
         and counts the prompt before it returns)."""
+        self.offered = tuple(t.name for t in options.tools)
         self.streams.append(engine.stream(prompt, options, events=_ChoiceSink(self, len(self.streams))))
 
     def _post(self, index: int, events: list) -> None:  # any thread

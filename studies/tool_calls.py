@@ -3,6 +3,7 @@ structural-tag grammar, tool_grammar.py) against unguided (the same prompt, call
 for tool_choice "required" and "auto".
 
     python -m studies.tool_calls [--model DIR] [--out FILE]     # from a checkout's root
+    python -m studies.tool_calls --tool-format llama3_pythonic  # calls in another format
 
 20 prompts written for this, each with the one tool of five that answers it (weather,
 arithmetic, unit conversion, web search, time zones). Greedy decoding, 96 new tokens, one call
@@ -83,11 +84,11 @@ def valid_call(call, schemas: dict) -> bool:
     return True
 
 
-def run_mode(engine, tool_choice: str, guided: bool, parallel: bool) -> list[dict]:
+def run_mode(engine, tool_choice: str, guided: bool, parallel: bool, tool_format: str | None = None) -> list[dict]:
     from ovchat.engine import GenerationOptions
 
     options = GenerationOptions(max_new_tokens=MAX_NEW_TOKENS, tools=TOOLS, tool_choice=tool_choice,
-                                constrain_tool_calls=guided, parallel_tool_calls=parallel)
+                                constrain_tool_calls=guided, parallel_tool_calls=parallel, tool_format=tool_format)
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
     answers = []
     for prompt, expected in PROMPTS:
@@ -113,6 +114,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="model folder (default: the embedded default model)")
     parser.add_argument("--out", type=Path, default=None, help="write every answer here as JSON")
+    parser.add_argument("--tool-format", default=None, help="the calls' format (default: the one the template names)")
     args = parser.parse_args(argv)
 
     import openvino_genai
@@ -121,12 +123,13 @@ def main(argv=None) -> int:
 
     engine = ovchat.Engine.load(args.model)
     report = {"model": str(engine.info.path), "genai": openvino_genai.__version__, "machine": platform.processor()
-              or platform.machine(), "max_new_tokens": MAX_NEW_TOKENS, "modes": {}}
+              or platform.machine(), "max_new_tokens": MAX_NEW_TOKENS,
+              "tool_format": args.tool_format, "modes": {}}
     print(f"| mode | answers with a call | every call valid | right tool | calls per answer | hit {MAX_NEW_TOKENS} tokens |")
     print("|---|---|---|---|---|---|")
     for label, choice, guided, parallel in MODES:
         start = time.perf_counter()
-        answers = run_mode(engine, choice, guided, parallel)
+        answers = run_mode(engine, choice, guided, parallel, args.tool_format)
         counts = summary(answers)
         report["modes"][label] = {**counts, "seconds": round(time.perf_counter() - start, 1), "answers": answers}
         n = counts["of"]

@@ -36,6 +36,10 @@ DOCUMENTED = [
           ("get_time", {"timezone": "PST", "exact": True})]),
     ("llama3_pythonic", "<|python_start|>[search(query='openvino', limit=3, tags=['a', 'b'])]<|python_end|>",
      "", [("search", {"query": "openvino", "limit": 3, "tags": ["a", "b"]})]),
+    ("llama3_pythonic", 'Let me check. [get_weather(city="Paris", days=3, metric=true, note=null, tag="caf\\u00e9")]',
+     "Let me check.", [("get_weather", {"city": "Paris", "days": 3, "metric": True, "note": None, "tag": "café"})]),
+    ("llama3_pythonic", "[get_time(timezone='CET', offset=-1.5)] I asked for the time.",
+     "I asked for the time.", [("get_time", {"timezone": "CET", "offset": -1.5})]),
     ("phi4_mini", 'functools[{"name": "get_match_result", "arguments": {"match": "Arsenal vs ManCity"}}]',
      "", [("get_match_result", {"match": "Arsenal vs ManCity"})]),
     ("phi4_mini", 'I will book both. functools[{"name": "book_flight", "arguments": {"to": "Paris"}}, '
@@ -56,6 +60,11 @@ MALFORMED = [  # (format, answer): the call cannot be read, so the whole answer 
     ("llama3_json", '{"name": "get_weather", "parameters": {"city": "Paris"'),
     ("llama3_pythonic", "[get_weather(city=Paris)]"),
     ("llama3_pythonic", "[get_weather('Paris')]"),
+    ("llama3_pythonic", "[get_weather(city=b'Paris')]"),
+    ("llama3_pythonic", "[get_weather(**{'city': 'Paris'})]"),
+    ("llama3_pythonic", "[get_weather(city={1: 'Paris'})]"),
+    ("llama3_pythonic", "[get_weather(city=-'Paris')]"),
+    ("llama3_pythonic", "[get_weather(days=1e999)]"),
     ("phi4_mini", 'functools[{"name": "get_weather", "arguments": {"city": "Paris"}'),
     ("mistral", '[TOOL_CALLS] [{"name": "get_weather", "arguments": "Paris"}]'),
 ]
@@ -98,6 +107,30 @@ def test_a_good_call_survives_a_malformed_one_beside_it():
     answer = parser_for("hermes").parse(text)
     assert _calls(answer) == [("f", {})]
     assert answer.content == '<tool_call>{"name": "g", "arguments": {</tool_call>'
+
+
+def test_a_bracket_that_is_not_a_call_stays_text_before_the_pythonic_call():
+    answer = parser_for("llama3_pythonic").parse("See [note(1)] and [get_weather(city='Paris')]")
+    assert (_calls(answer), answer.content) == ([("get_weather", {"city": "Paris"})], "See [note(1)] and")
+
+
+def test_a_pythonic_call_of_a_tool_nobody_offered_is_text():
+    # measured: asked to repeat `[get_time(timezone="UTC")]`, the default model wrote `[function_name(...)]`
+    parser = parser_for("llama3_pythonic", offered=("get_weather", "get_time"))
+    text = '[function_name(timezone="UTC")]'
+    assert (parser.parse(text).content, parser.parse(text).tool_calls) == (text, ())
+    mixed = parser.parse('[get_time(timezone="UTC"), delete_files(path="/")]')
+    assert mixed.tool_calls == ()
+    assert _calls(parser.parse('[get_time(timezone="UTC")]')) == [("get_time", {"timezone": "UTC"})]
+
+
+def test_a_pythonic_opening_is_held_back_while_it_streams():
+    reader = IncrementalToolParser(parser_for("llama3_pythonic"))
+    assert reader.feed("Sure [get_wea") == [TextDelta("Sure")]
+    assert reader.feed("ther(city='Par") == []
+    assert reader.feed("is')]") == []  # Python is read whole: the call comes at the end
+    deltas, answer = reader.finish()
+    assert [d.name for d in deltas if isinstance(d, CallDelta) and d.name] == ["get_weather"]
 
 
 def test_a_hermes_call_cut_before_its_closing_tag_still_parses_when_its_json_is_whole():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ovchat.engine import GenerationOptions, GenerationResult, Metrics
+from ovchat.engine import GenerationOptions, GenerationResult, Metrics, OptionsError
 from ovchat.engine.prompt import check_messages
 from ovchat.engine.tool_grammar import tool_grammar
 from ovchat.engine.tool_parsers import parser_for
@@ -125,10 +125,47 @@ def test_a_wrapped_format_puts_its_calls_inside_the_wrapper():
     assert fmt["content"]["separator"] == ", "
 
 
-def test_no_grammar_for_none_or_a_format_that_cannot_be_constrained():
+def test_pythonic_calls_are_keyword_arguments_each_valued_by_its_own_schema():
+    fmt = _grammar("required", tool_format="llama3_pythonic")
+    assert (fmt["begin"], fmt["end"]) == ("[", "]") and fmt["content"]["separator"] == ", "
+    weather, time = fmt["content"]["tags"]
+    assert (weather["begin"], weather["end"], time["begin"]) == ("get_weather(", ")", "get_time(")
+    city = weather["content"]["elements"]
+    assert city[0] == {"type": "const_string", "value": "city="}
+    assert city[1]["json_schema"] == {"type": "string"}
+
+
+def test_pythonic_optional_arguments_may_each_be_left_out():
+    search = {"type": "function", "function": {"name": "search", "parameters": {"type": "object", "properties": {
+        "query": {"type": "string"}, "limit": {"type": "integer"}, "exact": {"type": "boolean"}}, "required": ["query"]}}}
+    options = GenerationOptions(tools=[search], tool_choice="search")
+    fmt = json.loads(tool_grammar(options.tools, "search", True, parser_for("llama3_pythonic").syntax))["format"]
+    query, limit, exact = fmt["content"]["tags"][0]["content"]["elements"]
+    assert query["elements"][0]["value"] == "query="
+    assert [e["type"] for e in limit["elements"]] == ["sequence", "grammar"]  # written, or nothing
+    assert limit["elements"][0]["elements"][0]["value"] == ", limit="
+    assert exact["elements"][0]["elements"][1]["elements"] == [{"type": "const_string", "value": "True"},
+                                                               {"type": "const_string", "value": "False"}]
+
+
+def test_pythonic_auto_is_triggered_by_the_opening_of_an_offered_call_not_by_a_bracket():
+    fmt = _grammar("auto", tool_format="llama3_pythonic")
+    assert fmt["type"] == "triggered_tags" and fmt["triggers"] == ["[get_weather(", "[get_time("]
+    assert [t["begin"] for t in fmt["tags"]] == ["[get_weather(", "[get_time("] and fmt["stop_after_first"]
+
+
+@pytest.mark.parametrize("name", ["max-results", "from"])
+def test_a_parameter_python_cannot_pass_is_refused_for_the_pythonic_format(name):
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
+        name: {"type": "string"}}}}}
+    options = GenerationOptions(tools=[tool], tool_choice="required")
+    with pytest.raises(OptionsError, match=f"{name}.*llama3_pythonic"):
+        tool_grammar(options.tools, "required", True, parser_for("llama3_pythonic").syntax)
+
+
+def test_no_grammar_for_none_or_when_calls_are_not_constrained():
     options = GenerationOptions(tools=[WEATHER])
     assert tool_grammar(options.tools, "none", True, parser_for("hermes").syntax) is None
-    assert tool_grammar(options.tools, "required", True, parser_for("llama3_pythonic").syntax) is None
     assert plan(history(), GenerationOptions(tools=[WEATHER], constrain_tool_calls=False),
                 FakeTokenizer(CHATML)).grammar is None
 

@@ -58,6 +58,31 @@ def test_a_chat_carries_the_call_and_its_result_to_a_text_answer(engine):
     assert chat.messages[2]["tool_calls"][0]["function"]["name"] == "get_weather"
 
 
+CONVERT = {"type": "function", "function": {
+    "name": "convert_units", "description": "Convert a quantity from one unit to another.",
+    "parameters": {"type": "object", "properties": {
+        "value": {"type": "number"}, "from_unit": {"type": "string", "enum": ["km", "mi", "kg", "lb", "C", "F"]},
+        "to_unit": {"type": "string", "enum": ["km", "mi", "kg", "lb", "C", "F"]},
+        "digits": {"type": "integer", "minimum": 0, "maximum": 6}, "exact": {"type": "boolean"}},
+        "required": ["value", "from_unit", "to_unit"]}}}
+PYTHONIC_PROMPTS = ["What's the weather like in Paris?", "Convert 12 km to miles.", "What time is it in Tokyo?",
+                    "How many pounds is 70 kg? Round to 1 digit."]
+
+
+@pytest.mark.parametrize("choice", ["required", "convert_units"])
+def test_pythonic_calls_are_constrained_to_an_offered_tool_and_its_schema(engine, choice):
+    jsonschema = pytest.importorskip("jsonschema")
+    tools = [WEATHER, TIME, CONVERT]
+    schemas = {t["function"]["name"]: t["function"]["parameters"] for t in tools}
+    options = GenerationOptions(max_new_tokens=96, tools=tools, tool_choice=choice, tool_format="llama3_pythonic")
+    for prompt in PYTHONIC_PROMPTS:
+        result = engine.generate(prompt, options)
+        assert result.finish_reason == "tool_calls" and result.tool_calls, (prompt, result.text)
+        for call in result.tool_calls:
+            assert choice == "required" or call.name == choice
+            jsonschema.validate(call.arguments, schemas[call.name])
+
+
 def test_the_prompt_with_tools_is_counted_as_the_pipeline_is_fed_it(engine):
     plain = engine.generate("What's the weather like in Paris?", GenerationOptions(max_new_tokens=2))
     with_tools = engine.generate("What's the weather like in Paris?", NAMED)

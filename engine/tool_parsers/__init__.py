@@ -46,5 +46,6 @@ def format_for_template(template: str | None) -> str:
     return "hermes"
 
 
-def parser_for(tool_format: str) -> ToolParser:
-    return PARSERS[tool_format]()
+def parser_for(tool_format: str, offered: tuple[str, ...] | None = None) -> ToolParser:
+    """The parser of `tool_format`; `offered` names the request's tools (see ToolParser)."""
+    return PARSERS[tool_format](offered)

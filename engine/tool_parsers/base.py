@@ -26,24 +26,31 @@ class ParsedAnswer:
 @dataclass(frozen=True)
 class CallSyntax:
     """How a format writes calls, for the grammar: `prefix`, then calls joined by `separator`,
-    then `suffix`; one call is `begin(name)` + its arguments' JSON + `end`. `trigger` is the
-    text that opens calls inside free text (tool_choice "auto")."""
+    then `suffix`; one call is `begin(name)` + its arguments + `end`: a JSON object, or with
+    `arguments="python"` keyword arguments (`city="Paris", days=3`). `trigger` is the text that
+    opens calls inside free text (tool_choice "auto")."""
     trigger: str
     prefix: str
     suffix: str
     separator: str
     begin_template: str   # with {name}
     end: str
+    arguments: str = "json"
 
     def begin(self, name: str) -> str:
         return self.begin_template.format(name=name)
 
 
 class ToolParser:
-    """One tool-call format. Subclasses set `name`, `syntax` (None: calls are parsed but cannot
-    be constrained) and implement `scan`."""
+    """One tool-call format. Subclasses set `name`, `syntax` (None: calls are parsed but not
+    constrained) and implement `scan`."""
     name = ""
     syntax: CallSyntax | None = None
+
+    def __init__(self, offered: tuple[str, ...] | None = None):
+        # The offered tools' names: a format whose calls open without a marker of their own
+        # (pythonic `[get_weather(`) reads only calls of these; the others' grammar names them.
+        self.offered = frozenset(offered) if offered else None
 
     def scan(self, text: str, final: bool = False) -> list:
         raise NotImplementedError

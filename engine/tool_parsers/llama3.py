@@ -10,22 +10,25 @@ keyword arguments, optionally inside <|python_start|> ... <|python_end|>:
 
     [get_weather(city="Paris"), get_time(timezone="CET")]
 
-An answer that does not start like a call is text. The pythonic format's arguments are not JSON,
-so its calls are parsed but not constrained (`syntax` is None).
+A JSON answer that does not start like a call is text. Pythonic calls may follow text (the
+grammar of tool_choice "auto" lets the model open them after some text). Their values are Python
+literals, or JSON ones, which the grammar writes (tool_grammar_pythonic.py).
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import math
 import re
 
-from .base import CallSyntax, ToolParser, block
+from .base import CallSyntax, ToolParser, block, held_back
 from .json_scan import RawCall, calls_in_sequence
 
 PYTHON_TAG = "<|python_tag|>"
 PYTHON_START = "<|python_start|>"
-_PYTHONIC_START = re.compile(r"^\[\s*[A-Za-z_][\w.-]*\s*\(")
+_PYTHONIC_OPENING = re.compile(r"\[\s*([A-Za-z_][\w.-]*)\s*\(")
+_MAYBE_OPENING = re.compile(r"\[\s*(?:[A-Za-z_][\w.-]*\s*)?$")
 _LITERAL_NAMES = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
 
 
@@ -51,7 +54,8 @@ class Llama3JsonParser(ToolParser):
 
 class Llama3PythonicParser(ToolParser):
     name = "llama3_pythonic"
-    syntax = None  # Python call syntax: parsed, not constrained
+    syntax = CallSyntax(trigger="[", prefix="[", suffix="]", separator=", ", begin_template="{name}(", end=")",
+                        arguments="python")  # the grammar: tool_grammar_pythonic.py
 
     def write_calls(self, calls) -> str:
         return "[" + ", ".join(f"{c.name}(" + ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}"
@@ -61,26 +65,44 @@ class Llama3PythonicParser(ToolParser):
         return "[function_name(argument=value, ...)]"
 
     def scan(self, text: str, final: bool = False) -> list:
-        if not final and PYTHON_START.startswith(text.lstrip()):
-            return []
-        body = text.strip().removeprefix(PYTHON_START).removesuffix("<|python_end|>").strip()
-        if not body:
-            return [text] if final else []
-        if not _PYTHONIC_START.match(body) and not (not final and _could_start(body)):
+        """Text, then the list of calls where one opens (Python is read whole: while the answer
+        streams, the calls wait for its end), then any text after the list."""
+        for opening in _PYTHONIC_OPENING.finditer(text):
+            if self.offered and opening.group(1) not in self.offered:
+                continue  # `[note(1)]`, or a call of a tool nobody offered: text
+            before = text[:opening.start()].rstrip().removesuffix(PYTHON_START)
+            if not final:
+                return [before]
+            listed = _call_list(text, opening.start())
+            if listed is not None and (not self.offered or all(c.name in self.offered for c in listed[0])):
+                calls, end = listed
+                after = text[end:].removeprefix("<|python_end|>")
+                return [before, *calls, after]
+        if final:
             return [text]
-        if not final:
-            return []  # Python is read whole: the calls come when the answer ends
-        calls = _python_calls(body)
-        return calls if calls else [text]
+        return [_held_back_opening(text)]
 
 
-def _could_start(body: str) -> bool:
-    return body == "[" or bool(re.match(r"^\[\s*[A-Za-z_][\w.-]*\s*$", body))
+def _held_back_opening(text: str) -> str:
+    """`text` without a tail that may become a call list's opening (`<|python_start|>[get_wea`)."""
+    tail = _MAYBE_OPENING.search(text)
+    text = text[:tail.start()] if tail else text
+    return held_back(text.removesuffix(PYTHON_START), PYTHON_START)
 
 
-def _python_calls(body: str) -> list[RawCall] | None:
+def _call_list(text: str, start: int) -> tuple[list[RawCall], int] | None:
+    """The calls of the list opening at text[start] and the index past its `]`, or None."""
+    end = start
+    while (end := text.find("]", end) + 1) > 0:
+        calls = _python_calls(text[start:end])
+        if calls:
+            return calls, end
+    return None
+
+
+def _python_calls(source: str) -> list[RawCall] | None:
     try:
-        tree = ast.parse(body, mode="eval").body
+        tree = ast.parse(source, mode="eval").body
     except SyntaxError:
         return None
     if not isinstance(tree, ast.List) or not tree.elts:
@@ -91,18 +113,42 @@ def _python_calls(body: str) -> list[RawCall] | None:
             return None
         name = ast.unparse(node.func)
         try:
-            arguments = {k.arg: _literal(k.value) for k in node.keywords}
+            arguments = {k.arg: _literal(k.value, source) for k in node.keywords}
         except ValueError:
             return None
         calls.append(RawCall(name, json.dumps(arguments, ensure_ascii=False), True, ast.unparse(node), arguments))
     return calls
 
 
-def _literal(node):
+def _literal(node, source: str):
+    """A JSON value from a Python literal (or a JSON one: `true`, `null`, `"\\u00e9"`)."""
     if isinstance(node, ast.Name) and node.id in _LITERAL_NAMES:
         return _LITERAL_NAMES[node.id]
     if isinstance(node, (ast.List, ast.Tuple)):
-        return [_literal(e) for e in node.elts]
+        return [_literal(e, source) for e in node.elts]
     if isinstance(node, ast.Dict):
-        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
-    return ast.literal_eval(node)
+        if any(k is None for k in node.keys):
+            raise ValueError("** in a dict")
+        keys = [_literal(k, source) for k in node.keys]
+        if not all(isinstance(k, str) for k in keys):
+            raise ValueError("a dict key that is not a string")
+        return dict(zip(keys, (_literal(v, source) for v in node.values)))
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant):
+        value = node.operand.value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"not a number: {ast.unparse(node)}")
+        value = -value
+    elif isinstance(node, ast.Constant):
+        value = node.value
+        if isinstance(value, str) and (written := ast.get_source_segment(source, node) or "").startswith('"'):
+            try:  # JSON's escapes where Python's differ (`\\/`, surrogate pairs)
+                value = json.loads(written)
+            except ValueError:
+                pass
+    else:
+        raise ValueError(f"not a literal: {ast.unparse(node)}")
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return value
+    raise ValueError(f"not a JSON value: {value!r}")
