@@ -3,6 +3,7 @@
     ovchat bench --quick                         CI smoke run: default model, a few minutes
     ovchat bench                                 the full suite on the default model
     ovchat bench --model default --model phi3-mini-shaped --out bench-results/<date>
+    ovchat bench --soak 10                       ovchat serve's RSS over 10 minutes of streams (benchmarks/soak.py)
 
 Reports go under the current directory (bench-results/<date>-<profile>) or --out, never beside
 the installed package. Ends with one JSON line (counts, where the report is, the headline ratios).
@@ -47,6 +48,10 @@ def setup_arg_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--ovchat-serve-cmd", metavar="CMD",
                         help='the server scenario\'s `ovchat serve` (default: "python -m ovchat serve"); '
                              'e.g. "/other/worktree/.venv/bin/ovchat serve"')
+    parser.add_argument("--soak", type=float, metavar="MINUTES",
+                        help="instead of the scenarios: the memory soak of `ovchat serve`, RSS over MINUTES of "
+                             "streams with disconnects (--server-streams' first value, default 8; --ovchat-serve-cmd, "
+                             "e.g. \"python -m ovchat serve --in-process\"); its own flags: python -m ovchat.benchmarks.soak -h")
     parser.add_argument("--out", type=Path, help="report folder (default: ./bench-results/<date>-<profile>)")
     return parser
 
@@ -75,6 +80,8 @@ def handle(args) -> int:
     from . import runner
     from .registry import SCENARIOS
 
+    if args.soak is not None:
+        return soak(args)
     unknown = set(args.scenario or []) - set(SCENARIOS)
     if unknown:
         print(f"ovchat bench: unknown scenario {', '.join(sorted(unknown))}; choose among "
@@ -93,9 +100,25 @@ def handle(args) -> int:
     return 1 if any(e["status"] == "error" for e in result["entries"]) else 0
 
 
+def soak(args) -> int:
+    """`--soak MINUTES`: benchmarks/soak.py, its report in the report folder as soak.json."""
+    from . import soak as soak_mod
+    if len(args.model or []) > 1:
+        print("ovchat bench --soak: one --model at a time.", file=sys.stderr)
+        return 2
+    out = report_folder(args)
+    out.mkdir(parents=True, exist_ok=True)
+    argv = ["--minutes", str(args.soak), "--out", str(out / "soak.json")]
+    models = [m for m in args.model or [] if m != "default"]
+    argv += ["-m", models[0]] if models else []
+    argv += ["--streams", str(args.server_streams[0])] if args.server_streams else []
+    argv += ["--serve-cmd", args.ovchat_serve_cmd] if args.ovchat_serve_cmd else []
+    return soak_mod.main(argv)
+
+
 def report_folder(args) -> Path:
-    """--out, else bench-results/<date>-<quick|full> in the current directory."""
-    mode = "quick" if args.quick else "full"
+    """--out, else bench-results/<date>-<quick|full|soak> in the current directory."""
+    mode = "soak" if getattr(args, "soak", None) is not None else "quick" if args.quick else "full"
     return args.out or Path.cwd() / RESULTS / f"{datetime.date.today().isoformat()}-{mode}"
 
 

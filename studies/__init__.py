@@ -12,7 +12,6 @@ tests (studies/test_*.py, no model) run with `python -m pytest studies`, outside
     speculative, speculative_worker  what speculative decoding and structured output buy and cost
     speculative_ties               where a speculative greedy answer parts from plain greedy
     deterministic                  answers that depend on the load, and what deterministic mode costs
-    soak                           RSS of ovchat serve over minutes of streams with disconnects
     tool_calls                     tool calls on the default model: valid and right, guided against unguided
     ray_serve, ray_threads         the server on Ray Serve against ovchat serve; OpenVINO's threads in a Ray actor
 """

@@ -1,8 +1,8 @@
 """A memory soak of `ovchat serve` (issue 21 point 7): does RSS stay flat under a long load?
 
-    python -m studies.soak --minutes 10 --streams 8            # the default model
-    python -m studies.soak -m MODEL --minutes 3 --in-process   # the in-process layout
-    python -m studies.soak --serve-cmd "/other/.venv/bin/ovchat serve"   # another build
+    python -m ovchat.benchmarks.soak --minutes 10 --streams 8            # the default model
+    python -m ovchat.benchmarks.soak -m MODEL --minutes 3 --in-process   # the in-process layout
+    python -m ovchat.benchmarks.soak --serve-cmd "/other/.venv/bin/ovchat serve"   # another build
 
 Starts `ovchat serve` on 127.0.0.1 (its own process group, always stopped), then `--streams`
 clients each send streamed chat requests back to back for `--minutes`: short greedy answers to
@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ovchat.benchmarks.server_launch import ServerSpec, free_port, log_tail, stop, wait_healthy
+from .server_launch import ServerSpec, free_port, log_tail, stop, wait_healthy
 
 QUESTIONS = ["What is the capital of France?", "What is the capital of Italy?", "Who wrote Romeo and Juliet?",
              "Name three primary colors.", "What is 12 times 12?"]
@@ -160,7 +160,7 @@ def verdict(samples: list[Sample], counts: Counts, args, returncode) -> dict:
 
 
 def setup_arg_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m studies.soak", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m ovchat.benchmarks.soak", description=__doc__.split("\n\n")[0])
     p.add_argument("-m", "--model", help="model folder (default: the embedded default model)")
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--streams", type=int, default=8)
