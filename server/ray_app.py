@@ -19,6 +19,7 @@ the protocol, validation, errors and streaming are that code, not a copy. What t
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import asdict, dataclass, fields
@@ -51,6 +52,7 @@ class RayAppOptions:
     target_ongoing_requests: float = 8  # autoscaling aims at this many requests per replica
     max_replicas_per_node: int | None = None  # 1: one replica per node
     max_concurrency: int = 16         # generations a replica runs together (its engine's batch)
+    engine_process: bool = True       # the engine in a child process of the replica, as `ovchat serve`; False: in the replica's
     max_queued_requests: int = 64     # requests each proxy holds for the deployment; more get a 429
     conversation_affinity: bool = True  # turns with the same X-Session-ID go to the same replica
     shutdown_grace_s: float = 5.0
@@ -96,6 +98,7 @@ class OvchatReplica:
 
     def __init__(self, options: dict):
         from ..engine import BatchOptions, Engine
+        from ..engine.process import EngineProcess
         from ..engine.paths import compile_cache_dir
 
         self.options = RayAppOptions(**options)
@@ -110,7 +113,16 @@ class OvchatReplica:
             # blob ("cannot set permissions", seen): one cache folder per replica rank.
             load["cache_dir"] = compile_cache_dir() / f"ray-replica-{context.rank.rank}"
         batching = BatchOptions(max_sequences=self.options.max_concurrency, kv_cache_gb=self.options.kv_cache_gb)
-        engine = Engine.load(self.options.model, device=self.options.device, batching=batching, **load)
+        # A pipeline step keeps the GIL for its whole length (engine/process.py): in the replica's
+        # own process, Ray's event loops (the ASGI relay of every streamed token, new requests,
+        # the router's queue-length probes) would run only between steps. In a child process they
+        # never wait for the engine. A child that dies is not restarted here: the health check
+        # fails and Ray replaces the replica, its one supervisor.
+        if self.options.engine_process:
+            engine = EngineProcess(functools.partial(Engine.load, self.options.model, device=self.options.device,
+                                                     batching=batching, **load), restart=False)
+        else:
+            engine = Engine.load(self.options.model, device=self.options.device, batching=batching, **load)
         self.engine = engine
         server = {key: tuple(value) if isinstance(value, list) else value
                   for key, value in (self.options.server or {}).items()}

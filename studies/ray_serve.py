@@ -10,6 +10,8 @@
    prompt; the 6th turn's TTFT with the conversation named (X-Session-ID: its replica holds the
    prefix in its KV cache) and without (Ray's default routing: power of two choices).
 
+`--parts` picks among the three; `--replica-engine both` measures part 1 twice, each replica's
+engine in a child process (the default, as `ovchat serve`) and in the replica's own process.
 Ray runs locally (ray.init(address="local")), every address on 127.0.0.1. Prints a table, writes
 ray_serve.json, and ends with one JSON line. Load averages are recorded at every step.
 """
@@ -32,13 +34,15 @@ from ovchat.benchmarks.server_load import make_prompt, run_load, sse_events
 
 
 def server_processes() -> dict:
-    """This benchmark's server processes by role (its children: `ovchat serve`, or the local Ray's)."""
+    """This benchmark's server processes by role (its children: `ovchat serve`, or the local Ray's).
+    An engine process (engine/process.py's child) counts with the process that started it."""
     import psutil
     groups: dict[str, list] = {}
     for process in psutil.Process().children(recursive=True):
         try:
-            name = " ".join(process.cmdline()) or process.name()
-        except psutil.Error:
+            owner = process.parent() if "process_child" in " ".join(process.cmdline()) else process
+            name = " ".join(owner.cmdline()) or owner.name()
+        except (psutil.Error, AttributeError):
             continue
         role = ("proxy" if "ProxyActor" in name else "replicas" if "ServeReplica" in name
                 else "ovchat_serve" if " serve -m " in name else "ray_other")
@@ -136,6 +140,11 @@ def main(argv=None) -> int:
     p.add_argument("--conversations", type=int, default=6)
     p.add_argument("--system-words", type=int, default=600, help="the chats' system prompt (~1.3 tokens a word)")
     p.add_argument("--out", default="studies/results/ray-serve")
+    p.add_argument("--parts", default="overhead,scaling,affinity",
+                   help="comma-separated: overhead, scaling, affinity (default: %(default)s)")
+    p.add_argument("--replica-engine", choices=["process", "in-process", "both"], default="process",
+                   help="each replica's engine in a child process (the default), in the replica's own process, "
+                        "or both side by side in the overhead part")
     args = p.parse_args(argv)
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray over the loopback only (read at import)
     import ray
@@ -149,7 +158,7 @@ def main(argv=None) -> int:
     cores = len(os.sched_getaffinity(0))
     loads = [(1, 8), (16, args.requests)]
     report = {"machine": machine_info(), "model": model_path, "max_tokens": args.max_tokens, "cores": cores,
-              "load_average_start": load_average()}
+              "replica_engine": args.replica_engine, "parts": args.parts, "load_average_start": load_average()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -166,21 +175,30 @@ def main(argv=None) -> int:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         url = f"http://127.0.0.1:{port}"
-        # 1b. one replica on the same cores.
-        report["deploy_1x_all_cores"] = deploy(serve, build, RayAppOptions(model=model_path, num_cpus=cores))
-        report["ray_1_replica_all_cores"] = measure(url, name, loads, args.max_tokens, seed=1)
-        print("Ray, 1 replica:", json.dumps(report["ray_1_replica_all_cores"]), flush=True)
-        # 2. scaling: 1 x 1 CPU, then 2 x 1 CPU.
-        deploy(serve, build, RayAppOptions(model=model_path, num_cpus=1))
-        report["ray_1_replica_1_cpu"] = measure(url, name, loads[1:], args.max_tokens, seed=5000)
-        print("Ray, 1 replica of 1 CPU:", json.dumps(report["ray_1_replica_1_cpu"]), flush=True)
-        deploy(serve, build, RayAppOptions(model=model_path, num_cpus=1, num_replicas=2))
-        report["ray_2_replicas_1_cpu"] = measure(url, name, loads[1:], args.max_tokens, seed=9000)
-        print("Ray, 2 replicas of 1 CPU:", json.dumps(report["ray_2_replicas_1_cpu"]), flush=True)
-        # 3. the 6th turn, named and not (alternating, on fresh chats each time).
-        report["turn6_unnamed"] = sixth_turn_ttft(url, args.conversations, False, args.system_words, seed=20000)
-        report["turn6_named"] = sixth_turn_ttft(url, args.conversations, True, args.system_words, seed=30000)
-        print("6th turn:", json.dumps([report["turn6_unnamed"], report["turn6_named"]]), flush=True)
+        parts = args.parts.split(",")
+        variants = {"process": [True], "in-process": [False], "both": [True, False]}[args.replica_engine]
+        if "overhead" in parts:  # 1b. one replica on the same cores.
+            for engine_process in variants:
+                key = "ray_1_replica_all_cores" + ("" if engine_process else "_in_process")
+                report["deploy_" + key] = deploy(serve, build, RayAppOptions(model=model_path, num_cpus=cores,
+                                                                            engine_process=engine_process))
+                report[key] = measure(url, name, loads, args.max_tokens, seed=1)
+                print(f"Ray, 1 replica ({key}):", json.dumps(report[key]), flush=True)
+        engine_process = variants[0]
+        if "scaling" in parts:  # 2. scaling: 1 x 1 CPU, then 2 x 1 CPU.
+            deploy(serve, build, RayAppOptions(model=model_path, num_cpus=1, engine_process=engine_process))
+            report["ray_1_replica_1_cpu"] = measure(url, name, loads[1:], args.max_tokens, seed=5000)
+            print("Ray, 1 replica of 1 CPU:", json.dumps(report["ray_1_replica_1_cpu"]), flush=True)
+            deploy(serve, build, RayAppOptions(model=model_path, num_cpus=1, num_replicas=2, engine_process=engine_process))
+            report["ray_2_replicas_1_cpu"] = measure(url, name, loads[1:], args.max_tokens, seed=9000)
+            print("Ray, 2 replicas of 1 CPU:", json.dumps(report["ray_2_replicas_1_cpu"]), flush=True)
+        if "affinity" in parts:  # 3. the 6th turn, named and not (alternating, on fresh chats each time).
+            if "scaling" not in parts:
+                deploy(serve, build, RayAppOptions(model=model_path, num_cpus=1, num_replicas=2,
+                                                   engine_process=engine_process))
+            report["turn6_unnamed"] = sixth_turn_ttft(url, args.conversations, False, args.system_words, seed=20000)
+            report["turn6_named"] = sixth_turn_ttft(url, args.conversations, True, args.system_words, seed=30000)
+            print("6th turn:", json.dumps([report["turn6_unnamed"], report["turn6_named"]]), flush=True)
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -195,31 +213,45 @@ def _ratio(a, b):
     return round(a / b, 2) if a and b else None
 
 
+def _cpu(load: dict) -> float:
+    """CPU ms per output token of all the server's processes."""
+    return round(sum(load["cpu_ms_per_token"].values()), 2)
+
+
 def summary(r: dict) -> dict:
-    d, ray1 = r["direct"], r["ray_1_replica_all_cores"]
-    return {
-        "throughput_ratio_1_stream": _ratio(ray1["1_streams"]["tokens_per_s"], d["1_streams"]["tokens_per_s"]),
-        "throughput_ratio_16_streams": _ratio(ray1["16_streams"]["tokens_per_s"], d["16_streams"]["tokens_per_s"]),
-        "ttft_ratio_1_stream": _ratio(ray1["1_streams"]["ttft_ms_p50"], d["1_streams"]["ttft_ms_p50"]),
-        "ttft_ratio_16_streams": _ratio(ray1["16_streams"]["ttft_ms_p50"], d["16_streams"]["ttft_ms_p50"]),
-        "scaling_2x1_over_1x1_16_streams": _ratio(r["ray_2_replicas_1_cpu"]["16_streams"]["tokens_per_s"],
-                                                  r["ray_1_replica_1_cpu"]["16_streams"]["tokens_per_s"]),
-        "turn6_ttft_named_over_unnamed": _ratio(r["turn6_named"]["turn6_ttft_ms_median"],
-                                                r["turn6_unnamed"]["turn6_ttft_ms_median"]),
-        "proxy_cpu_ms_per_token_16_streams": ray1["16_streams"]["cpu_ms_per_token"].get("proxy"),
-        "replica_cpu_ms_per_token_16_streams": ray1["16_streams"]["cpu_ms_per_token"].get("replicas"),
-        "direct_cpu_ms_per_token_16_streams": d["16_streams"]["cpu_ms_per_token"].get("ovchat_serve"),
-    }
+    d, figures = r["direct"], {}
+    for key in ("ray_1_replica_all_cores", "ray_1_replica_all_cores_in_process"):
+        if key not in r:
+            continue
+        ray1, tag = r[key], key.removeprefix("ray_1_replica_all_cores") or "_engine_process"
+        figures.update({
+            f"throughput_ratio_1_stream{tag}": _ratio(ray1["1_streams"]["tokens_per_s"], d["1_streams"]["tokens_per_s"]),
+            f"throughput_ratio_16_streams{tag}": _ratio(ray1["16_streams"]["tokens_per_s"], d["16_streams"]["tokens_per_s"]),
+            f"ttft_ratio_1_stream{tag}": _ratio(ray1["1_streams"]["ttft_ms_p50"], d["1_streams"]["ttft_ms_p50"]),
+            f"ttft_ratio_16_streams{tag}": _ratio(ray1["16_streams"]["ttft_ms_p50"], d["16_streams"]["ttft_ms_p50"]),
+            f"cpu_ms_per_token_16_streams{tag}": _cpu(ray1["16_streams"]),
+        })
+    figures["direct_cpu_ms_per_token_16_streams"] = _cpu(d["16_streams"])
+    if "ray_2_replicas_1_cpu" in r:
+        figures["scaling_2x1_over_1x1_16_streams"] = _ratio(r["ray_2_replicas_1_cpu"]["16_streams"]["tokens_per_s"],
+                                                            r["ray_1_replica_1_cpu"]["16_streams"]["tokens_per_s"])
+    if "turn6_named" in r:
+        figures["turn6_ttft_named_over_unnamed"] = _ratio(r["turn6_named"]["turn6_ttft_ms_median"],
+                                                          r["turn6_unnamed"]["turn6_ttft_ms_median"])
+    return figures
 
 
 def print_table(r: dict) -> None:
     print("\n| setup | streams | TTFT p50 ms | tokens/s | CPU ms per token | load avg |\n|---|---|---|---|---|---|")
-    for key in ("direct", "ray_1_replica_all_cores", "ray_1_replica_1_cpu", "ray_2_replicas_1_cpu"):
-        for load in r[key].values():
+    for key in ("direct", "ray_1_replica_all_cores", "ray_1_replica_all_cores_in_process", "ray_1_replica_1_cpu",
+                "ray_2_replicas_1_cpu"):
+        for load in r.get(key, {}).values():
             cpu = ", ".join(f"{role} {ms:.2f}" for role, ms in sorted(load["cpu_ms_per_token"].items()))
             print(f"| {key} | {load['concurrency']} | {load['ttft_ms_p50']:.0f} | {load['tokens_per_s']:.0f} "
                   f"| {cpu} | {load['load_average'][0]:.1f} |")
     for key in ("turn6_unnamed", "turn6_named"):
+        if key not in r:
+            continue
         print(f"| {key} | 1 | {r[key]['turn6_ttft_ms_median']:.0f} (median of {len(r[key]['turn6_ttft_ms'])}) | - | - "
               f"| {r[key]['load_average'][0]:.1f} |")
 
