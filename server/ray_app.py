@@ -30,6 +30,7 @@ from ray.serve.config import AutoscalingConfig, RequestRouterConfig
 
 from ..engine.errors import OptionsError
 from .app import ServerConfig, create_app
+from .coalesce import CoalesceEventStream
 
 log = logging.getLogger("ovchat.server")
 REPLICA_HEADER = "x-ovchat-replica"
@@ -52,6 +53,7 @@ class RayAppOptions:
     target_ongoing_requests: float = 8  # autoscaling aims at this many requests per replica
     max_replicas_per_node: int | None = None  # 1: one replica per node
     max_concurrency: int = 16         # generations a replica runs together (its engine's batch)
+    stream_coalesce_ms: float = 0     # a stream's SSE events reach the proxy at most once per this long (0: each at once)
     engine_process: bool = True       # the engine in a child process of the replica, as `ovchat serve`; False: in the replica's
     max_queued_requests: int = 64     # requests each proxy holds for the deployment; more get a 429
     conversation_affinity: bool = True  # turns with the same X-Session-ID go to the same replica
@@ -139,7 +141,8 @@ class OvchatReplica:
         log.info("ovchat replica %s: %s ready on %d thread(s)", self.name, engine.info.path, self.options.threads)
 
     def __serve_build_asgi_app__(self):
-        return ReplicaHeader(self.server_app, self.name)
+        coalesced = CoalesceEventStream(self.server_app, self.options.stream_coalesce_ms / 1000)
+        return ReplicaHeader(coalesced, self.name, state=self.server_app.state)
 
     async def check_health(self) -> None:
         """Raise (Ray then replaces this replica) once the engine no longer answers."""
@@ -163,9 +166,9 @@ class OvchatReplica:
 class ReplicaHeader:
     """ASGI middleware: every response names the replica that served it."""
 
-    def __init__(self, app, name: str):
+    def __init__(self, app, name: str, state=None):
         self.app, self.header = app, (REPLICA_HEADER.encode(), name.encode())
-        self.state = app.state  # Ray's ingress wrapper and the tests read the Starlette app's state
+        self.state = app.state if state is None else state  # Ray's ingress wrapper and the tests read the Starlette app's state
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
