@@ -11,6 +11,10 @@ the protocol, validation, errors and streaming are that code, not a copy. What t
 - placement: a replica asks Ray for `num_cpus` CPUs and gives OpenVINO as many inference threads
   (INFERENCE_NUM_THREADS); Ray sets OMP_NUM_THREADS, which OpenVINO's CPU plugin does not read
   (README, "Ray Serve": measured); `max_replicas_per_node` spreads replicas one per node;
+- the engine in a child process of the replica (engine/process.py), as `ovchat serve` runs it: a
+  pipeline step keeps the GIL, and Ray's own loops in the replica relay every streamed token;
+- fewer relayed items: a stream's SSE events are joined, at most one message per
+  `stream_coalesce_ms` (server/coalesce.py), since each message costs Ray a relay to the proxy;
 - health: `check_health` raises once the engine has stopped, so Ray replaces the replica;
 - the replica's name in the `X-Ovchat-Replica` response header, its token counters mirrored into
   Ray's metrics (ray_metrics.py), conversation-affine routing (ray_router.py), and OpenAI-shaped
@@ -53,7 +57,8 @@ class RayAppOptions:
     target_ongoing_requests: float = 8  # autoscaling aims at this many requests per replica
     max_replicas_per_node: int | None = None  # 1: one replica per node
     max_concurrency: int = 16         # generations a replica runs together (its engine's batch)
-    stream_coalesce_ms: float = 0     # a stream's SSE events reach the proxy at most once per this long (0: each at once)
+    stream_coalesce_ms: float = 250   # a stream's SSE events reach the proxy at most once per this long, joined
+    #                                   (server/coalesce.py: a token waits at most this long); 0: each event at once
     engine_process: bool = True       # the engine in a child process of the replica, as `ovchat serve`; False: in the replica's
     max_queued_requests: int = 64     # requests each proxy holds for the deployment; more get a 429
     conversation_affinity: bool = True  # turns with the same X-Session-ID go to the same replica
