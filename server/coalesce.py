@@ -75,7 +75,13 @@ class _Coalesced:
 
     def _due(self) -> None:
         self._timer = None
-        self._loop.create_task(self.flush())
+        self._loop.create_task(self._flush_quietly())
+
+    async def _flush_quietly(self) -> None:
+        try:
+            await self.flush()
+        except Exception:  # the response can no longer be sent to (the client left): nothing to tell
+            pass
 
     async def flush(self) -> None:
         async with self._lock:
@@ -85,10 +91,10 @@ class _Coalesced:
                 await self._send({"type": "http.response.body", "body": body, "more_body": True})
 
     async def close(self) -> None:
-        """The app is done (or failed): what is still held goes out, unless the client is gone."""
-        if self._held and not self._ended:
-            try:
-                await self.flush()
-            except Exception:  # (the response can no longer be sent to)
-                pass
-        self._take()
+        """The app is done (or failed): what is still held goes out, unless the client is gone;
+        no timer outlives the response."""
+        try:
+            if self._held and not self._ended:
+                await self._flush_quietly()
+        finally:
+            self._take()

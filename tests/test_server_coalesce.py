@@ -63,3 +63,21 @@ def test_an_event_held_before_a_long_pause_goes_out_when_its_interval_ends():
 def test_other_responses_pass_untouched():
     sent = run(sse_app([0.001] * 5, content_type=b"application/json"))
     assert bodies(sent) == [f"data: {i}\n\n".encode() for i in range(5)] + [b""]
+
+
+def test_a_stream_cancelled_with_events_held_sends_nothing_after_its_end():
+    async def main():
+        sent, loop = [], asyncio.get_running_loop()
+
+        async def send(message):
+            sent.append(message)
+
+        task = asyncio.ensure_future(CoalesceEventStream(sse_app([0.001] * 100), INTERVAL_S)({"type": "http"}, None, send))
+        await asyncio.sleep(0.03)   # the first two sent, the next held for their interval
+        task.cancel()               # the client left
+        await asyncio.gather(task, return_exceptions=True)
+        count = len(sent)
+        await asyncio.sleep(2 * INTERVAL_S)
+        return sent, count
+    sent, count = asyncio.run(main())
+    assert len(sent) == count and 3 <= count < 10   # start + the first two (+ the held ones flushed at the end)
