@@ -11,6 +11,10 @@ the protocol, validation, errors and streaming are that code, not a copy. What t
 - placement: a replica asks Ray for `num_cpus` CPUs and gives OpenVINO as many inference threads
   (INFERENCE_NUM_THREADS); Ray sets OMP_NUM_THREADS, which OpenVINO's CPU plugin does not read
   (README, "Ray Serve": measured); `max_replicas_per_node` spreads replicas one per node;
+- the engine in a child process of the replica (engine/process.py), as `ovchat serve` runs it: a
+  pipeline step keeps the GIL, and Ray's own loops in the replica relay every streamed token;
+- fewer relayed items: a stream's SSE events are joined, at most one message per
+  `stream_coalesce_ms` (server/coalesce.py), since each message costs Ray a relay to the proxy;
 - health: `check_health` raises once the engine has stopped, so Ray replaces the replica;
 - the replica's name in the `X-Ovchat-Replica` response header, its token counters mirrored into
   Ray's metrics (ray_metrics.py), conversation-affine routing (ray_router.py), and OpenAI-shaped
@@ -19,6 +23,7 @@ the protocol, validation, errors and streaming are that code, not a copy. What t
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import asdict, dataclass, fields
@@ -29,6 +34,7 @@ from ray.serve.config import AutoscalingConfig, RequestRouterConfig
 
 from ..engine.errors import OptionsError
 from .app import ServerConfig, create_app
+from .coalesce import CoalesceEventStream
 
 log = logging.getLogger("ovchat.server")
 REPLICA_HEADER = "x-ovchat-replica"
@@ -51,6 +57,9 @@ class RayAppOptions:
     target_ongoing_requests: float = 8  # autoscaling aims at this many requests per replica
     max_replicas_per_node: int | None = None  # 1: one replica per node
     max_concurrency: int = 16         # generations a replica runs together (its engine's batch)
+    stream_coalesce_ms: float = 250   # a stream's SSE events reach the proxy at most once per this long, joined
+    #                                   (server/coalesce.py: a token waits at most this long); 0: each event at once
+    engine_process: bool = True       # the engine in a child process of the replica, as `ovchat serve`; False: in the replica's
     max_queued_requests: int = 64     # requests each proxy holds for the deployment; more get a 429
     conversation_affinity: bool = True  # turns with the same X-Session-ID go to the same replica
     shutdown_grace_s: float = 5.0
@@ -96,6 +105,7 @@ class OvchatReplica:
 
     def __init__(self, options: dict):
         from ..engine import BatchOptions, Engine
+        from ..engine.process import EngineProcess
         from ..engine.paths import compile_cache_dir
 
         self.options = RayAppOptions(**options)
@@ -110,7 +120,16 @@ class OvchatReplica:
             # blob ("cannot set permissions", seen): one cache folder per replica rank.
             load["cache_dir"] = compile_cache_dir() / f"ray-replica-{context.rank.rank}"
         batching = BatchOptions(max_sequences=self.options.max_concurrency, kv_cache_gb=self.options.kv_cache_gb)
-        engine = Engine.load(self.options.model, device=self.options.device, batching=batching, **load)
+        # A pipeline step keeps the GIL for its whole length (engine/process.py): in the replica's
+        # own process, Ray's event loops (the ASGI relay of every streamed token, new requests,
+        # the router's queue-length probes) would run only between steps. In a child process they
+        # never wait for the engine. A child that dies is not restarted here: the health check
+        # fails and Ray replaces the replica, its one supervisor.
+        if self.options.engine_process:
+            engine = EngineProcess(functools.partial(Engine.load, self.options.model, device=self.options.device,
+                                                     batching=batching, **load), restart=False)
+        else:
+            engine = Engine.load(self.options.model, device=self.options.device, batching=batching, **load)
         self.engine = engine
         server = {key: tuple(value) if isinstance(value, list) else value
                   for key, value in (self.options.server or {}).items()}
@@ -127,7 +146,8 @@ class OvchatReplica:
         log.info("ovchat replica %s: %s ready on %d thread(s)", self.name, engine.info.path, self.options.threads)
 
     def __serve_build_asgi_app__(self):
-        return ReplicaHeader(self.server_app, self.name)
+        coalesced = CoalesceEventStream(self.server_app, self.options.stream_coalesce_ms / 1000)
+        return ReplicaHeader(coalesced, self.name, state=self.server_app.state)
 
     async def check_health(self) -> None:
         """Raise (Ray then replaces this replica) once the engine no longer answers."""
@@ -151,9 +171,9 @@ class OvchatReplica:
 class ReplicaHeader:
     """ASGI middleware: every response names the replica that served it."""
 
-    def __init__(self, app, name: str):
+    def __init__(self, app, name: str, state=None):
         self.app, self.header = app, (REPLICA_HEADER.encode(), name.encode())
-        self.state = app.state  # Ray's ingress wrapper and the tests read the Starlette app's state
+        self.state = app.state if state is None else state  # Ray's ingress wrapper and the tests read the Starlette app's state
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":

@@ -39,6 +39,9 @@ def add_flags(p) -> None:
                    help="requests each Ray proxy holds when every replica is full; more get a 429 (default: %(default)s)")
     g.add_argument("--no-affinity", action="store_true",
                    help="route turns of one conversation (X-Session-ID) like any request, not to its replica")
+    g.add_argument("--stream-coalesce-ms", type=float, default=250,
+                   help="a stream's SSE events reach Ray's proxy at most once per this long, joined (each token waits "
+                        "at most this long; the first is never held); 0: each event at once (default: %(default)s)")
 
 
 LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": every Ray address on 127.0.0.1
@@ -70,7 +73,8 @@ def serve_on_ray(args, config, batching) -> int:
         num_replicas=args.replicas if args.replicas == "auto" else int(args.replicas),
         min_replicas=args.min_replicas, max_replicas=args.max_replicas, max_replicas_per_node=args.replicas_per_node,
         max_concurrency=args.max_concurrency, max_queued_requests=args.max_queued,
-        conversation_affinity=not args.no_affinity, shutdown_grace_s=args.shutdown_grace)
+        conversation_affinity=not args.no_affinity, shutdown_grace_s=args.shutdown_grace,
+        stream_coalesce_ms=args.stream_coalesce_ms, engine_process=not args.in_process)
 
     # The proxies Ray starts here inherit this process's environment: give them the OpenAI errors.
     os.environ.setdefault(CALLBACK_ENV, CALLBACK)

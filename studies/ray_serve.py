@@ -10,6 +10,8 @@
    prompt; the 6th turn's TTFT with the conversation named (X-Session-ID: its replica holds the
    prefix in its KV cache) and without (Ray's default routing: power of two choices).
 
+`--parts` picks among the three; each `--variant` measures part 1 once more, side by side, with
+other app options or Ray settings (`--variant in-process=engine_process:false`).
 Ray runs locally (ray.init(address="local")), every address on 127.0.0.1. Prints a table, writes
 ray_serve.json, and ends with one JSON line. Load averages are recorded at every step.
 """
@@ -32,17 +34,21 @@ from ovchat.benchmarks.server_load import make_prompt, run_load, sse_events
 
 
 def server_processes() -> dict:
-    """This benchmark's server processes by role (its children: `ovchat serve`, or the local Ray's)."""
+    """This benchmark's server processes by role (its children: `ovchat serve`, or the local Ray's).
+    An engine process (engine/process.py's child) is its starter's role + "_engine": the rest of
+    the CPU is the serving and relaying of the tokens."""
     import psutil
     groups: dict[str, list] = {}
     for process in psutil.Process().children(recursive=True):
         try:
-            name = " ".join(process.cmdline()) or process.name()
-        except psutil.Error:
+            engine = "process_child" in " ".join(process.cmdline())
+            owner = process.parent() if engine else process
+            name = " ".join(owner.cmdline()) or owner.name()
+        except (psutil.Error, AttributeError):
             continue
         role = ("proxy" if "ProxyActor" in name else "replicas" if "ServeReplica" in name
                 else "ovchat_serve" if " serve -m " in name else "ray_other")
-        groups.setdefault(role, []).append(process)
+        groups.setdefault(role + "_engine" * engine, []).append(process)
     return groups
 
 
@@ -71,7 +77,8 @@ def load_figures(url: str, concurrency: int, requests: int, max_tokens: int, see
     after = cpu_seconds(groups)
     tokens = max(result.output_tokens, 1)
     return {"concurrency": concurrency, "requests": requests, "failed": result.failed,
-            "ttft_ms_p50": result.ttft_ms_p50, "tokens_per_s": round(result.aggregate_tokens_per_s, 1),
+            "ttft_ms_p50": result.ttft_ms_p50, "tpot_ms_p50": result.tpot_ms_p50,
+            "tokens_per_s": round(result.aggregate_tokens_per_s, 1),
             "output_tokens": result.output_tokens,
             "cpu_ms_per_token": {role: round((after[role] - before[role]) * 1000 / tokens, 3) for role in after},
             "load_average": load_average()}
@@ -122,6 +129,53 @@ def sixth_turn_ttft(url: str, conversations: int, named: bool, system_words: int
             "load_average": load_average()}
 
 
+def parse_variant(text: str) -> tuple[str, dict, dict]:
+    """'name=key:value,KEY:value' -> (name, RayAppOptions fields, Ray's environment)."""
+    from dataclasses import fields
+    from ovchat.server.ray_app import RayAppOptions, _typed
+    label, _, spec = text.partition("=")
+    known = {f.name: f for f in fields(RayAppOptions)}
+    options, env = {}, {}
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition(":")
+        if key.isupper():
+            env[key] = value
+        elif key in known:
+            options[key] = _typed(known[key], value)
+        else:
+            raise SystemExit(f"--variant {text!r}: {key!r} is neither a RayAppOptions field nor an environment variable")
+    return label, options, env
+
+
+_ray_env_set: dict = {}
+
+
+def start_ray(cores: int, env: dict, restart: bool) -> str:
+    """A local Ray (its processes inherit `env`) with Serve on 127.0.0.1; its URL."""
+    import ray
+    from ray import serve
+    if restart:
+        stop_ray()
+    for key in list(_ray_env_set):
+        os.environ.pop(key) if _ray_env_set[key] is None else os.environ.__setitem__(key, _ray_env_set[key])
+    _ray_env_set.clear()
+    for key, value in env.items():
+        _ray_env_set[key] = os.environ.get(key)
+        os.environ[key] = value
+    ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return f"http://127.0.0.1:{port}"
+
+
+def stop_ray() -> None:
+    import ray
+    from ray import serve
+    if ray.is_initialized():
+        serve.shutdown()
+        ray.shutdown()
+
+
 def deploy(serve, build, options) -> str:
     start = time.monotonic()
     serve.run(build(options), name="ovchat", route_prefix="/")
@@ -136,6 +190,13 @@ def main(argv=None) -> int:
     p.add_argument("--conversations", type=int, default=6)
     p.add_argument("--system-words", type=int, default=600, help="the chats' system prompt (~1.3 tokens a word)")
     p.add_argument("--out", default="studies/results/ray-serve")
+    p.add_argument("--parts", default="overhead,scaling,affinity",
+                   help="comma-separated: overhead, scaling, affinity (default: %(default)s)")
+    p.add_argument("--variant", action="append", metavar="NAME=SPEC",
+                   help="part 1 once more per variant, side by side: SPEC is comma-separated key:value, RayAppOptions "
+                        "fields in lower case (engine_process:false, stream_coalesce_ms:50), environment variables of "
+                        "Ray's processes in upper case (a fresh local Ray). The first variant also runs parts 2 and 3. "
+                        "Default: one, 'default='")
     args = p.parse_args(argv)
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray over the loopback only (read at import)
     import ray
@@ -149,7 +210,7 @@ def main(argv=None) -> int:
     cores = len(os.sched_getaffinity(0))
     loads = [(1, 8), (16, args.requests)]
     report = {"machine": machine_info(), "model": model_path, "max_tokens": args.max_tokens, "cores": cores,
-              "load_average_start": load_average()}
+              "variants": args.variant, "parts": args.parts, "load_average_start": load_average()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -161,29 +222,36 @@ def main(argv=None) -> int:
     print("ovchat serve:", json.dumps(report["direct"]), flush=True)
 
     os.environ[CALLBACK_ENV] = CALLBACK
-    ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    parts = args.parts.split(",")
+    variants = [parse_variant(text) for text in args.variant or ["default="]]
+    ray_env, url = None, None
     try:
-        port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        url = f"http://127.0.0.1:{port}"
-        # 1b. one replica on the same cores.
-        report["deploy_1x_all_cores"] = deploy(serve, build, RayAppOptions(model=model_path, num_cpus=cores))
-        report["ray_1_replica_all_cores"] = measure(url, name, loads, args.max_tokens, seed=1)
-        print("Ray, 1 replica:", json.dumps(report["ray_1_replica_all_cores"]), flush=True)
-        # 2. scaling: 1 x 1 CPU, then 2 x 1 CPU.
-        deploy(serve, build, RayAppOptions(model=model_path, num_cpus=1))
-        report["ray_1_replica_1_cpu"] = measure(url, name, loads[1:], args.max_tokens, seed=5000)
-        print("Ray, 1 replica of 1 CPU:", json.dumps(report["ray_1_replica_1_cpu"]), flush=True)
-        deploy(serve, build, RayAppOptions(model=model_path, num_cpus=1, num_replicas=2))
-        report["ray_2_replicas_1_cpu"] = measure(url, name, loads[1:], args.max_tokens, seed=9000)
-        print("Ray, 2 replicas of 1 CPU:", json.dumps(report["ray_2_replicas_1_cpu"]), flush=True)
-        # 3. the 6th turn, named and not (alternating, on fresh chats each time).
-        report["turn6_unnamed"] = sixth_turn_ttft(url, args.conversations, False, args.system_words, seed=20000)
-        report["turn6_named"] = sixth_turn_ttft(url, args.conversations, True, args.system_words, seed=30000)
-        print("6th turn:", json.dumps([report["turn6_unnamed"], report["turn6_named"]]), flush=True)
+        for index, (label, options, env) in enumerate(variants):
+            if env != ray_env:
+                url = start_ray(cores, env, restart=ray_env is not None)
+                ray_env = env
+            if "overhead" in parts:  # 1b. one replica on the same cores.
+                key = f"ray_1_replica_all_cores[{label}]"
+                report["deploy_" + key] = deploy(serve, build, RayAppOptions(model=model_path, num_cpus=cores, **options))
+                report[key] = measure(url, name, loads, args.max_tokens, seed=1)
+                print(f"Ray, 1 replica ({label}):", json.dumps(report[key]), flush=True)
+            if index:
+                continue
+            if "scaling" in parts:  # 2. scaling: 1 x 1 CPU, then 2 x 1 CPU.
+                deploy(serve, build, RayAppOptions(model=model_path, num_cpus=1, **options))
+                report["ray_1_replica_1_cpu"] = measure(url, name, loads[1:], args.max_tokens, seed=5000)
+                print("Ray, 1 replica of 1 CPU:", json.dumps(report["ray_1_replica_1_cpu"]), flush=True)
+                deploy(serve, build, RayAppOptions(model=model_path, num_cpus=1, num_replicas=2, **options))
+                report["ray_2_replicas_1_cpu"] = measure(url, name, loads[1:], args.max_tokens, seed=9000)
+                print("Ray, 2 replicas of 1 CPU:", json.dumps(report["ray_2_replicas_1_cpu"]), flush=True)
+            if "affinity" in parts:  # 3. the 6th turn, named and not (alternating, on fresh chats each time).
+                if "scaling" not in parts:
+                    deploy(serve, build, RayAppOptions(model=model_path, num_cpus=1, num_replicas=2, **options))
+                report["turn6_unnamed"] = sixth_turn_ttft(url, args.conversations, False, args.system_words, seed=20000)
+                report["turn6_named"] = sixth_turn_ttft(url, args.conversations, True, args.system_words, seed=30000)
+                print("6th turn:", json.dumps([report["turn6_unnamed"], report["turn6_named"]]), flush=True)
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        stop_ray()
     report["summary"] = summary(report)
     (out / "ray_serve.json").write_text(json.dumps(report, indent=1))
     print_table(report)
@@ -195,32 +263,51 @@ def _ratio(a, b):
     return round(a / b, 2) if a and b else None
 
 
+def _cpu(load: dict, engine: bool | None = None) -> float:
+    """CPU ms per output token of the server's processes (engine True: only its engines', False: all but them)."""
+    return round(sum(ms for role, ms in load["cpu_ms_per_token"].items()
+                     if engine is None or role.endswith("_engine") == engine), 2)
+
+
 def summary(r: dict) -> dict:
-    d, ray1 = r["direct"], r["ray_1_replica_all_cores"]
-    return {
-        "throughput_ratio_1_stream": _ratio(ray1["1_streams"]["tokens_per_s"], d["1_streams"]["tokens_per_s"]),
-        "throughput_ratio_16_streams": _ratio(ray1["16_streams"]["tokens_per_s"], d["16_streams"]["tokens_per_s"]),
-        "ttft_ratio_1_stream": _ratio(ray1["1_streams"]["ttft_ms_p50"], d["1_streams"]["ttft_ms_p50"]),
-        "ttft_ratio_16_streams": _ratio(ray1["16_streams"]["ttft_ms_p50"], d["16_streams"]["ttft_ms_p50"]),
-        "scaling_2x1_over_1x1_16_streams": _ratio(r["ray_2_replicas_1_cpu"]["16_streams"]["tokens_per_s"],
-                                                  r["ray_1_replica_1_cpu"]["16_streams"]["tokens_per_s"]),
-        "turn6_ttft_named_over_unnamed": _ratio(r["turn6_named"]["turn6_ttft_ms_median"],
-                                                r["turn6_unnamed"]["turn6_ttft_ms_median"]),
-        "proxy_cpu_ms_per_token_16_streams": ray1["16_streams"]["cpu_ms_per_token"].get("proxy"),
-        "replica_cpu_ms_per_token_16_streams": ray1["16_streams"]["cpu_ms_per_token"].get("replicas"),
-        "direct_cpu_ms_per_token_16_streams": d["16_streams"]["cpu_ms_per_token"].get("ovchat_serve"),
-    }
+    d, figures = r["direct"], {}
+    for key in r:
+        if not key.startswith("ray_1_replica_all_cores["):
+            continue
+        ray1, tag = r[key], key.removeprefix("ray_1_replica_all_cores")
+        figures.update({
+            f"throughput_ratio_1_stream{tag}": _ratio(ray1["1_streams"]["tokens_per_s"], d["1_streams"]["tokens_per_s"]),
+            f"throughput_ratio_16_streams{tag}": _ratio(ray1["16_streams"]["tokens_per_s"], d["16_streams"]["tokens_per_s"]),
+            f"ttft_ratio_1_stream{tag}": _ratio(ray1["1_streams"]["ttft_ms_p50"], d["1_streams"]["ttft_ms_p50"]),
+            f"ttft_ratio_16_streams{tag}": _ratio(ray1["16_streams"]["ttft_ms_p50"], d["16_streams"]["ttft_ms_p50"]),
+            f"tpot_ratio_16_streams{tag}": _ratio(ray1["16_streams"]["tpot_ms_p50"], d["16_streams"]["tpot_ms_p50"]),
+            f"cpu_ms_per_token_16_streams{tag}": _cpu(ray1["16_streams"]),
+            f"cpu_ms_per_token_16_streams_but_engine{tag}": _cpu(ray1["16_streams"], engine=False),
+        })
+    figures["direct_cpu_ms_per_token_16_streams"] = _cpu(d["16_streams"])
+    figures["direct_cpu_ms_per_token_16_streams_but_engine"] = _cpu(d["16_streams"], engine=False)
+    if "ray_2_replicas_1_cpu" in r:
+        figures["scaling_2x1_over_1x1_16_streams"] = _ratio(r["ray_2_replicas_1_cpu"]["16_streams"]["tokens_per_s"],
+                                                            r["ray_1_replica_1_cpu"]["16_streams"]["tokens_per_s"])
+    if "turn6_named" in r:
+        figures["turn6_ttft_named_over_unnamed"] = _ratio(r["turn6_named"]["turn6_ttft_ms_median"],
+                                                          r["turn6_unnamed"]["turn6_ttft_ms_median"])
+    return figures
 
 
 def print_table(r: dict) -> None:
-    print("\n| setup | streams | TTFT p50 ms | tokens/s | CPU ms per token | load avg |\n|---|---|---|---|---|---|")
-    for key in ("direct", "ray_1_replica_all_cores", "ray_1_replica_1_cpu", "ray_2_replicas_1_cpu"):
-        for load in r[key].values():
+    print("\n| setup | streams | TTFT p50 ms | TPOT p50 ms | tokens/s | CPU ms per token | load avg |\n|---|---|---|---|---|---|---|")
+    keys = ["direct", *(key for key in r if key.startswith("ray_1_replica_all_cores[")), "ray_1_replica_1_cpu",
+            "ray_2_replicas_1_cpu"]
+    for key in keys:
+        for load in r.get(key, {}).values():
             cpu = ", ".join(f"{role} {ms:.2f}" for role, ms in sorted(load["cpu_ms_per_token"].items()))
-            print(f"| {key} | {load['concurrency']} | {load['ttft_ms_p50']:.0f} | {load['tokens_per_s']:.0f} "
+            print(f"| {key} | {load['concurrency']} | {load['ttft_ms_p50']:.0f} | {load['tpot_ms_p50']:.1f} | {load['tokens_per_s']:.0f} "
                   f"| {cpu} | {load['load_average'][0]:.1f} |")
     for key in ("turn6_unnamed", "turn6_named"):
-        print(f"| {key} | 1 | {r[key]['turn6_ttft_ms_median']:.0f} (median of {len(r[key]['turn6_ttft_ms'])}) | - | - "
+        if key not in r:
+            continue
+        print(f"| {key} | 1 | {r[key]['turn6_ttft_ms_median']:.0f} (median of {len(r[key]['turn6_ttft_ms'])}) | - | - | - "
               f"| {r[key]['load_average'][0]:.1f} |")
 
 
