@@ -13,6 +13,7 @@ import openvino_genai as ov_genai
 import pytest
 
 from ovchat.engine.batch import BatchRunner
+from ovchat.engine import GenerationOptions
 from ovchat.engine.errors import EngineError
 from ovchat.engine.prompt import PreparedPrompt
 from ovchat.engine.single import SingleRunner
@@ -100,7 +101,7 @@ CONFIG = SimpleNamespace(logprobs=False)  # the GenerationConfig fields the runn
 
 
 def prompt(ids) -> PreparedPrompt:
-    return PreparedPrompt(inputs=list(ids), options=None, input_tokens=len(ids))
+    return PreparedPrompt(inputs=list(ids), options=GenerationOptions(), input_tokens=len(ids))
 
 
 def batch_runner(pipeline=None) -> BatchRunner:
