@@ -17,8 +17,7 @@ not a JSON object, get theirs from tool_grammar_pythonic.py.
 
 from __future__ import annotations
 
-import json
-
+from .structural_tags import json_schema, structural_tag, tag, tags_with_separator, triggered_tags
 from .tool_calls import Tool
 from .tool_grammar_pythonic import pythonic_format
 from .tool_parsers import CallSyntax
@@ -29,36 +28,17 @@ def tool_grammar(tools: tuple[Tool, ...], choice: str, parallel: bool, syntax: C
     if syntax is None or not tools or choice == "none":
         return None
     if syntax.arguments == "python":
-        return json.dumps({"type": "structural_tag", "format": pythonic_format(tools, choice, parallel)},
-                          ensure_ascii=False)
+        return structural_tag(pythonic_format(tools, choice, parallel, syntax))
     offered = tools if choice in ("auto", "required") else tuple(t for t in tools if t.name == choice)
-    tags = [_tag(syntax.begin(t.name), _schema(t), syntax.end) for t in offered]
+    tags = [tag(syntax.begin(t.name), json_schema(t.parameters or {"type": "object"}), syntax.end) for t in offered]
     one_call = not parallel or choice not in ("auto", "required")
     if choice == "auto":
         if syntax.prefix:  # the calls sit in one wrapper (functools[...]): the trigger opens the wrapper
-            wrapper = _tag(syntax.prefix, _calls(tags, syntax.separator, one_call), syntax.suffix)
-            fmt = _triggered([syntax.trigger], [wrapper], stop_after_first=True)
+            calls = tags_with_separator(tags, syntax.separator, at_least_one=True, stop_after_first=one_call)
+            fmt = triggered_tags([syntax.trigger], [tag(syntax.prefix, calls, syntax.suffix)], stop_after_first=True)
         else:
-            fmt = _triggered([syntax.trigger], tags, stop_after_first=one_call)
+            fmt = triggered_tags([syntax.trigger], tags, stop_after_first=one_call)
     else:
-        calls = _calls(tags, syntax.separator, one_call)
-        fmt = _tag(syntax.prefix, calls, syntax.suffix) if syntax.prefix else calls
-    return json.dumps({"type": "structural_tag", "format": fmt}, ensure_ascii=False)
-
-
-def _schema(tool: Tool) -> dict:
-    return {"type": "json_schema", "json_schema": tool.parameters or {"type": "object"}}
-
-
-def _tag(begin: str, content: dict, end: str) -> dict:
-    return {"type": "tag", "begin": begin, "content": content, "end": end}
-
-
-def _calls(tags: list[dict], separator: str, one: bool) -> dict:
-    return {"type": "tags_with_separator", "tags": tags, "separator": separator, "at_least_one": True,
-            "stop_after_first": one}
-
-
-def _triggered(triggers: list[str], tags: list[dict], stop_after_first: bool) -> dict:
-    return {"type": "triggered_tags", "triggers": triggers, "tags": tags, "at_least_one": False,
-            "stop_after_first": stop_after_first}
+        calls = tags_with_separator(tags, syntax.separator, at_least_one=True, stop_after_first=one_call)
+        fmt = tag(syntax.prefix, calls, syntax.suffix) if syntax.prefix else calls
+    return structural_tag(fmt)
