@@ -118,7 +118,7 @@ def soak(args) -> int:
 
 def report_folder(args) -> Path:
     """--out, else bench-results/<date>-<quick|full|soak> in the current directory."""
-    mode = "soak" if getattr(args, "soak", None) is not None else "quick" if args.quick else "full"
+    mode = "soak" if args.soak is not None else "quick" if args.quick else "full"
     return args.out or Path.cwd() / RESULTS / f"{datetime.date.today().isoformat()}-{mode}"
 
 
