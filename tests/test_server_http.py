@@ -220,6 +220,39 @@ def test_finished_cancelled_and_refused_requests_leave_no_run_alive():
         assert wait_for(lambda: not alive(), timeout_s=10), alive()
 
 
+def test_requests_start_on_one_thread_and_one_whose_client_left_while_it_started_is_cancelled():
+    """Prompts are prepared on one long-lived thread (serving.py: RSS grew with a pool of them);
+    a request whose client leaves while the engine prepares it does not run on unseen."""
+    threads, preparing, release = [], threading.Event(), threading.Event()
+
+    class SlowToStart(FakeEngine):
+        def stream(self, prompt, options, events=None):
+            threads.append(threading.current_thread())
+            if "slow" in json.dumps(prompt):
+                preparing.set()
+                release.wait(10)
+            return super().stream(prompt, options, events)
+
+    engine = SlowToStart(pieces=tuple(f"w{i} " for i in range(200)))
+    with running_server(lambda: engine, max_concurrency=8) as (url, app):
+        clients = [threading.Thread(target=request, args=(url, "POST", "/v1/chat/completions", CHAT)) for _ in range(8)]
+        [client.start() for client in clients]
+        [client.join(timeout=30) for client in clients]
+        assert len(threads) == 8 and len(set(threads)) == 1 and threads[0].name.startswith("ovchat-start")
+
+        host, port = url.removeprefix("http://").split(":")
+        leaving = http.client.HTTPConnection(host, int(port), timeout=30)
+        slow = {"messages": [{"role": "user", "content": "slow"}], "max_tokens": 100, "stream": True}
+        leaving.request("POST", "/v1/chat/completions", json.dumps(slow), {"Content-Type": "application/json"})
+        assert preparing.wait(10)
+        leaving.close()                          # gone while the engine prepares its prompt
+        serving = app.state.ovchat.serving
+        assert wait_for(lambda: not serving._runs)  # the server has given up the request...
+        release.set()                            # ...before the engine hands its stream back
+        assert wait_for(lambda: engine.cancelled == 1 and engine.active == 0, timeout_s=10)
+    assert not any(thread.is_alive() for thread in threads)  # the server's stop ends the thread
+
+
 def _stream_lines(url: str, body: dict) -> list[str]:
     host, port = url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=60)

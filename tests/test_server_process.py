@@ -85,7 +85,7 @@ def test_sigterm_with_streams_in_flight_ends_them_cleanly_and_exits_0(default_mo
         for outcome in outcomes:  # each stream ended cleanly: its finish chunk, then [DONE]
             assert outcome.get("status") == 200 and outcome.get("done"), outcome
             assert outcome.get("finish_reason") in ("stop", "length", "cancelled"), outcome
-        assert any(o["finish_reason"] == "cancelled" for o in outcomes)  # 2000 tokens do not fit in 1 s
+        assert any(o["finish_reason"] == "cancelled" for o in outcomes), outcomes  # 2000 tokens do not fit in 1 s
     finally:
         if process.poll() is None:
             process.kill()
