@@ -5,6 +5,7 @@
 1. Overhead: `ovchat serve` (a subprocess, all cores) against one Ray Serve replica asking for
    the same cores (num_cpus = the machine's), at 1 and 16 concurrent streams: TTFT p50 and
    aggregate tokens/s (benchmarks/server_load.py's closed loop, fresh prompts, EOS ignored).
+   `--cores N` gives both engines N cores (INFERENCE_NUM_THREADS, num_cpus) and Ray the rest.
 2. Scaling: two replicas of one CPU against one replica of one CPU, 16 streams.
 3. Conversation-affine routing: at two replicas of one CPU, chats of 6 turns over a long system
    prompt; the 6th turn's TTFT with the conversation named (X-Session-ID: its replica holds the
@@ -190,6 +191,9 @@ def main(argv=None) -> int:
     p.add_argument("--conversations", type=int, default=6)
     p.add_argument("--system-words", type=int, default=600, help="the chats' system prompt (~1.3 tokens a word)")
     p.add_argument("--out", default="studies/results/ray-serve")
+    p.add_argument("--cores", type=int, help="part 1's cores: ovchat serve's inference threads and the replica's "
+                   "num_cpus (default: the machine's). Fewer than the machine's leave Ray's proxy and processes "
+                   "cores of their own, as a replica's num_cpus does on a larger machine")
     p.add_argument("--parts", default="overhead,scaling,affinity",
                    help="comma-separated: overhead, scaling, affinity (default: %(default)s)")
     p.add_argument("--variant", action="append", metavar="NAME=SPEC",
@@ -207,16 +211,19 @@ def main(argv=None) -> int:
 
     model_path = str(resolve(args.model).path)
     name = Path(model_path).name
-    cores = len(os.sched_getaffinity(0))
+    machine_cores = len(os.sched_getaffinity(0))
+    cores = args.cores or machine_cores
     loads = [(1, 8), (16, args.requests)]
     report = {"machine": machine_info(), "model": model_path, "max_tokens": args.max_tokens, "cores": cores,
+              "machine_cores": machine_cores,
               "variants": args.variant, "parts": args.parts, "load_average_start": load_average()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    # 1a. ovchat serve, all cores.
+    # 1a. ovchat serve on `cores` inference threads.
+    threads = [] if cores == machine_cores else ["-P", f"INFERENCE_NUM_THREADS={cores}"]
     spec = ServerSpec("ovchat serve", [sys.executable, "-c", "from ovchat.tools.cli import main; raise SystemExit(main())",
-                                       "serve", "-m", model_path, "--port", "{port}", "--log-level", "warning"])
+                                       "serve", "-m", model_path, "--port", "{port}", "--log-level", "warning", *threads])
     with launched(spec, out / "ovchat-serve.log") as url:
         report["direct"] = measure(url, name, loads, args.max_tokens, seed=1)
     print("ovchat serve:", json.dumps(report["direct"]), flush=True)
@@ -228,7 +235,7 @@ def main(argv=None) -> int:
     try:
         for index, (label, options, env) in enumerate(variants):
             if env != ray_env:
-                url = start_ray(cores, env, restart=ray_env is not None)
+                url = start_ray(machine_cores, env, restart=ray_env is not None)
                 ray_env = env
             if "overhead" in parts:  # 1b. one replica on the same cores.
                 key = f"ray_1_replica_all_cores[{label}]"
