@@ -280,9 +280,10 @@ class Serving:
         self.draining = False
         self._runs: set[Run] = set()
         # Requests start (the engine templates and counts their prompts) on one long-lived thread,
-        # as in the engine process, not on anyio's pool. Measured in-process, 6-minute soaks of 8
-        # streams: RSS grew 18.7 KB a request with anyio's pool and 17.6 with 4 threads of our own,
-        # 6.4 (flat within 2.3 %) with one; native memory, the Python heap stayed flat.
+        # as in the engine process: in arrival order, and not on anyio's pool, whose threads retire
+        # after 10 s idle and come back new (each new thread that calls the engine costs native
+        # memory: bench-results/2026-12-01-soak-quiet/README.md). In-process RSS still grows under
+        # load (bench-results/2026-12-01-soak-start-thread/).
         self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ovchat-start")
         metrics.watch(running=lambda: self._stats().running,
                       waiting=lambda: self.slots.waiting + self._stats().waiting,
