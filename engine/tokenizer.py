@@ -8,6 +8,7 @@ engine, the same one LLMPipeline applies, so counts match what the pipeline sees
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy as np
 import openvino_genai as ov_genai
@@ -22,6 +23,9 @@ class Tokenizer:
     def __init__(self, info: ModelInfo, genai_tokenizer: ov_genai.Tokenizer):
         self._genai = genai_tokenizer
         self._encoder = self._decoder = None
+        # One infer request per compiled model and calling thread (a request is not thread-safe),
+        # reused: the text streamer decodes twice per generated token.
+        self._requests = threading.local()
         if info.format == "openvino":
             try:
                 self._encoder = core().compile_model(info.path / "openvino_tokenizer.xml", "CPU")
@@ -37,7 +41,7 @@ class Tokenizer:
         `add_special_tokens=False` (how genai encodes a templated chat: the template writes them)."""
         if self._encoder is None or not add_special_tokens:  # genai's Tokenizer runs the same exported model
             return self._genai.encode(text, add_special_tokens=add_special_tokens).input_ids.data[0].tolist()
-        outputs = self._encoder.create_infer_request().infer([np.array([text])])
+        outputs = self._request("encoder").infer([np.array([text])])
         return outputs["input_ids"][0].tolist()
 
     def decode(self, ids) -> str:
@@ -45,7 +49,16 @@ class Tokenizer:
         ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)
         if self._decoder is None:
             return self._genai.decode(ids.tolist())[0]
-        return str(self._decoder.create_infer_request().infer([ids])["string_output"][0])
+        return str(self._request("decoder").infer([ids])["string_output"][0])
+
+    def _request(self, which: str):
+        """This thread's infer request of the encoder or the decoder (the results are copied out
+        before the next call on the thread reuses it)."""
+        request = getattr(self._requests, which, None)
+        if request is None:
+            request = getattr(self, "_" + which).create_infer_request()
+            setattr(self._requests, which, request)
+        return request
 
     def count(self, text: str, add_special_tokens: bool = True) -> int:
         return len(self.encode(text, add_special_tokens))

@@ -62,6 +62,22 @@ def test_exported_tokenizer_matches_the_ggufs_own(default_engine, default_gguf):
 
 
 @pytest.mark.default_model
+def test_the_tokenizer_gives_each_thread_its_own_answers_when_called_from_many_at_once(default_engine):
+    """Its infer requests are kept per thread and reused: threads encoding and decoding different
+    texts at once each get their own text's ids and text back, every time."""
+    from concurrent.futures import ThreadPoolExecutor
+    tokenizer = default_engine.tokenizer
+    texts = [f"Thread {i}: naïve café {'x' * i} 😀 number {i * 7919}" for i in range(6)]
+    expected = [tokenizer.encode(text) for text in texts]
+
+    def round_trips(i):
+        return all(tokenizer.encode(texts[i]) == expected[i] and tokenizer.decode(expected[i]) == texts[i]
+                   for _ in range(40))
+    with ThreadPoolExecutor(6) as pool:
+        assert all(pool.map(round_trips, range(6)))
+
+
+@pytest.mark.default_model
 def test_streamed_pieces_join_to_the_unstreamed_text(default_engine):
     prompt = "Write the words café, naïve, 東京 and the emoji 🚀🎉, then explain them."
     options = GenerationOptions(max_new_tokens=48)
