@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .server_launch import ServerSpec, free_port, log_tail, stop, wait_healthy
+from .server_load import sse_events
 
 QUESTIONS = ["What is the capital of France?", "What is the capital of Italy?", "Who wrote Romeo and Juliet?",
              "Name three primary colors.", "What is 12 times 12?"]
@@ -72,17 +73,14 @@ def one_request(url: str, question: str, max_tokens: int, hang_up: bool, counts:
         response = connection.getresponse()
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}: {response.read()[:200]!r}")
-        chunks = 0
-        while line := response.readline():
-            if line.startswith(b"data: {"):
-                chunks += 1
-                if b'"error"' in line[:20]:
-                    raise RuntimeError(line.decode(errors="replace")[:200])
-                if hang_up and chunks == 4:
-                    outcome = "disconnected"
-                    return
-            elif line == b"data: [DONE]\n":
+        for chunks, event in enumerate(sse_events(response), 1):
+            if event == "[DONE]":
                 outcome = "finished"
+                return
+            if event.startswith('{"error"'):
+                raise RuntimeError(event[:200])
+            if hang_up and chunks == 4:
+                outcome = "disconnected"
                 return
         raise RuntimeError("the stream ended without [DONE]")
     except (OSError, RuntimeError, http.client.HTTPException) as error:

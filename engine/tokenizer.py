@@ -56,7 +56,7 @@ class Tokenizer:
         before the next call on the thread reuses it)."""
         request = getattr(self._requests, which, None)
         if request is None:
-            request = getattr(self, "_" + which).create_infer_request()
+            request = (self._encoder if which == "encoder" else self._decoder).create_infer_request()
             setattr(self._requests, which, request)
         return request
 

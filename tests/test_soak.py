@@ -28,3 +28,36 @@ def test_ovchat_bench_soak_runs_the_soak_with_the_bench_flags(monkeypatch, tmp_p
     assert seen == [["--minutes", "3.0", "--out", str(tmp_path / "r" / "soak.json"), "--streams", "4",
                      "--serve-cmd", "x serve --in-process"]]
     assert cli.handle(parser.parse_args(["--soak", "1", "--model", "a", "--model", "b"])) == 2
+
+
+def test_each_request_is_counted_finished_disconnected_or_failed_from_its_stream():
+    import http.server
+    import threading
+    from ovchat.benchmarks.soak import one_request
+
+    class SSE(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            failing = b"fail" in body
+            events = ['{"error": {"message": "boom"}}'] if failing else ['{"choices": []}'] * 6 + ["[DONE]"]
+            for event in events:
+                self.wfile.write(f"data: {event}\n\n".encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SSE)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = "http://127.0.0.1:%d" % server.server_address[1]
+    counts, lock = Counts(), threading.Lock()
+    try:
+        one_request(url, "q", 8, False, counts, lock)
+        one_request(url, "q", 8, True, counts, lock)       # hangs up after 4 chunks
+        one_request(url, "fail", 8, False, counts, lock)
+    finally:
+        server.shutdown()
+    assert (counts.finished, counts.disconnected, counts.errors) == (1, 1, 1)
+    assert "boom" in counts.error_samples[0]
