@@ -58,8 +58,9 @@ def register(sub) -> None:
                    help="seconds in-flight requests get on Ctrl-C/SIGTERM before they are cancelled (default: %(default)s)")
     g.add_argument("--in-process", action="store_true",
                    help="run the engine in this process instead of a supervised child process (the default: "
-                        "/health and /metrics answer during pipeline steps, and an engine that dies is restarted "
-                        "while the server stays up); docs/server.md")
+                        "/health and /metrics answer during pipeline steps, an engine that dies is restarted "
+                        "while the server stays up, and memory stays flatter under a long load); "
+                        "docs/server.md")
     g.add_argument("--engine-process", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for scripts
     g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     from .ray_cli import add_flags as add_ray_flags

@@ -283,7 +283,7 @@ class Serving:
         # as in the engine process: in arrival order, and not on anyio's pool, whose threads retire
         # after 10 s idle and come back new (each new thread that calls the engine costs native
         # memory: bench-results/2026-12-01-soak-quiet/README.md). In-process RSS still grows under
-        # load (bench-results/2026-12-01-soak-start-thread/).
+        # load, as the CPU plugin caches kernels for new batch shapes (bench-results/2026-12-02-soak-plugin-caches/).
         self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ovchat-start")
         metrics.watch(running=lambda: self._stats().running,
                       waiting=lambda: self.slots.waiting + self._stats().waiting,
