@@ -25,7 +25,7 @@ MANIFEST = "ovchat.json"
 # The decoding settings of generation_config.json that GenerationOptions takes.
 DECODING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
 # For a model whose generation_config.json states none of them (the default model, any GGUF).
-# Measured on the default model (benchmarks/decoding_defaults.py, results/decoding-defaults.json):
+# Measured on the default model (studies/decoding_defaults.py, its results in studies/results/):
 # answers to 20 everyday prompts ending in a loop, greedy 9/20, repetition penalty 1.1 alone 1/20,
 # this 0/20 (and 0/20 on 20 more short questions, greedy 5/20); 4/20 run to the token limit
 # (greedy 13/20); questions answered right in the first sentence 19/28 as greedy, Paris kept.

@@ -6,7 +6,7 @@
 
 (NousResearch's Hermes-2-Pro and Qwen2.5/Qwen3 templates.) One tag may also hold a JSON list of
 calls, as SmolLM2's function-calling prompt asks. This is also the format of ovchat's fallback
-prompt for templates that know no tools (tool_prompt.py).
+prompt for templates that know no tools (tool_use.py).
 """
 
 from __future__ import annotations
