@@ -26,13 +26,14 @@ _EXPORTS = {
     "ModelError": "errors", "OptionsError": "errors", "PromptError": "errors",
     "ChatSession": "chat", "Engine": "engine", "EngineProcess": "process", "EngineStats": "engine", "ModelInfo": "model",
     "GeneratedToken": "results", "GenerationResult": "results", "LoadMetrics": "results", "Metrics": "results",
-    "TextStream": "stream", "Tokenizer": "tokenizer", "Tool": "tool_calls", "ToolCall": "tool_calls",
+    "Handle": "stream", "TextStream": "stream", "Tokenizer": "tokenizer", "Tool": "tool_calls", "ToolCall": "tool_calls",
     "available_devices": "devices",
     "cache_root": "paths", "default_model_dir": "paths",
 }
 __all__ = [  # written out, so linters and editors read it (a test checks it matches _EXPORTS)
     "BatchOptions", "BusyError", "ChatSession", "DeviceError", "Engine", "EngineError", "EngineProcess", "EngineStats",
-    "EngineStoppedError", "GeneratedToken", "GenerationOptions", "GenerationResult", "LoadMetrics", "LoadOptions", "Metrics",
+    "EngineStoppedError", "GeneratedToken", "GenerationOptions", "GenerationResult", "Handle", "LoadMetrics", "LoadOptions",
+    "Metrics",
     "ModelError", "ModelInfo", "OptionsError", "PromptError", "TextStream", "Tokenizer", "Tool", "ToolCall",
     "available_devices", "cache_root", "default_model_dir", "load",
 ]
@@ -63,6 +64,6 @@ if TYPE_CHECKING:  # what editors and type checkers see
     from .options import BatchOptions, GenerationOptions, LoadOptions
     from .paths import cache_root, default_model_dir
     from .results import GeneratedToken, GenerationResult, LoadMetrics, Metrics
-    from .stream import TextStream
+    from .stream import Handle, TextStream
     from .tokenizer import Tokenizer
     from .tool_calls import Tool, ToolCall

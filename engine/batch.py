@@ -10,7 +10,7 @@ Faults: what goes wrong while admitting or advancing one request ends that reque
 an EngineError. A failed step() fails the requests in it; a second failure in a row, or any
 failure of the scheduler loop itself, stops the runner: every open and queued stream ends with
 an EngineError that says what failed, `failure` says it too (Engine.stopped), and later submits
-raise at once. `close()` ends open and queued streams as cancelled. A request that ends releases
+raise at once (runner.py: the lifecycle both runners share). `close()` ends open and queued streams as cancelled. A request that ends releases
 its genai handle and streamer (whose callback refers back to it: a cycle through native code
 that Python's collector cannot see, so without the release every finished request stayed alive).
 
@@ -32,27 +32,24 @@ import numpy as np
 import openvino as ov
 import openvino_genai as ov_genai
 
-from .errors import EngineError, EngineStoppedError, PromptError, reason
-from .prompt import PreparedPrompt
+from .errors import EngineError, PromptError
 from .results import GeneratedToken, GenerationResult, Metrics
-from .stream import Feed, TextStream
-from .text_streamer import SafeTextStreamer
-from .tool_use import with_tool_calls
+from .runner import Runner, end_alone, generation_failed
+from .stream import Feed
+from .text_streamer import CONTEXT_TOKENS, SafeTextStreamer, texts_after
 
 log = logging.getLogger("ovchat.engine")
 _Status = ov_genai.GenerationStatus
 _FINISH = {ov_genai.GenerationFinishReason.LENGTH: "length", ov_genai.GenerationFinishReason.STOP: "stop"}
 _MAX_FAILED_STEPS = 2  # in a row: the pipeline itself is broken (e.g. genai refusing every later step)
-CLOSED = "The engine was closed; load it again to generate."
-_CLOSE_WAIT_S = 10
 
 
 @dataclass
 class _Request:
     ids: list[int]
-    prepared: PreparedPrompt
     config: ov_genai.GenerationConfig
     feed: Feed
+    dropped_messages: int = 0
     submitted: float = field(default_factory=time.perf_counter)
     handle: object = None
     streamer: object = None
@@ -68,36 +65,23 @@ class _Request:
         self.handle = self.streamer = None
 
 
-class BatchRunner:
+class BatchRunner(Runner):
     mode = "batch"
 
-    def __init__(self, pipeline: ov_genai.ContinuousBatchingPipeline, encode, text_streamer=SafeTextStreamer):
-        self.pipeline = pipeline
-        self._encode = encode  # text -> token ids, as the model is fed (see Engine)
+    def __init__(self, pipeline: ov_genai.ContinuousBatchingPipeline, text_streamer=SafeTextStreamer):
         self._text_streamer = text_streamer
         self._tokenizer = pipeline.get_tokenizer()
         self._incoming: queue.Queue = queue.Queue()
         self._active: dict[int, _Request] = {}
         self._ids = itertools.count()
-        self._wake = threading.Event()
-        self._closed = False
-        self._lock = threading.Lock()         # a submit against the scheduler's last drain of the queue
-        self._refusing: str | None = None     # why submits are refused, once the runner has stopped
-        self.failure: str | None = None       # why the scheduler stopped, if it failed
+        self._wake_up = threading.Event()
         self._failed_steps = 0
-        self._thread = threading.Thread(target=self._serve, name="ovchat-scheduler", daemon=True)
-        self._thread.start()
+        super().__init__(pipeline, "ovchat-scheduler")
 
-    def submit(self, prepared: PreparedPrompt, config: ov_genai.GenerationConfig, events=None) -> TextStream:
-        ids = self._encode(prepared)
-        stream = TextStream(len(ids), prepared.dropped_messages, on_cancel=self._wake.set, events=events)
-        with self._lock:
-            if self._refusing is not None:
-                stream.never_started()
-                raise EngineStoppedError(self._refusing)
-            self._incoming.put(_Request(ids, prepared, config, Feed(stream)))
-        self._wake.set()
-        return stream
+    def submit(self, ids: list[int], config: ov_genai.GenerationConfig, feed: Feed, dropped_messages: int = 0) -> None:
+        """Queue a prompt, as the token ids the model is fed; its events go to `feed`."""
+        self._queue(feed, lambda: self._incoming.put(_Request(list(ids), config, feed, dropped_messages)))
+        self._wake()
 
     def generation_config(self) -> ov_genai.GenerationConfig:
         """A fresh copy of the model's own generation config (its stop token ids included)."""
@@ -113,32 +97,21 @@ class BatchRunner:
         """Share of the KV cache in use, 0..1 (genai reports a percentage)."""
         return self.pipeline.get_metrics().cache_usage / 100
 
-    def close(self) -> None:
-        """Stop the scheduler after its current step; open and queued streams end as cancelled."""
-        self._closed = True
-        self._wake.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(_CLOSE_WAIT_S)
+    def _wake(self) -> None:
+        self._wake_up.set()
+
+    wake_on_cancel = _wake  # its KV-cache blocks go back at once, even while nothing else runs
 
     # ---- the scheduler thread ------------------------------------------------------------------
 
     def _serve(self) -> None:
-        try:
-            while not self._closed:
-                self._admit()
-                if not self._active:
-                    self._wake.wait()
-                    self._wake.clear()
-                    continue
-                self._step()
-        except Exception as error:  # a broken pipeline or a bug: everyone hears of it, nobody waits forever
-            log.exception("ovchat: the batching scheduler failed")
-            failure = (f"The engine's scheduler failed ({type(error).__name__}: {reason(error)}); every "
-                       "request in flight was ended. Reload the engine (`ovchat serve` restarts its engine process).")
-            self._stop(EngineStoppedError(failure), failure)
-            self.failure = failure  # last: an engine process exits when it sees it (process.py)
-            return
-        self._stop(None, CLOSED)
+        while not self.closing:
+            self._admit()
+            if not self._active:
+                self._wake_up.wait()
+                self._wake_up.clear()
+                continue
+            self._step()
 
     def _admit(self) -> None:
         while True:
@@ -155,7 +128,7 @@ class BatchRunner:
                 request.handle = self.pipeline.add_request(request_id, tensor, request.config)
                 request.streamer = self._text_streamer(self._tokenizer, lambda text, r=request: self._on_text(r, text))
             except Exception as error:  # this request's own fault (its ids, its config): it fails alone
-                self._drop(None, request, error=_engine_error(error))
+                self._drop(None, request, error=generation_failed(error))
                 continue
             self._active[request_id] = request
 
@@ -167,7 +140,7 @@ class BatchRunner:
             if self._failed_steps >= _MAX_FAILED_STEPS:
                 raise
             for request_id, request in list(self._active.items()):
-                self._drop(request_id, request, error=_engine_error(error))
+                self._drop(request_id, request, error=generation_failed(error))
             return
         self._failed_steps = 0
         advanced = list(self._active.items())
@@ -182,7 +155,7 @@ class BatchRunner:
             work(request_id, request)
         except Exception as error:  # logged as text: the error's traceback holds this request's frames
             log.warning("ovchat: request %d failed: %s", request_id, f"{type(error).__name__}: {error}")
-            self._drop(request_id, request, error=_engine_error(error))
+            self._drop(request_id, request, error=generation_failed(error))
 
     def _advance(self, request_id: int, request: _Request) -> None:
         handle = request.handle
@@ -222,14 +195,15 @@ class BatchRunner:
             except Exception:  # a handle of a broken pipeline: nothing more to free
                 pass
         request.release()
-        try:
-            request.feed.end(result, error)
-        except Exception as sink_error:  # a caller's event sink failed: nothing more to tell it
-            log.warning("ovchat: could not end a stream: %s", f"{type(sink_error).__name__}: {sink_error}")
+        if error is None:
+            try:
+                request.feed.end(result)
+            except Exception as sink_error:  # a caller's event sink failed: nothing more to tell it
+                log.warning("ovchat: could not end a stream: %s", f"{type(sink_error).__name__}: {sink_error}")
+        else:
+            end_alone(request.feed, error)
 
-    def _stop(self, error: EngineError | None, why: str) -> None:
-        with self._lock:  # no submit gets into the queue after this
-            self._refusing = why
+    def _end_all(self, error: EngineError | None) -> None:
         for request_id, request in list(self._active.items()):
             self._drop(request_id, request, error=error)
         while True:
@@ -245,7 +219,12 @@ class BatchRunner:
         return ov_genai.StreamingStatus.RUNNING
 
     def _record(self, request: _Request, ids: list[int], logprobs: list[float]) -> None:
-        texts = token_texts(self._tokenizer, [r.id for r in request.records[-_CONTEXT_TOKENS:]], ids)
+        context = [r.id for r in request.records[-CONTEXT_TOKENS:]]
+        pairs = []
+        for token in ids:  # each token's own text: the text it adds after the few before it
+            pairs.append((context[-CONTEXT_TOKENS:], [token]))
+            context.append(token)
+        texts = texts_after(self._tokenizer, pairs)
         request.records.extend(GeneratedToken(i, t, lp) for i, t, lp in zip(ids, texts, logprobs))
         request.unsent += len(ids)
 
@@ -259,34 +238,6 @@ class BatchRunner:
     def _result(self, request: _Request, reason_: str) -> GenerationResult:
         # Timed here, per request: genai's pipeline-wide perf metrics mix every request of a step.
         metrics = Metrics.timed(request.submitted, request.first_token_at, request.tokens)
-        result = GenerationResult(text="".join(request.pieces), input_tokens=len(request.ids),
-                                  output_tokens=request.tokens, finish_reason=reason_, metrics=metrics,
-                                  dropped_messages=request.prepared.dropped_messages, tokens=tuple(request.records))
-        return with_tool_calls(result, request.prepared.tool_format, request.prepared.options.tools)
-
-
-_CONTEXT_TOKENS = 4  # tokens before one that its text is decoded after (a word's start, a UTF-8 sequence)
-
-
-def token_texts(tokenizer: ov_genai.Tokenizer, before: list[int], ids: list[int]) -> list[str]:
-    """Each token's own text: the text it adds after the few tokens before it. (Decoded alone,
-    a SentencePiece token loses its leading space, and part of a character decodes to U+FFFD.)"""
-    context = list(before)
-    sequences = []
-    for token in ids:
-        sequences += [context[-_CONTEXT_TOKENS:], context[-_CONTEXT_TOKENS:] + [token]]
-        context.append(token)
-    decoded = tokenizer.decode(sequences)
-    texts = []
-    for head, whole in zip(decoded[::2], decoded[1::2]):
-        # Part of a character decodes to U+FFFD: it belongs to the token that completes it.
-        head, whole = head.rstrip("\ufffd"), whole.rstrip("\ufffd")
-        texts.append(whole[len(head):] if whole.startswith(head) else whole)
-    return texts
-
-
-def _engine_error(error: Exception) -> EngineError:
-    if isinstance(error, EngineError):
-        return error
-    return EngineError(f"Generation failed in OpenVINO: {reason(error)}. Try a shorter prompt or fewer new tokens, "
-                       "or reload the model.")
+        return GenerationResult(text="".join(request.pieces), input_tokens=len(request.ids),
+                                output_tokens=request.tokens, finish_reason=reason_, metrics=metrics,
+                                dropped_messages=request.dropped_messages, tokens=tuple(request.records))

@@ -6,28 +6,40 @@ ContinuousBatchingPipeline (PagedAttention) and serves them together, for server
 concurrent users. Either way a runner thread owns the pipeline, every call gets its own
 TextStream and its own result, and closing a stream cancels that request only.
 Text goes in and out through the model's own openvino-tokenizers models.
+
+A request's way in: `prepare` (template, fit to the context, encode: prompt.py), then `_run`
+(its constraint compiled if new, its GenerationConfig, the runner's queue), then the runner's
+thread. `stream()` prepares on the caller's thread and waits for the engine to take the
+request, so a bad prompt raises there. `start()` returns at once and does the same on the
+engine's preparer threads (a server's event loop must never wait): the first event on its sink
+says Accepted or Failed. A request whose constraint is new compiles it on a thread of its own
+(preparer.py), so it delays no other request's start.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import openvino_genai as ov_genai
 
-from .batch import CLOSED, BatchRunner
+from .batch import BatchRunner
 from .devices import check_device
-from .errors import EngineStoppedError, ModelError, OptionsError, reason
+from .errors import EngineError, EngineStoppedError, ModelError, OptionsError, reason
+from .events import Accepted
 from .memory import releasing_mapped_weights
 from .model import ModelInfo, damaged_files_message, resolve
 from .options import BatchOptions, GenerationOptions, LoadOptions
+from .preparer import Preparer
 from .prompt import PreparedPrompt, prepare
 from .results import GenerationResult, LoadMetrics
+from .runner import CLOSED
 from .single import SingleRunner
 from .speculative import speculative_properties
-from .stream import TextStream
+from .stream import Feed, Handle, TextStream
 from .structured import StructureChecker
 from .tokenizer import Tokenizer
 
@@ -55,6 +67,7 @@ class Engine:
         self._stopped: str | None = None
         self._stop_ids = set(info.eos_token_ids)  # a list in generation_config.json: Phi-3 ends turns with <|end|>
         self._structure_checker = StructureChecker(runner.pipeline.get_tokenizer())
+        self._preparer = Preparer(self._prepare, self._structure_checker.known, self._run)
 
     @classmethod
     def load(cls, model: str | Path | None = None, device: str = "CPU", performance_hint: str | None = "LATENCY",
@@ -97,10 +110,7 @@ class Engine:
                 "Check the files are complete (re-export if in doubt) and the properties are valid for this device."
             ) from None
         tokenizer = Tokenizer(info, pipeline.get_tokenizer())
-        if batch is None:
-            runner = SingleRunner(pipeline)
-        else:
-            runner = BatchRunner(pipeline, lambda prepared: _token_ids(prepared, tokenizer))
+        runner = SingleRunner(pipeline) if batch is None else BatchRunner(pipeline)
         engine = cls(runner, info, options, tokenizer)
         load_ms = (time.perf_counter() - start) * 1000
         warmup_ms, released = engine._warm_up([info.path, options.compile_cache]) if warmup else (0.0, 0)
@@ -120,12 +130,18 @@ class Engine:
                 pass
         return stream.result
 
-    def stream(self, prompt, options: GenerationOptions | None = None, events=None) -> TextStream:
+    def stream(self, prompt, options: GenerationOptions | None = None) -> TextStream:
         """Like `generate`, as a TextStream of text pieces; its `result` is set once it ends.
-        Closing it (or breaking out of a `with` block) cancels this request only. (`events` is
-        for engine/process.py: see TextStream.)"""
-        prepared = prepare(prompt, options or GenerationOptions(), self.tokenizer, self.info.context_length)
-        return self.submit(prepared, events)
+        Closing it (or breaking out of a `with` block) cancels this request only."""
+        return self.submit(self._prepare(prompt, options))
+
+    def start(self, prompt, options: GenerationOptions | None, sink, handle: Handle | None = None) -> Handle:
+        """Start a request without waiting: its events (events.py) go to `sink` (an object with
+        put(event) and flush()), from other threads, the first one Accepted or Failed (a
+        PromptError, an OptionsError...). The returned Handle (`handle` if given) cancels it."""
+        handle = handle or Handle()
+        self._preparer.start(prompt, options, sink, handle)
+        return handle
 
     def chat(self, system_prompt: str | None = None, options: GenerationOptions | None = None):
         """A chat session that keeps history and reuses the KV cache between turns."""
@@ -143,27 +159,59 @@ class Engine:
         None; as EngineProcess's. A server's /health reads it."""
         return self._stopped or self._runner.failure
 
+    @property
+    def failed(self) -> threading.Event:
+        """Set once the runner's thread has failed (`stopped` says why): an engine process waits on it."""
+        return self._runner.failed
+
     def close(self) -> None:
         """Stop the runner thread: open and queued streams end as "cancelled"; later calls raise."""
         self._stopped = CLOSED
+        self._preparer.close()
         self._runner.close()
 
-    def submit(self, prepared: PreparedPrompt, events=None) -> TextStream:
+    def submit(self, prepared: PreparedPrompt) -> TextStream:
         """Run an already prepared prompt (see prompt.prepare); chat sessions use it."""
+        stream = TextStream()
+        self._run(prepared, stream.sink, stream.handle)
+        return stream.wait_accepted()
+
+    def _prepare(self, prompt, options: GenerationOptions | None) -> PreparedPrompt:
         if self.stopped:
             raise EngineStoppedError(self.stopped)
-        self._structure_checker.check(prepared.options)  # a constraint that cannot compile fails here, not mid-run
+        return prepare(prompt, options or GenerationOptions(), self.tokenizer, self.info.context_length)
+
+    def _run(self, prepared: PreparedPrompt, sink, handle: Handle) -> None:
+        """Hand a prepared prompt to the runner; Accepted, or Failed with the reason, goes to `sink`."""
+        accepted = Accepted(prepared.input_tokens, prepared.dropped_messages, prepared.tool_format)
+        feed = Feed(sink, handle, accepted, tuple(t.name for t in prepared.options.tools))
+        try:
+            if self.stopped:
+                raise EngineStoppedError(self.stopped)
+            config = self._config(prepared)
+            handle.on_cancel = self._runner.wake_on_cancel
+            if self.mode == "batch":
+                self._runner.submit(prepared.ids, config, feed, prepared.dropped_messages)
+            else:
+                self._runner.submit(prepared.inputs, prepared.input_tokens, config, feed, prepared.dropped_messages)
+        except EngineError as error:
+            feed.end(error=error)
+
+    def _config(self, prepared: PreparedPrompt):
+        """The request's GenerationConfig, its constraint compiled first (a constraint that
+        cannot compile fails here, not mid-run)."""
+        if prepared.tool_grammar:
+            self._check_tool_grammar(prepared)
+        else:
+            self._structure_checker.check(prepared.options)
         if prepared.options.logprobs and self.mode != "batch":
             raise OptionsError("Per-token logprobs need the batching mode: load with Engine.load(..., batching=True). "
                                "(genai's LLMPipeline reports only the answer's total log-probability.)")
         config = self.load_options.apply_speculation(prepared.options.apply_to(self._runner.generation_config()))
         if prepared.tool_grammar:
-            self._check_tool_grammar(prepared)
             config.structured_output_config = ov_genai.StructuredOutputConfig(structural_tags_config=prepared.tool_grammar)
         config.stop_token_ids = set(config.stop_token_ids) | self._stop_ids
-        stream = self._runner.submit(prepared, config, events)
-        stream.tool_format = prepared.tool_format
-        return stream
+        return config
 
     def _check_tool_grammar(self, prepared: PreparedPrompt) -> None:
         """Compile the tools' grammar first; if it fails, name the tool whose schema is at fault."""
@@ -188,8 +236,3 @@ class Engine:
             self.generate(WARMUP_PROMPT, options)
         return (time.perf_counter() - start) * 1000, released()
 
-
-def _token_ids(prepared: PreparedPrompt, tokenizer: Tokenizer) -> list[int]:
-    if prepared.text is None:  # token ids, sent as they are
-        return prepared.inputs.data[0].tolist()
-    return tokenizer.encode(prepared.text, add_special_tokens=not prepared.templated)

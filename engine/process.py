@@ -13,11 +13,13 @@ reader thread that feeds each request's own TextStream.
     with engine.stream("Tell me a story") as stream:
         for piece in stream: ...
 
-It offers what a server needs of an Engine: `info`, `mode`, `load_metrics`, `stream`,
+It offers what a server needs of an Engine: `info`, `mode`, `load_metrics`, `start`, `stream`,
 `generate`, `stats`, `stopped`, `close` (chat sessions and the tokenizer need the model in this
-process), and `restarts`. Closing a stream cancels the request in the child, and so does a
-submit whose reply times out. The child prepares submits (template, count, a grammar's compile
-check) on a thread of their own, so a cancel or a stats call never waits behind them.
+process), and `restarts`. The messages are typed (wire.py). `start` sends a Submit and returns
+at once: the request's events, Accepted or Failed first, come back on the pipe with the others
+(the child prepares requests on the engine's preparer threads, preparer.py). `stream` waits
+for that first event and raises a refusal (PromptError, OptionsError) as Engine.stream does.
+Cancelling (closing a stream, or an acceptance that times out) cancels the request in the child.
 
 Supervision: if the child dies (a crash, a kill, or an engine whose runner failed: the child
 then exits, process_child.py), every open stream and waiting call ends with an
@@ -42,18 +44,20 @@ from multiprocessing.connection import Connection
 from typing import Callable
 
 from .errors import EngineError, EngineStoppedError
-from .stream import Feed, TextStream
+from .events import End, Failed, is_last
+from .runner import CLOSED
+from .stream import Handle, TextStream
+from .wire import AskStats, Cancel, Close, Events, LoadFailed, Stats, Submit
 
 log = logging.getLogger("ovchat.engine")
-_REPLY_TIMEOUT_S = 60    # a submit waits for the child to template and count the prompt
+_REPLY_TIMEOUT_S = 60    # a stream waits this long for the child to take its request; stats for their answer
 _BACKOFF_S = (1.0, 60.0)  # first and longest wait before a restart
 _STABLE_S = 60.0         # a child that lived this long resets the backoff
 _CLOSE_WAIT_S = 60       # a restart under way when closing: its load finishes, then it stops
-CLOSED = "The engine was closed; load it again to generate."
 
 
 class EngineProcess:
-    """A loaded Engine in a child process; the same stream/generate/stats/close as Engine."""
+    """A loaded Engine in a child process; the same start/stream/generate/stats/close as Engine."""
 
     def __init__(self, load: Callable, start_timeout_s: float | None = None, restart: bool = True,
                  reply_timeout_s: float = _REPLY_TIMEOUT_S):
@@ -64,8 +68,8 @@ class EngineProcess:
         self._load, self._start_timeout_s, self._restart = load, start_timeout_s, restart
         self.reply_timeout_s = reply_timeout_s
         self._ids = itertools.count()
-        self._feeds: dict[int, Feed] = {}
-        self._replies: dict[int, Future] = {}
+        self._sinks: dict[int, object] = {}       # requests in flight: where their events go
+        self._replies: dict[int, Future] = {}     # stats asked for
         self._lock = threading.Lock()       # registering a request against a child's death
         self._stopped: str | None = None    # why the engine does not answer now, if it does not
         self._closing = threading.Event()
@@ -81,17 +85,30 @@ class EngineProcess:
         from .engine import Engine
         return cls(functools.partial(Engine.load, *args, **kwargs))
 
-    def stream(self, prompt, options=None, events=None) -> TextStream:
-        """As Engine.stream (`events` too): raises PromptError or OptionsError before anything runs."""
+    def start(self, prompt, options, sink, handle: Handle | None = None) -> Handle:
+        """As Engine.start: returns at once; the request's events go to `sink` from the reader
+        thread, Accepted or Failed first."""
         request_id = next(self._ids)
-        stream = TextStream(0, on_cancel=lambda: self._send(("cancel", request_id)), events=events)
-        try:
-            input_tokens, dropped, tool_format = self._ask(("submit", request_id, prompt, options), request_id, Feed(stream))
-        except BaseException:
-            stream.never_started()  # or the child was told to cancel it
-            raise
-        stream.accepted(input_tokens, dropped, tool_format)
-        return stream
+        handle = handle or Handle()
+        with self._lock:
+            stopped = self._stopped
+            if stopped is None:
+                self._sinks[request_id] = sink
+                child = self._child
+        if stopped is not None:
+            sink.put(Failed(EngineStoppedError(stopped)))
+            return handle
+        handle.on_cancel = functools.partial(self._cancel, child, request_id)
+        child.send(Submit(request_id, prompt, options))
+        if handle.cancelled:  # cancelled while it was being sent: the child may have missed it
+            self._cancel(child, request_id)
+        return handle
+
+    def stream(self, prompt, options=None) -> TextStream:
+        """As Engine.stream: raises PromptError or OptionsError before anything runs."""
+        stream = TextStream()
+        self.start(prompt, options, stream.sink, stream.handle)
+        return stream.wait_accepted(self.reply_timeout_s)
 
     def generate(self, prompt, options=None):
         with self.stream(prompt, options) as stream:
@@ -106,7 +123,21 @@ class EngineProcess:
 
     def stats(self):
         request_id = next(self._ids)
-        return self._ask(("stats", request_id), request_id)[0]
+        reply: Future = Future()
+        with self._lock:
+            if self._stopped is not None:
+                raise EngineStoppedError(self._stopped)
+            self._replies[request_id] = reply
+            child = self._child
+        child.send(AskStats(request_id))
+        try:
+            return reply.result(self.reply_timeout_s).stats
+        except FutureTimeout:
+            raise EngineError(f"The engine process did not answer within {self.reply_timeout_s:g} s; "
+                              "it may be overloaded. Retry, or restart it.") from None
+        finally:
+            with self._lock:
+                self._replies.pop(request_id, None)
 
     def close(self) -> None:
         """Stop the child (or a restart under way): open streams end as cancelled, later calls
@@ -120,59 +151,29 @@ class EngineProcess:
 
     # ---- this side of the pipe -----------------------------------------------------------------
 
-    def _send(self, message) -> None:
-        if self._stopped is None:
-            self._child.send(message)
-
-    def _ask(self, message, request_id: int, feed: Feed | None = None):
-        reply: Future = Future()
-        with self._lock:
-            if self._stopped is not None:
-                raise EngineStoppedError(self._stopped)
-            if feed is not None:
-                self._feeds[request_id] = feed  # before the submit: pieces may arrive before the reply
-            self._replies[request_id] = reply
-            child = self._child
-        child.send(message)
-        try:
-            answer = reply.result(self.reply_timeout_s)
-        except FutureTimeout:
-            child.send(("cancel", request_id))  # it may still wait in the child: it must not run for nobody
-            self._forget(request_id)
-            raise EngineError(f"The engine process did not answer within {self.reply_timeout_s:g} s; "
-                              "it may be overloaded. Retry, or restart it.") from None
-        except BaseException:
-            self._forget(request_id)
-            raise
-        with self._lock:
-            self._replies.pop(request_id, None)
-        if answer[0] == "refused":
-            self._forget(request_id)
-            raise answer[2]
-        return answer[2:]
-
-    def _forget(self, request_id: int) -> None:
-        with self._lock:
-            self._replies.pop(request_id, None)
-            self._feeds.pop(request_id, None)
+    def _cancel(self, child: "_Child", request_id: int) -> None:
+        if request_id in self._sinks:  # not ended yet
+            child.send(Cancel(request_id))
 
     def _on_message(self, message) -> None:
-        if message[0] == "events":  # a step's pieces and ends, of every request in it
-            self._dispatch(message[1])
-        elif (reply := self._replies.get(message[1])) is not None:
+        if isinstance(message, Events):  # a step's events, of every request in it
+            self._dispatch(message.tagged)
+        elif isinstance(message, Stats) and (reply := self._replies.get(message.request_id)) is not None:
             reply.set_result(message)
 
-    def _dispatch(self, events: list) -> None:
+    def _dispatch(self, tagged: list) -> None:
         touched = {}
-        for kind, request_id, *payload in events:
-            if kind == "piece" and (feed := self._feeds.get(request_id)) is not None:
-                feed.piece(*payload)
-                touched[request_id] = feed
-            elif kind == "end" and (feed := self._feeds.pop(request_id, None)) is not None:
-                touched.pop(request_id, None)
-                feed.end(*payload)
-        for feed in touched.values():
-            feed.flush()
+        for item in tagged:
+            if is_last(item.event):
+                sink = self._sinks.pop(item.request_id, None)
+                touched.pop(item.request_id, None)
+            else:
+                sink = touched[item.request_id] = self._sinks.get(item.request_id)
+            if sink is not None:
+                sink.put(item.event)
+        for sink in touched.values():
+            if sink is not None:
+                sink.flush()
 
     def _on_exit(self, child: "_Child") -> None:
         """The child's pipe closed: end what was in flight on it; restart it unless closed."""
@@ -185,11 +186,11 @@ class EngineProcess:
                 self._stopped = (f"The engine process stopped (exit code {child.exit_code()}); "
                                  + ("it is being restarted: retry in a few seconds." if restarting else
                                     "restart the server or reload the engine."))
-            feeds, self._feeds = self._feeds, {}
+            sinks, self._sinks = self._sinks, {}
             replies, self._replies = self._replies, {}
         error = EngineStoppedError(self._stopped)
-        for feed in feeds.values():
-            feed.end(error=None if closing else error)  # closed: cancelled, as Engine.close() does
+        for sink in sinks.values():
+            sink.put(End(None) if closing else Failed(error))  # closed: cancelled, as Engine.close() does
         for reply in replies.values():
             if not reply.done():
                 reply.set_exception(error)
@@ -244,10 +245,10 @@ class _Child:
             self._process.wait()
             raise EngineError(f"The engine process did not load the model within {start_timeout_s} s.")
         message = self._receive_first()
-        if message[0] == "load_failed":
+        if isinstance(message, LoadFailed):
             self._process.wait(10)
-            raise message[1]
-        _, self.info, self.load_metrics, self.mode = message
+            raise message.error
+        self.info, self.load_metrics, self.mode = message.info, message.load_metrics, message.mode
         self._on_message, self._on_exit = on_message, on_exit
         threading.Thread(target=self._read, name="ovchat-engine-reader", daemon=True).start()
         threading.Thread(target=self._write, name="ovchat-engine-writer", daemon=True).start()
@@ -260,7 +261,7 @@ class _Child:
         self._outbox.put(message)
 
     def stop(self, wait_s: float = 30) -> None:
-        self.send(("close",))
+        self.send(Close())
         self.send(None)
         try:
             self._process.wait(wait_s)

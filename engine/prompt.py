@@ -22,13 +22,24 @@ ROLES = ("system", "user", "assistant", "tool")
 class PreparedPrompt:
     inputs: object                 # str, ov_genai.ChatHistory or ov.Tensor of token ids
     options: GenerationOptions     # max_new_tokens clamped to the room left in the context
-    input_tokens: int              # what the model is fed: the templated prompt's tokens
+    ids: tuple[int, ...]           # what the model is fed: the templated prompt's tokens, encoded once
     text: str | None = None        # the prompt as the model sees it (templated); None for token ids
     templated: bool = False        # text came from the chat template (which writes its own special tokens)
     messages: list | None = None   # the messages actually sent, after trimming
     dropped_messages: int = 0
     tool_format: str | None = None  # tools offered: the format their calls are read in (tool_parsers/)
     tool_grammar: str | None = None  # and the constraint that keeps calls parseable (tool_grammar.py)
+
+    @property
+    def input_tokens(self) -> int:
+        return len(self.ids)
+
+    @property
+    def structure(self) -> tuple[str, str] | None:
+        """The constraint generation compiles: the options' own, or the tools' grammar."""
+        if self.tool_grammar:
+            return ("structural_tags_config", self.tool_grammar)
+        return self.options.structure
 
 
 _KEYS = {"role", "content", "tool_calls", "tool_call_id", "name"}
@@ -61,7 +72,7 @@ def prepare(prompt, options: GenerationOptions, tokenizer: Tokenizer, context_le
             raise PromptError("The prompt is empty; pass some text.")
         if options.apply_chat_template and tokenizer.chat_template:
             return prepare([{"role": "user", "content": prompt}], options, tokenizer, context_length, trim)
-        return _fit(prompt, tokenizer.count(prompt), options, context_length, text=prompt)
+        return _fit(prompt, tokenizer.encode(prompt), options, context_length, text=prompt)
     if isinstance(prompt, (list, tuple, np.ndarray)) and len(prompt) and not isinstance(prompt[0], dict):
         ids = np.asarray(prompt)
         if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer) or (ids < 0).any():
@@ -70,7 +81,7 @@ def prepare(prompt, options: GenerationOptions, tokenizer: Tokenizer, context_le
         if vocab and (ids >= vocab).any():  # genai would embed it as zeros and answer nonsense
             raise PromptError(f"Token id {int(ids.max())} is not in the model's vocabulary (ids 0 to {vocab - 1}); "
                               "encode the prompt with this model's tokenizer.")
-        return _fit(ov.Tensor(ids.astype(np.int64).reshape(1, -1)), len(ids), options, context_length)
+        return _fit(ov.Tensor(ids.astype(np.int64).reshape(1, -1)), ids.tolist(), options, context_length)
     messages = check_messages(prompt)
     if not options.apply_chat_template:
         raise PromptError("Chat messages need the chat template; pass a plain string with apply_chat_template=False.")
@@ -78,13 +89,13 @@ def prepare(prompt, options: GenerationOptions, tokenizer: Tokenizer, context_le
     while True:
         tools = plan_tools(messages, options, tokenizer)
         text = tokenizer.apply_chat_template(tools.messages, **({"tools": tools.tools} if tools.tools else {}))
-        count = tokenizer.count(text, add_special_tokens=False)  # as genai feeds a templated chat
+        ids = tokenizer.encode(text, add_special_tokens=False)  # as genai feeds a templated chat
         first = 1 if messages[0]["role"] == "system" else 0
-        fits = not context_length or count + options.max_new_tokens <= context_length
+        fits = not context_length or len(ids) + options.max_new_tokens <= context_length
         if fits or not trim or len(messages) - first <= 1:
             break  # fits, or nothing left to drop: _fit clamps max_new_tokens or refuses
         dropped += _drop_oldest_exchange(messages, first)
-    fitted = _fit(_history(tools.messages, tools.tools), count, options, context_length, text=text, templated=True)
+    fitted = _fit(_history(tools.messages, tools.tools), ids, options, context_length, text=text, templated=True)
     return replace(fitted, messages=messages, dropped_messages=dropped, tool_format=tools.tool_format,
                    tool_grammar=tools.grammar)
 
@@ -100,8 +111,9 @@ def _drop_oldest_exchange(messages: list[dict], first: int) -> int:
     return dropped
 
 
-def _fit(inputs, prompt_tokens: int, options: GenerationOptions, context_length: int | None,
+def _fit(inputs, ids: list[int], options: GenerationOptions, context_length: int | None,
          text: str | None = None, templated: bool = False) -> PreparedPrompt:
+    prompt_tokens = len(ids)
     if context_length:
         room = context_length - prompt_tokens
         if room < 1:
@@ -110,7 +122,7 @@ def _fit(inputs, prompt_tokens: int, options: GenerationOptions, context_length:
                 "shorten it (or start a new chat)."
             )
         options = replace(options, max_new_tokens=min(options.max_new_tokens, room))
-    return PreparedPrompt(inputs, options, prompt_tokens, text, templated)
+    return PreparedPrompt(inputs, options, tuple(ids), text, templated)
 
 
 def _history(messages: list[dict], tools: list[dict] | None) -> ov_genai.ChatHistory:

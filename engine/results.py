@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from .tool_calls import ToolCall
 
@@ -66,3 +66,7 @@ class GenerationResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def with_calls(self, text: str, tool_calls: tuple[ToolCall, ...], finish_reason: str) -> "GenerationResult":
+        """This result once its answer was read into what it said (`text`) and the calls it made."""
+        return replace(self, text=text, tool_calls=tool_calls, finish_reason=finish_reason)

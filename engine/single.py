@@ -7,30 +7,25 @@ ChatHistory, so the pipeline reuses the KV cache of the history it has already s
 
 Faults: a generate() that raises fails its own request. Anything else that fails in the worker
 stops it: the request in hand and every queued one end with an EngineError saying what failed,
-`failure` says it too (Engine.stopped), and later submits raise at once. `close()` stops the
-generation in hand at its next token and ends it and the queued ones as cancelled.
+`failure` says it too (Engine.stopped), and later submits raise at once (runner.py: the
+lifecycle both runners share). `close()` stops the generation in hand at its next token and
+ends it and the queued ones as cancelled.
 """
 
 from __future__ import annotations
 
-import logging
 import queue
-import threading
 import warnings
 
 import openvino_genai as ov_genai
 
-from .batch import CLOSED
-from .errors import EngineError, EngineStoppedError, reason
-from .prompt import PreparedPrompt
+from .errors import EngineError
 from .results import GenerationResult, Metrics
-from .stream import Feed, TextStream
+from .runner import Runner, end_alone, generation_failed
+from .stream import Feed
 from .text_streamer import SafeTextStreamer
-from .tool_use import with_tool_calls
 
-log = logging.getLogger("ovchat.engine")
 _FINISH = {ov_genai.GenerationFinishReason.LENGTH: "length"}  # STOP: EOS, a stop token or a stop string
-_CLOSE_WAIT_S = 10
 
 
 class _Streamer(ov_genai.StreamerBase):
@@ -75,29 +70,22 @@ class _Streamer(ov_genai.StreamerBase):
         return ov_genai.StreamingStatus.RUNNING
 
 
-class SingleRunner:
+class SingleRunner(Runner):
     mode = "single"
 
     def __init__(self, pipeline: ov_genai.LLMPipeline, text_streamer=SafeTextStreamer):
-        self.pipeline = pipeline
         self._text_streamer = text_streamer
         self._tokenizer = pipeline.get_tokenizer()
         self._requests: queue.Queue = queue.Queue()
         self._busy = False
         self._chat_mode: bool | None = None  # was the last call a ChatHistory? (see _enter_mode)
-        self._lock = threading.Lock()        # a submit against close() and the worker's last drain
-        self._refusing: str | None = None    # why submits are refused, once closed or failed
-        self.failure: str | None = None      # why the worker stopped, if it failed
-        self._thread = threading.Thread(target=self._serve, name="ovchat-single", daemon=True)
-        self._thread.start()
+        super().__init__(pipeline, "ovchat-worker")
 
-    def submit(self, prepared: PreparedPrompt, config: ov_genai.GenerationConfig, events=None) -> TextStream:
-        stream = TextStream(prepared.input_tokens, prepared.dropped_messages, events=events)
-        with self._lock:
-            if self._refusing is not None:
-                raise EngineStoppedError(self._refusing)
-            self._requests.put((prepared, config, Feed(stream)))
-        return stream
+    def submit(self, inputs, input_tokens: int, config: ov_genai.GenerationConfig, feed: Feed,
+               dropped_messages: int = 0) -> None:
+        """Queue `inputs` (a str, a ChatHistory or a tensor of token ids; `input_tokens` of them);
+        its events go to `feed`."""
+        self._queue(feed, lambda: self._requests.put((inputs, input_tokens, dropped_messages, config, feed)))
 
     def generation_config(self) -> ov_genai.GenerationConfig:
         """A fresh copy of the model's own generation config (its stop token ids included)."""
@@ -112,72 +100,60 @@ class SingleRunner:
     def kv_cache_usage(self) -> float | None:
         return None  # the stateful pipeline does not report it
 
-    def close(self) -> None:
-        """Stop the generation in hand at its next token; it and the queued requests end as cancelled."""
-        with self._lock:
-            if self._refusing is None:
-                self._refusing = CLOSED
-                self._requests.put(None)
-        if threading.current_thread() is not self._thread:
-            self._thread.join(_CLOSE_WAIT_S)
+    def _wake(self) -> None:
+        self._requests.put(None)  # the generation in hand stops at its next token (the streamer asks)
 
     # ---- the worker thread ---------------------------------------------------------------------
 
     def _serve(self) -> None:
-        item = None
-        try:
-            while (item := self._requests.get()) is not None:
-                self._busy = True
-                if self._refusing is not None:  # closed: what is still queued ends as cancelled
-                    item[2].end(None)
-                else:
-                    self._run(*item)
-                self._busy = False
-                item = None  # not kept alive while the worker waits for the next one
-        except Exception as error:  # not generate(): a bug, the streamer, the metrics. Nobody waits forever
-            log.exception("ovchat: the engine's worker failed")
-            self._fail(error, item)
+        self._in_hand = None
+        while (item := self._requests.get()) is not None:
+            self._busy, self._in_hand = True, item
+            if self.closing:  # closed: what is still queued ends as cancelled
+                item[-1].end(None)
+            else:
+                self._run(*item)
+            self._busy, self._in_hand = False, None  # not kept alive while the worker waits for the next one
 
-    def _fail(self, error: Exception, in_hand) -> None:
-        failure = (f"The engine's worker failed ({type(error).__name__}: {reason(error)}); every "
-                   "request in flight was ended. Reload the engine.")
-        with self._lock:  # no submit gets into the queue after this
-            self._refusing = failure
-        failed = EngineStoppedError(failure)
-        pending = [in_hand]
+    def _end_all(self, error: EngineError | None) -> None:
+        pending = [self._in_hand]
         while not self._requests.empty():
             pending.append(self._requests.get_nowait())
         for item in pending:
-            if item is not None:
-                item[2].end(error=failed)
-        self._busy = False
-        self.failure = failure  # last: an engine process exits when it sees it (process.py)
+            if item is None:
+                continue
+            if error is None:
+                item[-1].end(None)  # closed: cancelled
+            else:
+                end_alone(item[-1], error)
+        self._busy, self._in_hand = False, None
 
-    def _run(self, prepared: PreparedPrompt, config: ov_genai.GenerationConfig, feed: Feed) -> None:
+    def _run(self, inputs, input_tokens: int, dropped_messages: int, config: ov_genai.GenerationConfig,
+             feed: Feed) -> None:
         if feed.cancelled:
             return feed.end(None)
-        streamer = _Streamer(self._tokenizer, feed, lambda: self._refusing is not None, self._text_streamer)
+        streamer = _Streamer(self._tokenizer, feed, lambda: self.closing, self._text_streamer)
         # genai returns a bare str for a str input; a one-item batch returns results with perf metrics.
-        inputs = [prepared.inputs] if isinstance(prepared.inputs, str) else prepared.inputs
+        inputs = [inputs] if isinstance(inputs, str) else inputs
         try:
             self._enter_mode(isinstance(inputs, ov_genai.ChatHistory))
             results = self.pipeline.generate(inputs, config, streamer)
         except Exception as error:  # the plugin's own message, made one line and actionable
-            return _end_alone(feed, _generation_failed(error))
+            return end_alone(feed, generation_failed(error))
         finally:
             streamer.release()
         if streamer.error is not None:  # this request's text could not be made or delivered: it fails alone
-            return _end_alone(feed, _generation_failed(streamer.error))
+            return end_alone(feed, generation_failed(streamer.error))
         reasons = getattr(results, "finish_reasons", None) or [None]
-        cancelled = feed.cancelled or self._refusing is not None
-        feed.end(with_tool_calls(GenerationResult(
+        cancelled = feed.cancelled or self.closing
+        feed.end(GenerationResult(
             text="".join(streamer.pieces),
-            input_tokens=prepared.input_tokens,
+            input_tokens=input_tokens,
             output_tokens=streamer.tokens,
             finish_reason="cancelled" if cancelled else _FINISH.get(reasons[0], "stop"),
             metrics=Metrics.from_perf(results.perf_metrics),
-            dropped_messages=prepared.dropped_messages,
-        ), prepared.tool_format, prepared.options.tools))
+            dropped_messages=dropped_messages,
+        ))
 
     def _enter_mode(self, chat: bool) -> None:
         # With a ChatHistory the stateful pipeline keeps the conversation's KV cache between
@@ -188,15 +164,3 @@ class SingleRunner:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 self.pipeline.finish_chat()
         self._chat_mode = chat
-
-
-def _end_alone(feed: Feed, error: EngineError) -> None:
-    try:
-        feed.end(error=error)
-    except Exception as sink_error:  # the caller's event sink failed too: nothing more to tell it
-        log.warning("ovchat: could not end a stream: %s", f"{type(sink_error).__name__}: {sink_error}")
-
-
-def _generation_failed(error: Exception) -> EngineError:
-    return EngineError(f"Generation failed in OpenVINO: {reason(error)}. "
-                       "Try a shorter prompt or fewer new tokens, or reload the model.")

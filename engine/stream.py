@@ -1,15 +1,20 @@
-"""One request's stream of text: the only channel between a caller and the thread that generates.
+"""One request between the thread that generates and whoever consumes it.
 
-A runner (single.py, batch.py) owns the pipeline on its own thread and feeds each request's
-`TextStream` through `Feed`: text pieces with the running token count (and, with
-GenerationOptions(logprobs=True), the GeneratedToken records that piece completes), then one end
-event with the request's own GenerationResult (or an error). The caller iterates text pieces, or
-`tokens()` for the records, as mlx-lm's stream_generate yields them; `result` holds the
-request's result once it has ended. `close()` (or leaving a `with` block, Ctrl-C included, or
-dropping the stream) cancels: the runner stops that request at its next token and frees what it
-held, and the result says "cancelled" with the text and token count the caller received. The
-caller never holds the pipeline, so no abandoned or interrupted stream blocks other callers or
-lets two generations into one pipeline.
+- `Handle`: the consumer's grip on a request: `cancel()` stops it at its next token, and the
+  runner frees what it held. Any thread may cancel; a cancel before the request started means
+  it never runs.
+- `Feed`: the runner's side (single.py, batch.py). The runner puts the answer's text and token
+  count; the Feed turns them into typed events (events.py) for one sink, reading tool calls out
+  of the text as it streams, once, so the streamed deltas and the final result's `tool_calls`
+  come from the same parse.
+- `TextStream`: the Python caller's side, an iterator of text pieces (or `tokens()`), as
+  mlx-lm's stream_generate yields them; `result` once it has ended. `close()` (or leaving a
+  `with` block, Ctrl-C included, or dropping the stream) cancels, and the result says
+  "cancelled" with the text and token count the caller received. The caller never holds the
+  pipeline, so no abandoned or interrupted stream blocks other callers.
+
+A sink is any object with `put(event)` and `flush()`: the stream's own queue, the server's
+event-loop hand-off, the engine process's pipe.
 """
 
 from __future__ import annotations
@@ -17,52 +22,96 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from .errors import EngineError
+from .events import Accepted, End, Failed, Text, is_last
 from .results import GeneratedToken, GenerationResult, Metrics
+from .tool_parsers import IncrementalToolParser, TextDelta, parser_for
 
 _POLL_S = 0.1  # waits wake this often, so Ctrl-C reaches a caller blocked on the next piece
 
 
-@dataclass(frozen=True)
-class StreamEnd:
-    """A stream's last event: its result (None when it was cancelled, by its caller or by the
-    engine closing) or the error it failed with."""
-    result: GenerationResult | None
-    error: BaseException | None
+class Handle:
+    """Cancel one request from any thread; `on_cancel` (set by whoever runs it) is told at once."""
 
-
-class Feed:
-    """The runner's side of a stream: put pieces, then end it once (later calls are ignored).
-    It holds the stream's queue and cancel flag, not the stream, so a stream its caller drops
-    is collected, and its cancel flag set, while the runner still works on it."""
-
-    def __init__(self, stream: "TextStream"):
-        self._events = stream._events
-        self._cancel = stream._cancel
-        self._ended = False
+    def __init__(self):
+        self._cancel = threading.Event()
+        self.on_cancel: Callable[[], None] | None = None
 
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
+    def cancel(self) -> None:
+        self._cancel.set()
+        if (on_cancel := self.on_cancel) is not None:
+            on_cancel()
+
+
+class Feed:
+    """The runner's side of one request: put pieces, then end it once (later calls are ignored).
+    It holds the sink and the handle, never the TextStream, so a stream its caller drops is
+    collected (and cancels) while the runner still works on it."""
+
+    def __init__(self, sink, handle: Handle, accepted: Accepted, offered: tuple[str, ...] = ()):
+        self._sink, self._handle, self._accepted = sink, handle, accepted
+        tool_format = accepted.tool_format
+        self._reader = IncrementalToolParser(parser_for(tool_format, offered)) if tool_format else None
+        self._ended = False
+
+    @property
+    def cancelled(self) -> bool:
+        return self._handle.cancelled
+
+    def accept(self) -> None:
+        """The runner took the request (its first event; see Runner._queue): said at once, not
+        at the next step's flush, as the request may wait for a place in the batch."""
+        self._sink.put(self._accepted)
+        self._sink.flush()
+
     def piece(self, text: str, output_tokens: int, tokens: tuple[GeneratedToken, ...] = ()) -> None:
-        """Text (may be empty when only `tokens` are new: a token whose text is held back)."""
-        if text or tokens:
-            self._events.put((text, output_tokens, tokens))
+        """New text of the answer (may be empty when only `tokens` are new: a token whose text is
+        held back) with the count of tokens generated so far."""
+        if self._reader is None:
+            if text or tokens:
+                self._sink.put(Text(text, output_tokens, tokens))
+        elif text or tokens:
+            self._put_deltas(self._reader.feed(text) if text else [], output_tokens, tokens)
 
     def flush(self) -> None:
-        """The runner has put all it has for now (a batching step's tokens): an event sink that
-        gathers pieces (process.py, the server) hands them on here, once per step."""
-        flush = getattr(self._events, "flush", None)
-        if flush is not None:
-            flush()
+        """The runner has put all it has for now (a batching step's tokens)."""
+        self._sink.flush()
 
     def end(self, result: GenerationResult | None = None, error: BaseException | None = None) -> None:
-        if not self._ended:
-            self._ended = True
-            self._events.put(StreamEnd(result, error))
+        if self._ended:
+            return
+        self._ended = True
+        if error is not None:
+            self._sink.put(Failed(error))
+            return
+        if result is not None and self._reader is not None and result.finish_reason != "cancelled":
+            deltas, answer = self._reader.finish()
+            self._put_deltas(deltas, result.output_tokens, ())
+            if answer.tool_calls:
+                reason = "tool_calls" if result.finish_reason == "stop" else result.finish_reason
+                result = result.with_calls(answer.content, answer.tool_calls, reason)
+        self._sink.put(End(result))
+
+    def _put_deltas(self, deltas: list, output_tokens: int, tokens: tuple) -> None:
+        text = "".join(d.text for d in deltas if isinstance(d, TextDelta))
+        if text or tokens:
+            self._sink.put(Text(text, output_tokens, tokens))
+        for delta in deltas:
+            if not isinstance(delta, TextDelta):
+                self._sink.put(delta)
+
+
+class _Queue(queue.SimpleQueue):
+    """A TextStream's own sink: every event is for one reader, who wakes per event."""
+
+    def flush(self) -> None:
+        pass
 
 
 class TextStream:
@@ -74,26 +123,37 @@ class TextStream:
         print(stream.result.finish_reason, stream.result.output_tokens)
     """
 
-    def __init__(self, input_tokens: int, dropped_messages: int = 0, on_cancel: Callable[[], None] | None = None,
-                 events=None):
-        # `events`: where the runner's events go instead of this stream's own queue, for a caller
-        # that forwards them elsewhere (process.py sends them to another process, the server to
-        # its event loop): an object with put(event) and optionally flush(); it gets
-        # (text, output_tokens, tokens) pieces, then one StreamEnd. Such a stream is not iterated, only closed.
-        self._events = queue.Queue() if events is None else events
-        self._cancel = threading.Event()
-        self._on_cancel = on_cancel
+    def __init__(self, handle: Handle | None = None):
+        self.handle = handle or Handle()
+        self.sink = _Queue()
         self._pieces: list[str] = []
         self._tokens = 0
-        self._input_tokens = input_tokens
-        self._dropped = dropped_messages
+        self._accepted = Accepted(0)
         self._started = time.perf_counter()
         self._first_piece_at: float | None = None
         self._on_result: list[Callable[[GenerationResult], None]] = []
+        self.tool_calls: list = []  # the calls' deltas as they stream (ToolCallDelta), when tools were offered
         self.result: GenerationResult | None = None
-        # Tools offered: the format of the calls in the text (tool_parsers/), for a caller that
-        # reads them as they stream (IncrementalToolParser); the result carries them parsed.
-        self.tool_format: str | None = None
+
+    def wait_accepted(self, timeout_s: float | None = None) -> "TextStream":
+        """Wait for the engine to take the request; raise what refused it (PromptError,
+        OptionsError, EngineStoppedError...), or EngineError after `timeout_s`, cancelling it."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                event = self.sink.get(timeout=_POLL_S)
+                break
+            except queue.Empty:
+                if deadline is not None and time.monotonic() > deadline:
+                    self.handle.cancel()  # it may still start: it must not run for nobody
+                    self.result = self._measured("error")
+                    raise EngineError(f"The engine did not take the request within {timeout_s:g} s; "
+                                      "it may be overloaded. Retry, or restart it.") from None
+        if isinstance(event, Failed):
+            self.result = self._measured("error")
+            raise event.error
+        self._accepted = event
+        return self
 
     @property
     def text(self) -> str:
@@ -103,27 +163,21 @@ class TextStream:
     @property
     def input_tokens(self) -> int:
         """Prompt tokens as the model is fed them."""
-        return self._input_tokens
+        return self._accepted.input_tokens
 
     @property
     def dropped_messages(self) -> int:
         """Oldest chat messages left out to fit the context."""
-        return self._dropped
+        return self._accepted.dropped_messages
+
+    @property
+    def tool_format(self) -> str | None:
+        """Tools offered: the format the model writes their calls in."""
+        return self._accepted.tool_format
 
     @property
     def done(self) -> bool:
         return self.result is not None
-
-    # The runner's side (batch.py, single.py, process.py), besides the Feed it writes to:
-
-    def accepted(self, input_tokens: int, dropped_messages: int, tool_format: str | None) -> None:
-        """The runner took the request and says how its prompt was fed (EngineProcess learns
-        these from its child only once the child has prepared the prompt)."""
-        self._input_tokens, self._dropped, self.tool_format = input_tokens, dropped_messages, tool_format
-
-    def never_started(self) -> None:
-        """The runner refused the request: closing or dropping the stream has nothing to cancel."""
-        self._on_cancel = None
 
     def add_done_callback(self, callback: Callable[[GenerationResult], None]) -> None:
         """Call `callback(result)` once the stream has ended (on the caller's thread)."""
@@ -134,41 +188,40 @@ class TextStream:
 
     def __next__(self) -> str:
         while True:
-            piece, _ = self._next_piece()
-            if piece:
-                return piece
+            event = self._next_text()
+            if event.text:
+                return event.text
 
     def tokens(self) -> Iterator[GeneratedToken]:
         """The generated tokens one by one (id, text, logprob), instead of text pieces; needs
         GenerationOptions(logprobs=True). The stream's text and result fill as with iteration."""
         while True:
             try:
-                _, tokens = self._next_piece()
+                event = self._next_text()
             except StopIteration:
                 return
-            yield from tokens
+            yield from event.tokens
 
-    def _next_piece(self) -> tuple[str, tuple]:
-        if self.result is not None:
-            raise StopIteration
-        event = self._next_event()
-        if isinstance(event, StreamEnd):
-            self._finish(event)
-            raise StopIteration
-        piece, self._tokens, tokens = event
-        if self._first_piece_at is None:
-            self._first_piece_at = time.perf_counter()
-        self._pieces.append(piece)
-        return piece, tokens
+    def _next_text(self) -> Text:
+        while self.result is None:
+            event = self._next_event()
+            if is_last(event):
+                self._finish(event)
+                break
+            if isinstance(event, Text):
+                self._tokens = event.output_tokens
+                self._first_piece_at = self._first_piece_at or time.perf_counter()
+                self._pieces.append(event.text)
+                return event
+            self.tool_calls.append(event)
+        raise StopIteration
 
     def close(self) -> None:
         """Stop generating. Unless the stream had already ended, the result is "cancelled" and
         holds what the caller received: its text and token count. Never waits for the runner."""
         if self.result is not None:
             return
-        self._cancel.set()
-        if self._on_cancel:
-            self._on_cancel()
+        self.handle.cancel()
         self._set_result(self._measured("cancelled"))
 
     def __enter__(self) -> "TextStream":
@@ -179,25 +232,23 @@ class TextStream:
 
     def __del__(self):
         if self.result is None:
-            self._cancel.set()  # abandoned: let the runner drop it at its next token
-            if self._on_cancel:
-                self._on_cancel()
+            self.handle.cancel()  # abandoned: the runner drops it at its next token
 
     def _next_event(self):
         while True:
             try:
-                return self._events.get(timeout=_POLL_S)
+                return self.sink.get(timeout=_POLL_S)
             except queue.Empty:
                 continue
 
-    def _finish(self, end: StreamEnd) -> None:
+    def _finish(self, last) -> None:
         if self.result is not None:  # close()d from another thread while this one waited: keep "cancelled"
             return
-        if end.error is not None:
+        if isinstance(last, Failed):
             self._set_result(self._measured("error"))
-            raise end.error
+            raise last.error
         # No result: the runner dropped the request (the engine closed) before this caller closed it.
-        self._set_result(end.result if end.result is not None else self._measured("cancelled"))
+        self._set_result(last.result if last.result is not None else self._measured("cancelled"))
 
     def _set_result(self, result: GenerationResult) -> None:
         self.result = result
@@ -206,5 +257,5 @@ class TextStream:
 
     def _measured(self, reason: str) -> GenerationResult:
         metrics = Metrics.timed(self._started, self._first_piece_at, self._tokens)
-        return GenerationResult(text=self.text, input_tokens=self._input_tokens, output_tokens=self._tokens,
-                                finish_reason=reason, metrics=metrics, dropped_messages=self._dropped)
+        return GenerationResult(text=self.text, input_tokens=self.input_tokens, output_tokens=self._tokens,
+                                finish_reason=reason, metrics=metrics, dropped_messages=self.dropped_messages)

@@ -7,7 +7,9 @@ later step; in single mode it surfaces as a C++ error from deep inside generate.
 compiles each new constraint first, on a stand-in pipeline: the model's own tokenizer (so the
 check is the real compile, token masks included) and a model that only returns zero logits (so
 it costs no weights and no inference). A constraint that compiles is remembered (and not checked
-again).
+again). Different constraints compile at once on different threads (each thread has its own
+stand-in: a pipeline is entered from one thread at a time); requests that need the same new
+constraint wait for its one compile.
 
 Memory: every distinct constraint compiled in a process keeps ~1.2 MB that nothing frees
 (measured on the default model's 49k-token vocabulary: +1.18 MB per new JSON schema, linear over
@@ -44,8 +46,9 @@ class StructureChecker:
 
     def __init__(self, tokenizer: ov_genai.Tokenizer, max_constraints: int = MAX_CONSTRAINTS, max_bytes: int = MAX_BYTES):
         self._tokenizer = tokenizer
-        self._pipeline: ov_genai.LLMPipeline | None = None  # built on first use (~0.2 s)
+        self._stand_ins = threading.local()                 # a pipeline per thread, built on first use (~0.2 s)
         self._compiled: dict[tuple[str, str], float] = {}   # constraint -> its compile check, ms
+        self._compiling: dict[tuple[str, str], threading.Event] = {}
         self.max_constraints, self.max_bytes = max_constraints, max_bytes
         self._bytes = 0
         self._lock = threading.Lock()
@@ -55,24 +58,42 @@ class StructureChecker:
         time in ms (0 when there is none or it was checked before)."""
         return self.check_structure(options.structure)
 
+    def known(self, structure: tuple[str, str] | None) -> bool:
+        """True when `structure` needs no compile (none, or compiled before)."""
+        return structure is None or structure in self._compiled
+
     def check_structure(self, structure: tuple[str, str] | None) -> float:
         """As `check`, for a (kind, text) constraint: kind a StructuredOutputConfig field."""
-        if structure is None:
+        while not self.known(structure):
+            with self._lock:
+                if structure in self._compiled:
+                    return 0.0
+                if (underway := self._compiling.get(structure)) is None:
+                    self._admit(structure)
+                    underway = self._compiling[structure] = threading.Event()
+                    break
+            underway.wait()  # another thread compiles it: its outcome is ours (a failure, compiled again)
+        else:
             return 0.0
-        with self._lock:
-            if structure in self._compiled:
-                return 0.0
-            size = len(str(structure[1]).encode())
-            if len(self._compiled) >= self.max_constraints or self._bytes + size > self.max_bytes:
-                raise OptionsError(
-                    f"This engine has compiled {len(self._compiled)} distinct structured-output constraints "
-                    f"({self._bytes} bytes of them), its bound: each one holds memory that cannot be freed. "
-                    "Reuse one of those schemas, or restart the engine.")
+        try:
             start = time.perf_counter()
             self._compile(*structure)
-            self._compiled[structure] = elapsed = (time.perf_counter() - start) * 1000
-            self._bytes += size
+            elapsed = (time.perf_counter() - start) * 1000
+            with self._lock:
+                self._compiled[structure] = elapsed
+                self._bytes += len(str(structure[1]).encode())
             return elapsed
+        finally:
+            with self._lock:
+                self._compiling.pop(structure).set()
+
+    def _admit(self, structure: tuple[str, str]) -> None:
+        size = len(str(structure[1]).encode())
+        if len(self._compiled) + len(self._compiling) >= self.max_constraints or self._bytes + size > self.max_bytes:
+            raise OptionsError(
+                f"This engine has compiled {len(self._compiled)} distinct structured-output constraints "
+                f"({self._bytes} bytes of them), its bound: each one holds memory that cannot be freed. "
+                "Reuse one of those schemas, or restart the engine.")
 
     @property
     def cached(self) -> tuple[int, int]:
@@ -90,11 +111,13 @@ class StructureChecker:
                                f"Fix the {_WHAT[kind]} and try again.") from None
 
     def _stand_in(self) -> ov_genai.LLMPipeline:
-        if self._pipeline is None:
+        pipeline = getattr(self._stand_ins, "pipeline", None)
+        if pipeline is None:
             vocab = len(self._tokenizer.get_vocab())  # get_vocab_vector() fails on byte-level vocabularies
             xml, weights = _zero_logits_model(vocab)
-            self._pipeline = ov_genai.LLMPipeline(xml, weights, self._tokenizer, "CPU", None, ATTENTION_BACKEND="SDPA")
-        return self._pipeline
+            pipeline = ov_genai.LLMPipeline(xml, weights, self._tokenizer, "CPU", None, ATTENTION_BACKEND="SDPA")
+            self._stand_ins.pipeline = pipeline
+        return pipeline
 
 
 def _zero_logits_model(vocab_size: int) -> tuple[str, ov.Tensor]:

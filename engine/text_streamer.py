@@ -6,7 +6,8 @@ sequence; Python cannot turn that chunk into a str, so the write raises UnicodeD
 1,500 tokens failed that way). Decoding a whole sequence never fails: the exported detokenizer
 replaces invalid bytes. So the native streamer does the work (it is cheap), and from the first
 broken chunk on, this request's text is made here: its new tokens decoded after a few tokens of
-context, passed on once they end in a whole character.
+context, passed on once they end in a whole character. `texts_after` is that windowed decode
+for anyone (the batching runner's per-token texts use it too).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import functools
 
 import openvino_genai as ov_genai
 
-_CONTEXT_TOKENS = 4   # tokens decoded before the new ones: a word's leading space, a character's first bytes
+CONTEXT_TOKENS = 4    # tokens decoded before the new ones: a word's leading space, a character's first bytes
 _MAX_HELD_TOKENS = 8  # an unfinished character is waited for this long, then passed on as U+FFFD
 
 
@@ -55,16 +56,35 @@ class SafeTextStreamer:
             whole = self._tokenizer.decode(self._ids)
             head = whole[:self._sent[0]]
         else:
-            start = max(0, self._done - _CONTEXT_TOKENS)
-            head = self._tokenizer.decode(self._ids[start:self._done]) if self._done > start else ""
-            whole = self._tokenizer.decode(self._ids[start:])
+            start = max(0, self._done - CONTEXT_TOKENS)
+            (head, whole), = _decoded_pairs(self._tokenizer, [(self._ids[start:self._done], self._ids[self._done:])])
         if whole.endswith("\ufffd") and not final and len(self._ids) - self._done < _MAX_HELD_TOKENS:
             return ov_genai.StreamingStatus.RUNNING  # the rest of a character may come with the next token
         self._done, self._resync = len(self._ids), False
-        text = whole[len(head):] if whole.startswith(head) else whole
+        text = _added(head, whole)
         return self._callback(text) if text else ov_genai.StreamingStatus.RUNNING
 
 
 def _counted(sent: list, callback, text: str) -> ov_genai.StreamingStatus:
     sent[0] += len(text)
     return callback(text)
+
+
+def texts_after(tokenizer: ov_genai.Tokenizer, pairs: list[tuple[list[int], list[int]]]) -> list[str]:
+    """For each (context, new) pair of token ids, the text `new` adds after `context` (a few
+    tokens: decoded alone, a SentencePiece token loses its leading space, and part of a
+    character decodes to U+FFFD, which then belongs to the token that completes it)."""
+    return [_added(head.rstrip("\ufffd"), whole.rstrip("\ufffd")) for head, whole in _decoded_pairs(tokenizer, pairs)]
+
+
+def _decoded_pairs(tokenizer: ov_genai.Tokenizer, pairs: list) -> list[tuple[str, str]]:
+    """(decoded context, decoded context + new) per pair, in one decode call."""
+    sequences = []
+    for context, new in pairs:
+        sequences += [list(context), list(context) + list(new)] if context else [list(new)]
+    decoded = iter(tokenizer.decode(sequences))
+    return [(next(decoded) if context else "", next(decoded)) for context, _ in pairs]
+
+
+def _added(head: str, whole: str) -> str:
+    return whole[len(head):] if whole.startswith(head) else whole

@@ -9,18 +9,18 @@ expects them. A template that knows none (SmolLM2's, the default model's) gets o
 turns in that format, and tool results sent as user turns inside `<tool_response>` tags (what
 Qwen2.5's template does), so strict user/assistant templates accept them.
 
-The answer: the format's parser (tool_parsers/) splits it into text and calls; the result then
-carries `tool_calls`, its `text` what was said outside them, and finish_reason "tool_calls".
+The answer: the format's parser (tool_parsers/) splits it into text and calls as it streams
+(stream.Feed, once per request); the result then carries `tool_calls`, its `text` what was said
+outside them, and finish_reason "tool_calls".
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .options import GenerationOptions
-from .results import GenerationResult
 from .tool_calls import ToolCall
 from .tool_grammar import tool_grammar
 from .tool_parsers import format_for_template, parser_for
@@ -103,13 +103,3 @@ def _merge_tool_responses(rendered: list[dict], original: list[dict]) -> list[di
             merged.append((message, source["role"] == "tool"))
     return [m for m, _ in merged]
 
-
-def with_tool_calls(result: GenerationResult, tool_format: str | None, tools: tuple = ()) -> GenerationResult:
-    """`result` with the calls its text holds, when `tools` were offered in `tool_format`."""
-    if tool_format is None or result.finish_reason == "cancelled":
-        return result
-    answer = parser_for(tool_format, tuple(t.name for t in tools)).parse(result.text)
-    if not answer.tool_calls:
-        return result
-    reason = "tool_calls" if result.finish_reason == "stop" else result.finish_reason
-    return replace(result, text=answer.content, tool_calls=answer.tool_calls, finish_reason=reason)

@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..engine.tool_parsers import IncrementalToolParser, TextDelta, parser_for
+from ..engine.events import End, Text, ToolCallDelta
 from . import protocol, responses
 from .drain import DrainBody
 from .guard import Door, DoorPolicy
@@ -227,9 +227,7 @@ async def _respond(serving: Serving, parsed: responses.ResponsesRequest) -> Resp
     builder = responses.ResponseBuilder(serving.model_name, parsed)
     run = await serving.open(chat.messages, chat.sampling, True)
     if chat.sampling.stream:
-        tool_format = run.streams[0].tool_format  # tools offered: calls are read from the answer as it streams
-        reader = IncrementalToolParser(parser_for(tool_format, run.offered)) if tool_format else None
-        return _EventStream(responses.stream(builder, run, reader), run)
+        return _EventStream(responses.stream(builder, run), run)
     try:
         choice = (await run.collect())[0]
     finally:
@@ -239,55 +237,44 @@ async def _respond(serving: Serving, parsed: responses.ResponsesRequest) -> Resp
 
 
 async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):
-    """SSE as the OpenAI client reads it: each choice's role delta (chat), text deltas, each
-    choice's end with its finish_reason, the usage (its own chunk with include_usage, else on
-    the last end), then [DONE]. A generation that fails mid-stream ends with an error event."""
+    """SSE as the OpenAI client reads it: each choice's role delta (chat), text and tool-call
+    deltas, each choice's end with its finish_reason, the usage (its own chunk with
+    include_usage, else on the last end), then [DONE]. A generation that fails mid-stream ends
+    with an error event. Logprob tokens ride on the first chunk after them."""
     prompt_tokens = completion_tokens = ended = 0
-    readers = {index: IncrementalToolParser(parser_for(stream.tool_format, run.offered))
-               for index, stream in enumerate(run.streams) if chat and stream.tool_format}
     tokens = [()] * run.n       # each choice's logprob tokens not sent yet (they precede their text)
     offsets = [0] * run.n       # characters of the tokens sent per choice: the completions' text_offset
     try:
         if chat:
             for index in range(run.n):
                 yield reply.chunk(index, role=True)
-        async for index, kind, payload in run.events():
-            if kind == "tokens":
-                tokens[index] += payload
-                continue
-            if kind == "piece":
-                deltas = readers[index].feed(payload) if index in readers else [TextDelta(payload)]
+        async for index, event in run.events():
+            if isinstance(event, Text):
+                tokens[index] += event.tokens
+                if not event.text:
+                    continue
+                chunk = reply.chunk(index, text=event.text, tokens=tokens[index], text_offset=offsets[index])
+            elif isinstance(event, ToolCallDelta):
+                chunk = reply.chunk(index, tool_calls=[event], tokens=tokens[index], text_offset=offsets[index])
+            elif tokens[index]:  # End, after tokens with no text of their own (end of turn)
+                chunk = reply.chunk(index, tokens=tokens[index], text_offset=offsets[index])
             else:
-                deltas = readers[index].finish()[0] if index in readers else []
-            chunks = list(_tool_chunks(reply, index, deltas, tokens[index], offsets[index]))
-            if kind == "end" and not chunks and tokens[index]:  # tokens with no text of their own (end of turn)
-                chunks = [reply.chunk(index, tokens=tokens[index], text_offset=offsets[index])]
-            if chunks:  # the logprob tokens went with the first of them
+                chunk = None
+            if chunk is not None:
                 offsets[index] += sum(len(token.text) for token in tokens[index])
                 tokens[index] = ()
-            for chunk in chunks:
                 yield chunk
-            if kind == "piece":
-                continue
-            prompt_tokens, completion_tokens, ended = payload.input_tokens, completion_tokens + payload.output_tokens, ended + 1
-            last_usage = usage(prompt_tokens, completion_tokens) if ended == run.n and not include_usage else None
-            yield reply.chunk(index, finish_reason=payload.finish_reason, usage=last_usage)
+            if isinstance(event, End):
+                result = event.result
+                prompt_tokens, completion_tokens, ended = (result.input_tokens, completion_tokens + result.output_tokens,
+                                                           ended + 1)
+                last_usage = usage(prompt_tokens, completion_tokens) if ended == run.n and not include_usage else None
+                yield reply.chunk(index, finish_reason=result.finish_reason, usage=last_usage)
         if include_usage:
             yield reply.usage_chunk(usage(prompt_tokens, completion_tokens))
     except APIError as error:
         yield sse(error.body())
     yield SSE_DONE
-
-
-def _tool_chunks(reply: Reply, index: int, deltas: list, tokens: tuple = (), text_offset: int = 0):
-    """Text and tool-call deltas of one choice as SSE chunks: text as content, a call's start
-    (index, id, name) and its argument fragments as tool_calls; the first carries `tokens`' logprobs."""
-    for delta in deltas:
-        if isinstance(delta, TextDelta):
-            yield reply.chunk(index, text=delta.text, tokens=tokens, text_offset=text_offset)
-        else:
-            yield reply.chunk(index, tool_calls=[delta], tokens=tokens, text_offset=text_offset)
-        tokens = ()
 
 
 class _EventStream(StreamingResponse):

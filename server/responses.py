@@ -15,7 +15,7 @@ import json
 import time
 import uuid
 
-from ..engine.tool_parsers import TextDelta
+from ..engine.events import Text, ToolCallDelta
 from . import logprobs
 from .protocol import APIError
 from .responses_request import ResponsesRequest, parse_responses  # noqa: F401  (the route's one import)
@@ -183,39 +183,28 @@ class EventWriter:
                 self.builder.event("response.output_item.done", output_index=index, item=done)]
 
 
-async def stream(builder: ResponseBuilder, run, reader=None):
-    """The events of one run (see the module's docstring). `reader`: when tools are offered, an
-    IncrementalToolParser that splits the raw answer into text and call deltas; else every
-    piece is text."""
+async def stream(builder: ResponseBuilder, run):
+    """The events of one run (see the module's docstring): the engine's Text and ToolCallDelta
+    events as output text and function-call items."""
     writer = EventWriter(builder)
     pending: tuple = ()  # logprob tokens that precede the next text
     for event in writer.start():
         yield event
     try:
-        async for _, kind, payload in run.events():
-            if kind == "tokens":
-                pending += payload
-            elif kind == "piece":
-                events, pending = _deltas(writer, reader.feed(payload) if reader else [payload], pending)
-                for event in events:
-                    yield event
-            else:
-                events, pending = _deltas(writer, reader.finish()[0] if reader else [], pending)
-                events += writer.finish(payload.finish_reason, payload.input_tokens, payload.output_tokens, pending)
-                for event in events:
-                    yield event
+        async for _, event in run.events():
+            if isinstance(event, Text):
+                pending += event.tokens
+                if event.text:
+                    events, pending = writer.text(event.text, pending), ()
+                else:
+                    events = []
+            elif isinstance(event, ToolCallDelta):
+                events = writer.call(event.index, event.id, event.name, event.arguments)
+            else:  # End
+                result = event.result
+                events = writer.finish(result.finish_reason, result.input_tokens, result.output_tokens, pending)
+            for sse_event in events:
+                yield sse_event
     except APIError as error:
         for event in writer.error(error):
             yield event
-
-
-def _deltas(writer: EventWriter, deltas: list, tokens: tuple) -> tuple[list[bytes], tuple]:
-    """The events of these deltas; the logprob tokens go with the first text (else are returned)."""
-    events = []
-    for delta in deltas:
-        if isinstance(delta, (str, TextDelta)):
-            events += writer.text(delta if isinstance(delta, str) else delta.text, tokens)
-            tokens = ()
-        else:  # a CallDelta
-            events += writer.call(delta.index, delta.id, delta.name, delta.arguments)
-    return events, tokens

@@ -4,12 +4,14 @@
   wait for a slot; one more is refused at once with a 429 and Retry-After. A request with n > 1
   takes n slots. The engine (batching mode) is loaded with as many sequences as there are
   slots, so it never queues behind the server's back.
-- A `Run` is one request's n generations. Each choice's events go from the engine's thread
-  straight to the event loop, gathered per batching step (`_ChoiceSink`): no thread per
-  stream, one wake-up of the loop per step, and the loop never blocks on the engine. Closing
-  a Run (the client left, the response ended, or the server is draining) closes its streams:
-  the engine cancels those requests at their next token and frees their KV-cache blocks, and
-  the slots go to the next request at once.
+- A `Run` is one request's n generations, started with `engine.start`, which returns at once:
+  the loop never waits on the engine, and no start waits for another's. Each choice's typed
+  events (engine/events.py: Accepted or Failed first, then Text and ToolCallDelta, then End or
+  Failed) go from the engine's thread straight to the event loop, gathered per batching step
+  (events.Batch): no thread per stream, one wake-up of the loop per step. Closing a Run (the
+  client left, the response ended, or the server is draining) cancels its requests: the engine
+  stops them at their next token and frees their KV-cache blocks, and the slots go to the next
+  request at once.
 - Prompts over the context are refused by the engine before anything runs (PromptError): 400.
 - Bounds: `max_tokens` above the server's ceiling is clamped to it (the answer then ends with
   finish reason "length", as any answer cut by its limit); a request has `timeout_s` from its
@@ -21,15 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 from ..engine import EngineStats, GenerationOptions
 from ..engine.errors import EngineError, EngineStoppedError, OptionsError, PromptError
+from ..engine.events import Accepted, Batch, End, Failed, Text, is_last
 from ..engine.results import GenerationResult, Metrics
-from ..engine.stream import StreamEnd
 from . import logprobs
 from .metrics import ServerMetrics
 from .protocol import Choice, Sampling, bad_request, queue_full, server_error, unavailable
@@ -127,26 +127,17 @@ def _wire_param(param: str | None) -> str | None:
 
 
 class _ChoiceSink:
-    """One choice's events on their way from the engine's thread to the event loop: gathered,
-    then handed over once per batching step (the runner's flush) or at the end, so a step of 16
-    streams costs the loop one wake-up, and no thread per stream."""
+    """One choice's sink (see engine/stream.py): its events, tagged with the choice, into the
+    Run's batch; the batch goes to the event loop at each flush (once per step) or end."""
 
-    def __init__(self, run: "Run", index: int):
-        self._run, self._index = run, index
-        self._pending: list = []
-        self._lock = threading.Lock()
+    def __init__(self, batch: Batch, index: int):
+        self._batch, self._index = batch, index
 
     def put(self, event) -> None:
-        with self._lock:
-            self._pending.append(event)
-        if isinstance(event, StreamEnd):
-            self.flush()
+        self._batch.put((self._index, event), now=is_last(event))
 
     def flush(self) -> None:
-        with self._lock:
-            events, self._pending = self._pending, []
-        if events:
-            self._run._post(self._index, events)
+        self._batch.flush()
 
 
 class Run:
@@ -155,60 +146,65 @@ class Run:
     def __init__(self, serving: "Serving", n: int):
         self._serving = serving
         self.n = n
-        self.streams: list = []
+        self.handles: list = []
+        self.accepted: list[Accepted | None] = [None] * n
         self.results: dict[int, GenerationResult] = {}  # each choice's, once it has ended
         self.started = time.perf_counter()
         self.first_piece_at: float | None = None
-        self._received = [[] for _ in range(n)]  # (text, output tokens) of each choice so far
+        self._received: list[list[Text]] = [[] for _ in range(n)]  # each choice's text so far
         self._first_at: list[float | None] = [None] * n
         self._loop = asyncio.get_running_loop()
+        self._batch = Batch(self._post)
+        self._taken = [self._loop.create_future() for _ in range(n)]  # each choice's first event
         self._events: asyncio.Queue = asyncio.Queue()
         self._closed = False
         self.expired = False  # its deadline passed: choices cut short end with "length"
         self._deadline: asyncio.TimerHandle | None = None
-        self.offered: tuple[str, ...] = ()  # the tools' names: calls of other names are text
 
     @property
     def prompt_tokens(self) -> int:
-        return self.streams[0].input_tokens if self.streams else 0
+        return self.accepted[0].input_tokens if self.accepted[0] else 0
 
     def start(self, engine, prompt, options) -> None:
-        """Submit choice number len(self.streams) (from a worker thread: the engine templates
-        and counts the prompt before it returns)."""
-        self.offered = tuple(t.name for t in options.tools)
-        stream = engine.stream(prompt, options, events=_ChoiceSink(self, len(self.streams)))
-        self.streams.append(stream)
-        if self._closed:  # its client left while it started: close() has cancelled the streams before it
-            stream.close()
+        """Start choice number len(self.handles); returns at once (on the loop)."""
+        index = len(self.handles)
+        self.handles.append(engine.start(prompt, options, _ChoiceSink(self._batch, index)))
 
-    def _post(self, index: int, events: list) -> None:  # any thread
+    async def taken(self) -> None:
+        """Wait until the engine took every choice; raise what refused one (an EngineError)."""
+        for future in self._taken:
+            if isinstance(first := await future, Failed):
+                raise first.error
+
+    def _post(self, items: list) -> None:  # any thread
         try:
-            self._loop.call_soon_threadsafe(self._deliver, index, events)
+            self._loop.call_soon_threadsafe(self._deliver, items)
         except RuntimeError:  # the loop has closed: the server is gone, nobody is listening
             pass
 
-    def _deliver(self, index: int, events: list) -> None:  # on the loop
-        for event in events:
-            if not isinstance(event, StreamEnd):  # (text, output tokens, GeneratedTokens)
+    def _deliver(self, items: list) -> None:  # on the loop
+        for index, event in items:
+            if not self._taken[index].done():  # its first event: Accepted, or what refused it
+                self._taken[index].set_result(event)
+            if isinstance(event, Accepted):
+                self.accepted[index] = event
+                continue
+            if isinstance(event, Text):
                 self._received[index].append(event)
                 self._first_at[index] = self._first_at[index] or time.perf_counter()
-                if event[2]:  # logprobs asked for: the tokens come just before the text they complete
-                    self._events.put_nowait((index, "tokens", event[2]))
-                if event[0]:
-                    self._events.put_nowait((index, "piece", event[0]))
-            elif event.error is not None:
-                self._events.put_nowait((index, "error", event.error))
-            elif index not in self.results:  # (None: cancelled, counted when it was closed)
+            elif isinstance(event, End):
+                if index in self.results:  # cancelled: counted when it was closed
+                    continue
                 result = event.result or self._cancelled(index)
                 if self.expired and result.finish_reason == "cancelled":
                     result = dataclasses.replace(result, finish_reason="length")
                 self.results[index] = result
-                self._events.put_nowait((index, "end", result))
+            self._events.put_nowait((index, event))
 
     def _cancelled(self, index: int) -> GenerationResult:
         received = self._received[index]
-        tokens = received[-1][1] if received else 0
-        return GenerationResult(text="".join(event[0] for event in received), input_tokens=self.prompt_tokens,
+        tokens = received[-1].output_tokens if received else 0
+        return GenerationResult(text="".join(event.text for event in received), input_tokens=self.prompt_tokens,
                                 output_tokens=tokens, finish_reason="length" if self.expired else "cancelled",
                                 metrics=Metrics.timed(self.started, self._first_at[index], tokens))
 
@@ -221,32 +217,35 @@ class Run:
         self.cancel()
 
     async def events(self):
-        """(index, "piece", text) and (index, "end", GenerationResult), until every choice ended;
-        with logprobs, (index, "tokens", GeneratedTokens) before the piece that holds their text."""
+        """(index, event) of every choice, typed (Text, ToolCallDelta, End with its final
+        GenerationResult), until every choice ended; a Failed one raises its APIError."""
         remaining = self.n
         while remaining:
-            index, kind, payload = await self._events.get()
-            if kind == "error":
-                raise _api_error(payload)
-            if kind == "piece" and self.first_piece_at is None:
+            index, event = await self._events.get()
+            if isinstance(event, Failed):
+                raise _api_error(event.error)
+            if isinstance(event, Text) and event.text and self.first_piece_at is None:
                 self.first_piece_at = time.perf_counter()
                 self._serving.metrics.ttft.observe(self.first_piece_at - self.started)
-            remaining -= kind == "end"
-            yield index, kind, payload
+            if isinstance(event, End):
+                remaining -= 1
+                event = End(self.results[index])
+            yield index, event
 
     async def collect(self) -> list[Choice]:
         """Every choice in full (the non-streaming response)."""
         choices = []
-        async for index, kind, result in self.events():
-            if kind == "end":
+        async for index, event in self.events():
+            if isinstance(event, End):
+                result = event.result
                 choices.append(Choice(index, result.text, result.finish_reason, result.output_tokens, result.tool_calls,
                                       result.tokens))
         return sorted(choices, key=lambda c: c.index)
 
     def cancel(self) -> None:
         """Stop generating; the choices still running end with "cancelled" (their events still arrive)."""
-        for stream in self.streams:
-            stream.close()
+        for handle in self.handles:
+            handle.cancel()
 
     def close(self) -> None:
         """Cancel what still runs, give the slots back and count the run. Idempotent; on the loop."""
@@ -256,7 +255,7 @@ class Run:
         if self._deadline is not None:
             self._deadline.cancel()
         self.cancel()
-        for index in range(len(self.streams)):
+        for index in range(len(self.handles)):
             if index not in self.results:
                 self.results[index] = self._cancelled(index)
         self._serving.finished(self)
@@ -279,12 +278,6 @@ class Serving:
         self.decoding_defaults = dict(getattr(engine.info, "generation_defaults", None) or {})
         self.draining = False
         self._runs: set[Run] = set()
-        # Requests start (the engine templates and counts their prompts) on one long-lived thread,
-        # as in the engine process: in arrival order, and not on anyio's pool, whose threads retire
-        # after 10 s idle and come back new (each new thread that calls the engine costs native
-        # memory: bench-results/2026-12-01-soak-quiet/README.md). In-process RSS still grows under
-        # load, as the CPU plugin caches kernels for new batch shapes (bench-results/2026-12-02-soak-plugin-caches/).
-        self._starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ovchat-start")
         metrics.watch(running=lambda: self._stats().running,
                       waiting=lambda: self.slots.waiting + self._stats().waiting,
                       kv_cache=lambda: self._stats().kv_cache_usage or 0.0,
@@ -314,25 +307,27 @@ class Serving:
         try:
             if self.draining:
                 raise unavailable("The server is shutting down.", code="shutting_down")
-            # The engine templates and counts the prompt before it returns: off the event loop.
-            await loop.run_in_executor(self._starter, self._start_all, run, prompt, options, chat)
+            for choice_options in options:
+                run.start(self.engine, prompt, choice_options)
+            if deadline is not None:  # from here on, the deadline ends the answer ("length")
+                run.expire_at(deadline)
+            await self._taken(run, chat)
         except BaseException:
             run.close()
             raise
-        if deadline is not None:
-            run.expire_at(deadline)
         return run
 
-    def _start_all(self, run: Run, prompt, options: list[GenerationOptions], chat: bool) -> None:
+    @staticmethod
+    async def _taken(run: Run, chat: bool) -> None:
+        """Wait until the engine took the run's requests; its refusals as the API's errors."""
         try:
-            for choice_options in options:
-                run.start(self.engine, prompt, choice_options)
+            await run.taken()
         except PromptError as error:
             raise bad_request(str(error), param=error.param or ("messages" if chat else "prompt"),
                               code="invalid_prompt") from None
         except OptionsError as error:
             raise bad_request(str(error), param=_wire_param(error.param)) from None
-        except EngineError as error:  # stopped (restarting), or too busy to answer in time: retry later
+        except EngineError as error:  # stopped (restarting): retry later
             raise unavailable(str(error), code="engine_stopped" if isinstance(error, EngineStoppedError) else
                               "engine_busy", retry_after_s=ENGINE_RETRY_AFTER_S) from None
 
@@ -364,7 +359,6 @@ class Serving:
             raise unavailable("The server is shutting down; retry on another instance.", code="shutting_down")
 
     def close(self) -> None:
-        """Close the engine (its streams end) and the thread that starts requests (a blocking call)."""
+        """Close the engine: its requests end (a blocking call)."""
         self.engine.close()
-        self._starter.shutdown(wait=False, cancel_futures=True)
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ovchat.engine.errors import PromptError
+from ovchat.engine.events import Accepted, Failed
 from ovchat.engine.results import GeneratedToken, GenerationResult, Metrics
-from ovchat.engine.stream import Feed, TextStream
-from ovchat.engine.tool_use import with_tool_calls
+from ovchat.engine.stream import Feed, Handle
 
 
 @contextmanager
@@ -102,17 +102,20 @@ class FakeEngine:
         self.cancelled = 0
         self.seen_options = []
 
-    def stream(self, prompt, options, events=None):
+    def start(self, prompt, options, sink, handle=None):
+        handle = handle or Handle()
         text = prompt if isinstance(prompt, str) else json.dumps(prompt)
         if len(text.split()) > self.context_length:
-            raise PromptError(f"The prompt is {len(text.split())} tokens but the model's context holds "
-                              f"{self.context_length}; shorten it (or start a new chat).")
+            sink.put(Failed(PromptError(f"The prompt is {len(text.split())} tokens but the model's context holds "
+                                        f"{self.context_length}; shorten it (or start a new chat).")))
+            return handle
         self.seen_options.append(options)
-        stream = TextStream(input_tokens=len(text.split()), events=events)
-        if options.offers_tools:  # answers with a call of the first tool offered, in the Hermes format
-            stream.tool_format = "hermes"
-        threading.Thread(target=self._run, args=(Feed(stream), options), daemon=True).start()
-        return stream
+        # With tools: answers with a call of the first tool offered, in the Hermes format.
+        accepted = Accepted(len(text.split()), tool_format="hermes" if options.offers_tools else None)
+        feed = Feed(sink, handle, accepted, tuple(t.name for t in options.tools))
+        feed.accept()
+        threading.Thread(target=self._run, args=(feed, options), daemon=True).start()
+        return handle
 
     def _run(self, feed: Feed, options) -> None:
         self.active += 1
@@ -139,7 +142,7 @@ class FakeEngine:
             result = GenerationResult("".join(pieces[:count]), 3, count, reason,
                                       Metrics(ttft_ms=1.0, tpot_ms=2.0, tokens_per_s=500.0, generate_ms=9.0),
                                       tokens=tokens[:count])
-            feed.end(with_tool_calls(result, "hermes" if options.offers_tools else None))
+            feed.end(result)
         finally:
             self.active -= 1
 

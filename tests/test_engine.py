@@ -12,7 +12,8 @@ import pytest
 
 from ovchat import engine
 from ovchat.engine import GenerationOptions, PromptError
-from ovchat.engine.stream import StreamEnd
+from ovchat.engine.events import End, Text, is_last
+from ovchat.engine.stream import Handle, TextStream
 
 GREEDY = GenerationOptions(max_new_tokens=24)
 
@@ -109,8 +110,8 @@ def test_stopping_the_iteration_stops_generation(default_engine):
 
 
 class RunnerEvents:
-    """Engine.stream's `events` sink: what the runner itself sends for one request, as it sends it
-    (its pieces, then one StreamEnd), so a test sees the request end even after its caller dropped it."""
+    """Engine.start's sink: what the runner itself sends for one request, as it sends it (its
+    Text events, then one End), so a test sees the request end even after its caller dropped it."""
 
     def __init__(self):
         self.pieces, self.end = [], None
@@ -118,11 +119,14 @@ class RunnerEvents:
 
     def put(self, event) -> None:
         with self._changed:
-            if isinstance(event, StreamEnd):
+            if is_last(event):
                 self.end = event
-            else:
+            elif isinstance(event, Text):
                 self.pieces.append(event)
             self._changed.notify_all()
+
+    def flush(self) -> None:
+        pass
 
     def wait_for(self, what, timeout_s: float = 120) -> None:
         with self._changed:
@@ -132,15 +136,17 @@ class RunnerEvents:
 @pytest.mark.default_model
 def test_a_stream_left_open_never_blocks_the_next_call(default_engine):
     events = RunnerEvents()
-    stream = default_engine.stream("Tell me about cats.", GenerationOptions(max_new_tokens=400), events=events)
+    stream = TextStream(Handle())  # a caller's stream, whose events this test watches on their way to it
+    default_engine.start("Tell me about cats.", GenerationOptions(max_new_tokens=400), events, stream.handle)
     events.wait_for(lambda: events.pieces)
     del stream  # abandoned mid-answer, never closed by its caller
     events.wait_for(lambda: events.end is not None)
     # the runner stopped it at its next token: cancelled, with the tokens it had made, far from the 400 asked
+    assert isinstance(events.end, End)
     end = events.end.result
-    assert events.end.error is None and end.finish_reason == "cancelled"
-    assert end.text == "".join(event[0] for event in events.pieces)  # (text, output tokens, logprob tokens)
-    assert events.pieces[-1][1] <= end.output_tokens < 400
+    assert end.finish_reason == "cancelled"
+    assert end.text == "".join(event.text for event in events.pieces)
+    assert events.pieces[-1].output_tokens <= end.output_tokens < 400
     result = default_engine.generate("Say hi.", GenerationOptions(max_new_tokens=8))
     assert result.output_tokens > 0 and result.finish_reason in ("stop", "length")
 

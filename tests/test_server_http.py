@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from server_harness import FakeEngine, metric, request, running_server, wait_for
+from ovchat.engine.stream import Handle
 
 openai = pytest.importorskip("openai")
 pytest.importorskip("uvicorn")
@@ -220,25 +221,32 @@ def test_finished_cancelled_and_refused_requests_leave_no_run_alive():
         assert wait_for(lambda: not alive(), timeout_s=10), alive()
 
 
-def test_requests_start_on_one_thread_and_one_whose_client_left_while_it_started_is_cancelled():
-    """Prompts are prepared on one long-lived thread (serving.py: RSS grew with a pool of them);
-    a request whose client leaves while the engine prepares it does not run on unseen."""
+def test_requests_start_without_waiting_and_one_whose_client_left_while_it_started_is_cancelled():
+    """The event loop starts every request itself (engine.start returns at once: no thread of the
+    server waits on a start); a request whose client leaves while the engine prepares it does
+    not run on unseen."""
     threads, preparing, release = [], threading.Event(), threading.Event()
 
     class SlowToStart(FakeEngine):
-        def stream(self, prompt, options, events=None):
+        def start(self, prompt, options, sink, handle=None):
             threads.append(threading.current_thread())
-            if "slow" in json.dumps(prompt):
+            handle = handle or Handle()
+            if "slow" not in json.dumps(prompt):
+                return super().start(prompt, options, sink, handle)
+
+            def prepare_slowly():
                 preparing.set()
                 release.wait(10)
-            return super().stream(prompt, options, events)
+                FakeEngine.start(self, prompt, options, sink, handle)
+            threading.Thread(target=prepare_slowly, daemon=True).start()
+            return handle
 
     engine = SlowToStart(pieces=tuple(f"w{i} " for i in range(200)))
     with running_server(lambda: engine, max_concurrency=8) as (url, app):
         clients = [threading.Thread(target=request, args=(url, "POST", "/v1/chat/completions", CHAT)) for _ in range(8)]
         [client.start() for client in clients]
         [client.join(timeout=30) for client in clients]
-        assert len(threads) == 8 and len(set(threads)) == 1 and threads[0].name.startswith("ovchat-start")
+        assert len(threads) == 8 and len(set(threads)) == 1 and threads[0].name == "test-uvicorn"  # the loop's
 
         host, port = url.removeprefix("http://").split(":")
         leaving = http.client.HTTPConnection(host, int(port), timeout=30)
@@ -248,9 +256,8 @@ def test_requests_start_on_one_thread_and_one_whose_client_left_while_it_started
         leaving.close()                          # gone while the engine prepares its prompt
         serving = app.state.ovchat.serving
         assert wait_for(lambda: not serving._runs)  # the server has given up the request...
-        release.set()                            # ...before the engine hands its stream back
+        release.set()                            # ...before the engine has taken it
         assert wait_for(lambda: engine.cancelled == 1 and engine.active == 0, timeout_s=10)
-    assert not any(thread.is_alive() for thread in threads)  # the server's stop ends the thread
 
 
 def _stream_lines(url: str, body: dict) -> list[str]:

@@ -10,7 +10,9 @@ from ovchat.engine import GenerationOptions, GenerationResult, Metrics, OptionsE
 from ovchat.engine.prompt import check_messages
 from ovchat.engine.tool_grammar import tool_grammar
 from ovchat.engine.tool_parsers import parser_for
-from ovchat.engine.tool_use import knows_tools, plan, with_tool_calls
+from ovchat.engine.events import Accepted
+from ovchat.engine.stream import Feed, Handle
+from ovchat.engine.tool_use import knows_tools, plan
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
@@ -110,7 +112,7 @@ def test_required_makes_the_whole_answer_calls_of_the_offered_tools():
 def test_a_named_tool_allows_exactly_one_call_of_it():
     fmt = _grammar("get_time")
     assert [t["begin"] for t in fmt["tags"]] == ['<tool_call>\n{"name": "get_time", "arguments": ']
-    assert fmt["stop_after_first"]
+    assert fmt["stop_after_first"] and fmt["at_least_one"]  # the call is required, not only allowed
 
 
 def test_auto_constrains_only_after_the_trigger():
@@ -172,9 +174,20 @@ def test_no_grammar_for_none_or_when_calls_are_not_constrained():
 
 # -- the result ------------------------------------------------------------------------------------
 
+def finished(text: str, reason: str = "stop", tool_format: str | None = "hermes") -> GenerationResult:
+    """The result a runner's Feed ends with after streaming `text` in two pieces (the one parse)."""
+    ended = []
+    sink = type("Sink", (), {"put": lambda self, event: ended.append(event), "flush": lambda self: None})()
+    feed = Feed(sink, Handle(), Accepted(1, tool_format=tool_format))
+    feed.piece(text[:7], 1)
+    feed.piece(text[7:], 2)
+    feed.end(GenerationResult(text, 10, 20, reason, Metrics(0, 0, 0, 0)))
+    return ended[-1].result
+
+
 def test_a_result_with_a_call_carries_it_and_says_tool_calls():
     text = 'Checking.<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
-    result = with_tool_calls(GenerationResult(text, 10, 20, "stop", Metrics(0, 0, 0, 0)), "hermes")
+    result = finished(text)
     assert result.finish_reason == "tool_calls" and result.text == "Checking."
     assert [(c.name, c.arguments) for c in result.tool_calls] == [("get_weather", {"city": "Paris"})]
 
@@ -182,10 +195,10 @@ def test_a_result_with_a_call_carries_it_and_says_tool_calls():
 @pytest.mark.parametrize("reason", ["length", "cancelled"])
 def test_a_cut_answer_keeps_its_finish_reason(reason):
     text = '<tool_call>{"name": "get_time", "arguments": {}}</tool_call><tool_call>{"name": "get'
-    result = with_tool_calls(GenerationResult(text, 1, 96, reason, Metrics(0, 0, 0, 0)), "hermes")
-    assert result.finish_reason == reason
+    assert finished(text, reason).finish_reason == reason
 
 
 def test_without_tools_a_result_is_unchanged():
-    result = GenerationResult('<tool_call>{"name": "f", "arguments": {}}</tool_call>', 1, 9, "stop", Metrics(0, 0, 0, 0))
-    assert with_tool_calls(result, None) is result
+    text = '<tool_call>{"name": "f", "arguments": {}}</tool_call>'
+    result = finished(text, tool_format=None)
+    assert result.text == text and result.tool_calls == () and result.finish_reason == "stop"

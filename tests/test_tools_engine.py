@@ -107,8 +107,11 @@ def test_the_engine_process_returns_the_calls_and_the_format(default_model_dir):
     try:
         with engine.stream("What's the weather like in Paris?", NAMED) as stream:
             text = "".join(stream)
-        assert stream.tool_format == "hermes" and "<tool_call>" in text
+        # The calls arrive parsed (read once, as the answer streamed), never as markup in the text.
+        assert stream.tool_format == "hermes" and "<tool_call>" not in text and text == stream.result.text
         assert [c.name for c in stream.result.tool_calls] == ["get_weather"]
+        assert [d.name for d in stream.tool_calls if d.name] == ["get_weather"]
+        assert stream.tool_calls[0].id == stream.result.tool_calls[0].id
         with pytest.raises(OptionsError) as caught:
             engine.generate("hi", GenerationOptions(tools=[WEATHER], tool_choice="get_time"))
         assert "get_time" in str(caught.value)
