@@ -74,7 +74,7 @@ class Engine:
              num_streams: int | None = 1, cache_dir: str | Path | bool = True, warmup: bool = True,
              batching: bool | BatchOptions = False, prompt_lookup: bool = False, draft_model: str | Path | None = None,
              num_assistant_tokens: int = 5, max_ngram_size: int = 8, deterministic: bool = False,
-             **ov_properties) -> "Engine":
+             for_chat: bool = False, **ov_properties) -> "Engine":
         """Load `model` (an exported folder, a .gguf file, or None for the default model) on `device`.
 
         `performance_hint`, `num_streams` and `cache_dir` are the seed's ov.Core compile
@@ -89,11 +89,16 @@ class Engine:
         dynamic quantization, so a greedy answer is the same whatever runs beside it (alone, in a
         batch, after a cached prefix, with speculation), at a cost in speed (README). `warmup` runs a short inference now, so the first real call
         is as fast as the next ones, and releases the mapped weight pages it made redundant.
+        `for_chat=True` tunes the engine for chats of many turns (`chat()`, as `ovchat chat` loads
+        it): PagedAttention, whose prefill stays flat as the history grows, where the default SDPA
+        loads faster but slows every turn (2x by the 6th at Phi-3 scale; docs/performance.md).
+        An ATTENTION_BACKEND property still wins; the batching mode always runs on PA.
         """
         info = resolve(model)
         batch = BatchOptions() if batching is True else (batching or None)
         options = LoadOptions(check_device(device), performance_hint, num_streams, cache_dir, warmup, ov_properties, batch,
-                              prompt_lookup, draft_model, num_assistant_tokens, max_ngram_size, deterministic)
+                              prompt_lookup, draft_model, num_assistant_tokens, max_ngram_size, deterministic,
+                              for_chat)
         start = time.perf_counter()
         try:
             properties = options.to_properties()
@@ -144,7 +149,8 @@ class Engine:
         return handle
 
     def chat(self, system_prompt: str | None = None, options: GenerationOptions | None = None):
-        """A chat session that keeps history and reuses the KV cache between turns."""
+        """A chat session that keeps history and reuses the KV cache between turns (for long
+        chats, load with `for_chat=True`: see `load`)."""
         from .chat import ChatSession
         return ChatSession(self, system_prompt, options)
 

@@ -24,7 +24,9 @@ PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 # (Phi-3-mini shape: 1.5 s vs 8.7-17.7 s), at the same TPOT. The price is in long chats: a turn's
 # prefill over SDPA slows as the history grows (Phi-3 shape, 6 turns: 1.8 -> 6.0 s; PA ~3 s flat):
 # the CPU plugin runs a prompt that has a past through its one-token (decode) attention kernel.
-# ATTENTION_BACKEND="PA" in the properties restores openvino.genai's default (`ovchat chat` does).
+# ATTENTION_BACKEND="PA" in the properties restores openvino.genai's default; so does
+# `for_chat=True` (LoadOptions), which `ovchat chat` loads with: there PA's slower start is repaid
+# within ~3 turns at Phi-3 scale (docs/performance.md).
 DEFAULT_ATTENTION_BACKEND = "SDPA"
 # Deterministic mode: the CPU's defaults compute in bf16 (where the CPU has it), quantize the
 # activations to int8 per group and keep the KV cache in low precision, and their rounding depends on
@@ -85,6 +87,7 @@ class LoadOptions:
     num_assistant_tokens: int = 5         # tokens guessed per step
     max_ngram_size: int = 8               # prompt lookup: longest n-gram matched (8: fewer passes than 3 on edits and summaries, measured)
     deterministic: bool = False           # a greedy answer whatever runs beside it (DETERMINISTIC_PROPERTIES)
+    for_chat: bool = False                # many-turn chats: PagedAttention, whose prefill stays flat as the history grows
 
     def __post_init__(self):
         if self.deterministic:
@@ -119,7 +122,7 @@ class LoadOptions:
             props["CACHE_DIR"] = str(self.compile_cache)
         if has_attention_backends(self.device) and self.batching is None:  # batching always runs on PA
             # Speculative decoding needs PA: genai runs it on its continuous-batching core.
-            props["ATTENTION_BACKEND"] = "PA" if self.speculative else DEFAULT_ATTENTION_BACKEND
+            props["ATTENTION_BACKEND"] = "PA" if self.speculative or self.for_chat else DEFAULT_ATTENTION_BACKEND
         if self.deterministic:
             props.update(DETERMINISTIC_PROPERTIES)
         props.update(self.properties)

@@ -1,6 +1,6 @@
 """The HTTP layer: routes, API-key check, health, metrics, model loading and shutdown, on Starlette.
 
-    app = create_app(lambda: Engine.load(batching=True), ServerConfig(api_key="..."))
+    app = create_app(lambda: Engine.load(batching=True), ServerSettings(api_key="..."))
 
 The app starts answering at once and loads the model on a thread: /health says 503 until the
 engine is ready, and API calls get a 503 "loading" error meanwhile. Every API error, whatever
@@ -17,7 +17,6 @@ import hmac
 import logging
 import threading
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -32,39 +31,21 @@ from starlette.routing import Route
 from ..engine.events import End, Text, ToolCallDelta
 from . import protocol, responses
 from .drain import DrainBody
-from .guard import Door, DoorPolicy
+from .guard import Door
 from .metrics import ServerMetrics
 from .protocol import SSE_DONE, APIError, Reply, sse, usage
 from .serving import ENGINE_RETRY_AFTER_S, Run, Serving
+from .settings import ServerSettings
 
 log = logging.getLogger("ovchat.server")
 PAGE = Path(__file__).parent / "static" / "index.html"
 CLIENT_LEFT = 499  # nginx's "client closed request", for the metrics: nobody reads it
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    api_key: str | None = None        # None: no check; else every route but /health and / needs it
-    model_name: str | None = None     # the id clients send as "model"; None: the model folder's name
-    max_concurrency: int = 16         # generations at once (the engine's batch size)
-    max_queue: int = 64               # requests waiting for a slot; more get a 429
-    max_body_bytes: int = 1 << 20
-    max_tokens: int | None = 2048     # the most tokens one answer may have: larger asks are clamped; None: the context
-    request_timeout_s: float | None = 600.0  # a request's deadline from its arrival (serving.py); None: none
-    shutdown_grace_s: float = 5.0     # on SIGTERM, in-flight requests get this long, then are cancelled
-    bind_host: str = "127.0.0.1"      # the address served (--host): a Host header may name it (guard.py)
-    allowed_hosts: tuple[str, ...] = ()    # more Host names a keyless server answers (a proxy's)
-    allowed_origins: tuple[str, ...] = ()  # web page origins allowed to call the API (CORS)
-
-    def door(self) -> DoorPolicy:
-        return DoorPolicy(self.bind_host, tuple(self.allowed_hosts), tuple(self.allowed_origins),
-                          keyed=self.api_key is not None)
-
-
 class ServerState:
     """What the routes share: the engine once loaded, or why it failed."""
 
-    def __init__(self, config: ServerConfig):
+    def __init__(self, config: ServerSettings):
         self.config = config
         self.metrics = ServerMetrics()
         self.serving: Serving | None = None
@@ -80,7 +61,7 @@ class ServerState:
             if on_failure:
                 on_failure(self.load_error)
             return
-        name = self.config.model_name or _model_name(engine)
+        name = self.config.served_model_name or _model_name(engine)
         serving = Serving(engine, name, self.config.max_concurrency, self.config.max_queue, self.metrics,
                           max_tokens=self.config.max_tokens, timeout_s=self.config.request_timeout_s)
         self.loop.call_soon_threadsafe(setattr, self, "serving", serving)
@@ -108,9 +89,10 @@ def _model_name(engine) -> str:
     return path.stem if path.suffix == ".gguf" else path.name
 
 
-def create_app(load_engine: Callable, config: ServerConfig = ServerConfig(),
+def create_app(load_engine: Callable, config: ServerSettings = ServerSettings(),
                on_load_failure: Callable[[str], None] | None = None) -> Starlette:
-    """The ASGI app. `load_engine()` runs on a thread at start-up and returns a loaded Engine."""
+    """The ASGI app, bounded and guarded as `config` says (its engine's settings are `load_engine`'s
+    business). `load_engine()` runs on a thread at start-up and returns a loaded Engine."""
     state = ServerState(config)
 
     @asynccontextmanager

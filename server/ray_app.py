@@ -6,7 +6,9 @@
 
 Each replica is one Ray actor holding one engine in batching mode, and serves the very Starlette
 app `ovchat serve` serves (server/app.py's create_app), mounted as the deployment's ASGI ingress:
-the protocol, validation, errors and streaming are that code, not a copy. What this module adds:
+the protocol, validation, errors and streaming are that code, not a copy. Its settings are
+`ovchat serve`'s (server/settings.py: `ServerSettings`, with `ray` set), given flat as Serve's
+arguments and typed there. What this module adds:
 
 - placement: a replica asks Ray for `num_cpus` CPUs and gives OpenVINO as many inference threads
   (INFERENCE_NUM_THREADS); Ray sets OMP_NUM_THREADS, which OpenVINO's CPU plugin does not read
@@ -26,15 +28,16 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import replace
 
 import ray
 from ray import serve
 from ray.serve.config import AutoscalingConfig, RequestRouterConfig
 
 from ..engine.errors import OptionsError
-from .app import ServerConfig, create_app
+from .app import create_app
 from .coalesce import CoalesceEventStream
+from .settings import ServerSettings, from_serve_args
 
 log = logging.getLogger("ovchat.server")
 REPLICA_HEADER = "x-ovchat-replica"
@@ -42,111 +45,47 @@ DEPLOYMENT = "ovchat"
 ROUTER = "ovchat.server.ray_router:ConversationRouter"
 
 
-@dataclass(frozen=True)
-class RayAppOptions:
-    """What `app_builder` takes (from `serve run ... key=value`, a config file's `args`, or the CLI)."""
-    model: str | None = None          # exported folder or .gguf; None: the embedded default model
-    device: str = "CPU"
-    engine_options: dict | None = None  # more Engine.load arguments: performance_hint, OpenVINO properties...
-    served_model_name: str | None = None
-    api_key: str | None = None
-    num_cpus: float = 1               # per replica; also OpenVINO's INFERENCE_NUM_THREADS
-    num_replicas: int | str = 1       # a number, or "auto" (autoscaling between min and max)
-    min_replicas: int = 1
-    max_replicas: int = 4
-    target_ongoing_requests: float = 8  # autoscaling aims at this many requests per replica
-    max_replicas_per_node: int | None = None  # 1: one replica per node
-    max_concurrency: int = 16         # generations a replica runs together (its engine's batch)
-    stream_coalesce_ms: float = 250   # a stream's SSE events reach the proxy at most once per this long, joined
-    #                                   (server/coalesce.py: a token waits at most this long); 0: each event at once
-    engine_process: bool = True       # the engine in a child process of the replica, as `ovchat serve`; False: in the replica's
-    max_queued_requests: int = 64     # requests each proxy holds for the deployment; more get a 429
-    conversation_affinity: bool = True  # turns with the same X-Session-ID go to the same replica
-    shutdown_grace_s: float = 5.0
-    kv_cache_gb: int = 0              # each replica's KV cache; 0: grown as needed
-    server: dict | None = None        # more ServerConfig fields (server/app.py): max_tokens, request_timeout_s,
-    #                                   bind_host, allowed_hosts, allowed_origins, max_body_bytes
-
-    @classmethod
-    def from_args(cls, args: dict) -> "RayAppOptions":
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(args) - set(known))
-        if unknown:
-            raise OptionsError(f"unknown ovchat Ray app argument(s) {', '.join(unknown)}; "
-                               f"use these: {', '.join(known)}.")
-        return cls(**{key: _typed(known[key], value) for key, value in args.items()})
-
-    @property
-    def threads(self) -> int:
-        return max(1, int(self.num_cpus))
-
-    @property
-    def autoscaling(self) -> bool:
-        return self.num_replicas == "auto"
-
-
-def _typed(field, value):
-    """`serve run a:b key=value` passes strings: give them the field's type."""
-    if not isinstance(value, str):
-        return value
-    if value in ("", "None", "null") and "None" in field.type:
-        return None
-    if field.name == "num_replicas":
-        return value if value == "auto" else int(value)
-    kind = field.type.split(" |")[0]
-    convert = {"bool": lambda text: text.lower() in ("1", "true", "yes", "on"), "int": int, "float": float}
-    return convert.get(kind, str)(value)
-
-
 @serve.deployment(name=DEPLOYMENT, health_check_period_s=2, health_check_timeout_s=10, graceful_shutdown_timeout_s=10)
 @serve.ingress()
 class OvchatReplica:
     """One engine in batching mode behind server/app.py's routes."""
 
-    def __init__(self, options: dict):
-        from ..engine import BatchOptions, Engine
+    def __init__(self, settings: ServerSettings):
+        from ..engine import Engine
         from ..engine.process import EngineProcess
         from ..engine.paths import compile_cache_dir
 
-        self.options = RayAppOptions(**options)
+        self.settings = settings
         context = serve.get_replica_context()
         node = ray.get_runtime_context().get_node_id()
         self.name = f"{context.replica_id.unique_id}@{os.uname().nodename}/{node[:12]}"  # replica@host/Ray node
         # Ray runs this actor on `num_cpus` CPUs but does not pin it; OpenVINO would otherwise start
         # one thread per core of the node, and replicas sharing a node would fight over them.
-        load = {"INFERENCE_NUM_THREADS": self.options.threads, **(self.options.engine_options or {})}
+        load = {"INFERENCE_NUM_THREADS": settings.ray.threads, **settings.engine_arguments()}
         if load.get("cache_dir", True) is True:
             # Replicas sharing a disk (nodes of one machine) would race writing the same compiled
             # blob ("cannot set permissions", seen): one cache folder per replica rank.
             load["cache_dir"] = compile_cache_dir() / f"ray-replica-{context.rank.rank}"
-        batching = BatchOptions(max_sequences=self.options.max_concurrency, kv_cache_gb=self.options.kv_cache_gb)
         # A pipeline step keeps the GIL for its whole length (engine/process.py): in the replica's
         # own process, Ray's event loops (the ASGI relay of every streamed token, new requests,
         # the router's queue-length probes) would run only between steps. In a child process they
         # never wait for the engine. A child that dies is not restarted here: the health check
         # fails and Ray replaces the replica, its one supervisor.
-        if self.options.engine_process:
-            engine = EngineProcess(functools.partial(Engine.load, self.options.model, device=self.options.device,
-                                                     batching=batching, **load), restart=False)
+        if settings.engine_process:
+            engine = EngineProcess(functools.partial(Engine.load, **load), restart=False)
         else:
-            engine = Engine.load(self.options.model, device=self.options.device, batching=batching, **load)
+            engine = Engine.load(**load)
         self.engine = engine
-        server = {key: tuple(value) if isinstance(value, list) else value
-                  for key, value in (self.options.server or {}).items()}
-        config = ServerConfig(**{**server, "api_key": self.options.api_key, "model_name": self.options.served_model_name,
-                                 "max_concurrency": self.options.max_concurrency,
-                                 # Ray's router keeps each replica within max_ongoing_requests; this
-                                 # queue only absorbs its races (a request that slips past a full replica).
-                                 "max_queue": self.options.max_concurrency,
-                                 "shutdown_grace_s": self.options.shutdown_grace_s})
-        self.server_app = create_app(lambda: engine, config)
+        # Ray's router keeps each replica within max_ongoing_requests; the app's own queue only
+        # absorbs its races (a request that slips past a full replica).
+        self.server_app = create_app(lambda: engine, replace(settings, max_queue=settings.max_concurrency))
         from .ray_metrics import RayMetricsMirror
         self.metrics = RayMetricsMirror(self.server_app.state.ovchat.metrics, self.name)
         self.metrics.start()  # __init__ runs on the replica's event loop
-        log.info("ovchat replica %s: %s ready on %d thread(s)", self.name, engine.info.path, self.options.threads)
+        log.info("ovchat replica %s: %s ready on %d thread(s)", self.name, engine.info.path, settings.ray.threads)
 
     def __serve_build_asgi_app__(self):
-        coalesced = CoalesceEventStream(self.server_app, self.options.stream_coalesce_ms / 1000)
+        coalesced = CoalesceEventStream(self.server_app, self.settings.ray.stream_coalesce_ms / 1000)
         return ReplicaHeader(coalesced, self.name, state=self.server_app.state)
 
     async def check_health(self) -> None:
@@ -165,7 +104,7 @@ class OvchatReplica:
     def describe(self) -> dict:
         """This replica's name, and the threads Ray asked for (OMP_NUM_THREADS) against OpenVINO's."""
         return {"replica": self.name, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-                "inference_num_threads": self.options.threads, "model": str(self.engine.info.path)}
+                "inference_num_threads": self.settings.ray.threads, "model": str(self.engine.info.path)}
 
 
 class ReplicaHeader:
@@ -187,34 +126,38 @@ class ReplicaHeader:
         await self.app(scope, receive, named)
 
 
-def deployment_options(options: RayAppOptions) -> dict:
-    """The Serve deployment options the app's arguments ask for (a config file may override them)."""
+def deployment_options(settings: ServerSettings) -> dict:
+    """The Serve deployment options the settings ask for (a config file may override them)."""
     from ray.serve.config import BackpressureConfig
 
+    ray_settings = settings.ray
     chosen = dict(
-        ray_actor_options={"num_cpus": options.num_cpus},
-        max_ongoing_requests=options.max_concurrency,
-        max_queued_requests=options.max_queued_requests,
+        ray_actor_options={"num_cpus": ray_settings.num_cpus},
+        max_ongoing_requests=settings.max_concurrency,
+        max_queued_requests=ray_settings.max_queued_requests,
         backpressure_config=BackpressureConfig(status_code=429, retry_after_s=1),
     )
-    if options.max_replicas_per_node:
-        chosen["max_replicas_per_node"] = options.max_replicas_per_node
-    if options.autoscaling:
+    if ray_settings.max_replicas_per_node:
+        chosen["max_replicas_per_node"] = ray_settings.max_replicas_per_node
+    if ray_settings.autoscaling:
         chosen["autoscaling_config"] = AutoscalingConfig(
-            min_replicas=options.min_replicas, max_replicas=options.max_replicas,
-            target_ongoing_requests=options.target_ongoing_requests)
+            min_replicas=ray_settings.min_replicas, max_replicas=ray_settings.max_replicas,
+            target_ongoing_requests=ray_settings.target_ongoing_requests)
     else:
-        chosen["num_replicas"] = int(options.num_replicas)
-    if options.conversation_affinity:
+        chosen["num_replicas"] = ray_settings.num_replicas
+    if ray_settings.conversation_affinity:
         chosen["request_router_config"] = RequestRouterConfig(request_router_class=ROUTER)
     return chosen
 
 
-def build(options: RayAppOptions):
-    """The Serve application for these options."""
-    return OvchatReplica.options(**deployment_options(options)).bind(asdict(options))
+def build(settings: ServerSettings):
+    """The Serve application for these settings (their `ray` part set)."""
+    if settings.ray is None:
+        raise OptionsError("a Ray Serve app needs ServerSettings(ray=RaySettings(...)).")
+    return OvchatReplica.options(**deployment_options(settings)).bind(settings)
 
 
 def app_builder(args: dict):
-    """`serve run ovchat.server.ray_app:app_builder key=value ...` and config files' import_path."""
-    return build(RayAppOptions.from_args(dict(args or {})))
+    """`serve run ovchat.server.ray_app:app_builder key=value ...` and config files' import_path:
+    the names of ServerSettings' and RaySettings' fields (server/settings.py), typed there."""
+    return build(from_serve_args(dict(args or {})))

@@ -131,20 +131,17 @@ def sixth_turn_ttft(url: str, conversations: int, named: bool, system_words: int
 
 
 def parse_variant(text: str) -> tuple[str, dict, dict]:
-    """'name=key:value,KEY:value' -> (name, RayAppOptions fields, Ray's environment)."""
-    from dataclasses import fields
-    from ovchat.server.ray_app import RayAppOptions, _typed
+    """'name=key:value,KEY:value' -> (name, the Ray app's arguments (server/settings.py), Ray's environment)."""
+    from ovchat.server.settings import from_serve_args
     label, _, spec = text.partition("=")
-    known = {f.name: f for f in fields(RayAppOptions)}
     options, env = {}, {}
     for item in filter(None, spec.split(",")):
         key, _, value = item.partition(":")
         if key.isupper():
             env[key] = value
-        elif key in known:
-            options[key] = _typed(known[key], value)
         else:
-            raise SystemExit(f"--variant {text!r}: {key!r} is neither a RayAppOptions field nor an environment variable")
+            options[key] = value
+    from_serve_args(options)  # an unknown name or a bad value fails here, before any run
     return label, options, env
 
 
@@ -197,8 +194,8 @@ def main(argv=None) -> int:
     p.add_argument("--parts", default="overhead,scaling,affinity",
                    help="comma-separated: overhead, scaling, affinity (default: %(default)s)")
     p.add_argument("--variant", action="append", metavar="NAME=SPEC",
-                   help="part 1 once more per variant, side by side: SPEC is comma-separated key:value, RayAppOptions "
-                        "fields in lower case (engine_process:false, stream_coalesce_ms:50), environment variables of "
+                   help="part 1 once more per variant, side by side: SPEC is comma-separated key:value, the Ray app's "
+                        "arguments in lower case (engine_process:false, stream_coalesce_ms:50), environment variables of "
                         "Ray's processes in upper case (a fresh local Ray). The first variant also runs parts 2 and 3. "
                         "Default: one, 'default='")
     args = p.parse_args(argv)
@@ -206,7 +203,8 @@ def main(argv=None) -> int:
     import ray
     from ray import serve
     from ovchat.engine.model import resolve
-    from ovchat.server.ray_app import RayAppOptions, build
+    from ovchat.server.ray_app import build
+    from ovchat.server.settings import from_serve_args as settings
     from ovchat.server.ray_proxy import CALLBACK, CALLBACK_ENV
 
     model_path = str(resolve(args.model).path)
@@ -222,7 +220,7 @@ def main(argv=None) -> int:
 
     # 1a. ovchat serve on `cores` inference threads.
     threads = [] if cores == machine_cores else ["-P", f"INFERENCE_NUM_THREADS={cores}"]
-    spec = ServerSpec("ovchat serve", [sys.executable, "-c", "from ovchat.tools.cli import main; raise SystemExit(main())",
+    spec = ServerSpec("ovchat serve", [sys.executable, "-c", "from ovchat.cli.main import main; raise SystemExit(main())",
                                        "serve", "-m", model_path, "--port", "{port}", "--log-level", "warning", *threads])
     with launched(spec, out / "ovchat-serve.log") as url:
         report["direct"] = measure(url, name, loads, args.max_tokens, seed=1)
@@ -239,21 +237,21 @@ def main(argv=None) -> int:
                 ray_env = env
             if "overhead" in parts:  # 1b. one replica on the same cores.
                 key = f"ray_1_replica_all_cores[{label}]"
-                report["deploy_" + key] = deploy(serve, build, RayAppOptions(model=model_path, num_cpus=cores, **options))
+                report["deploy_" + key] = deploy(serve, build, settings(dict(model=model_path, num_cpus=cores, **options)))
                 report[key] = measure(url, name, loads, args.max_tokens, seed=1)
                 print(f"Ray, 1 replica ({label}):", json.dumps(report[key]), flush=True)
             if index:
                 continue
             if "scaling" in parts:  # 2. scaling: 1 x 1 CPU, then 2 x 1 CPU.
-                deploy(serve, build, RayAppOptions(model=model_path, num_cpus=1, **options))
+                deploy(serve, build, settings(dict(model=model_path, num_cpus=1, **options)))
                 report["ray_1_replica_1_cpu"] = measure(url, name, loads[1:], args.max_tokens, seed=5000)
                 print("Ray, 1 replica of 1 CPU:", json.dumps(report["ray_1_replica_1_cpu"]), flush=True)
-                deploy(serve, build, RayAppOptions(model=model_path, num_cpus=1, num_replicas=2, **options))
+                deploy(serve, build, settings(dict(model=model_path, num_cpus=1, num_replicas=2, **options)))
                 report["ray_2_replicas_1_cpu"] = measure(url, name, loads[1:], args.max_tokens, seed=9000)
                 print("Ray, 2 replicas of 1 CPU:", json.dumps(report["ray_2_replicas_1_cpu"]), flush=True)
             if "affinity" in parts:  # 3. the 6th turn, named and not (alternating, on fresh chats each time).
                 if "scaling" not in parts:
-                    deploy(serve, build, RayAppOptions(model=model_path, num_cpus=1, num_replicas=2, **options))
+                    deploy(serve, build, settings(dict(model=model_path, num_cpus=1, num_replicas=2, **options)))
                 report["turn6_unnamed"] = sixth_turn_ttft(url, args.conversations, False, args.system_words, seed=20000)
                 report["turn6_named"] = sixth_turn_ttft(url, args.conversations, True, args.system_words, seed=30000)
                 print("6th turn:", json.dumps([report["turn6_unnamed"], report["turn6_named"]]), flush=True)

@@ -22,11 +22,12 @@ from ovchat.engine.stream import Feed, Handle
 
 @contextmanager
 def running_server(load_engine, startup_timeout_s: float = 180, wait_ready: bool = True, **config):
-    """Serve create_app(load_engine, ServerConfig(**config)) on a thread; yield (url, app)."""
+    """Serve create_app(load_engine, ServerSettings(**config)) on a thread; yield (url, app)."""
     import uvicorn
-    from ovchat.server.app import ServerConfig, create_app
+    from ovchat.server.app import create_app
+    from ovchat.server.settings import ServerSettings
 
-    app = create_app(load_engine, ServerConfig(**config))
+    app = create_app(load_engine, ServerSettings(**config))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
                                            timeout_graceful_shutdown=5))
     thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)

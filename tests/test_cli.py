@@ -87,13 +87,12 @@ def test_info_describes_a_model(default_model_dir):
 
 
 def test_an_unforeseen_failure_is_one_line_and_the_traceback_is_on_demand(monkeypatch, capsys):
-    from ovchat.engine import cli as engine_cli
-    from ovchat.tools import cli
+    from ovchat.cli import main as cli, runtime
 
     def broken(args):
         raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:84:\nmore")
 
-    monkeypatch.setattr(engine_cli, "cmd_devices", broken)
+    monkeypatch.setattr(runtime, "cmd_devices", broken)
     assert cli.main(["devices"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ovchat: unexpected RuntimeError: Exception from src/inference")

@@ -24,8 +24,8 @@ def test_deterministic_mode_sets_f32_without_dynamic_quantization():
 
 
 def test_the_cli_and_serve_take_deterministic():
-    from ovchat.engine.cli import load_arguments
-    from ovchat.tools.cli import build_parser
+    from ovchat.cli.flags import load_arguments
+    from ovchat.cli.main import build_parser
 
     for command in (["generate", "hi"], ["serve"]):
         assert load_arguments(build_parser().parse_args([command[0], "--deterministic", *command[1:]]))["deterministic"]

@@ -285,7 +285,7 @@ def test_mixed_calls_neither_hang_nor_crash(default_model_dir, backend):
 
 def test_the_runtime_never_imports_transformers_or_torch(default_model_dir):
     code = (
-        "import sys; from ovchat.tools.cli import main; "
+        "import sys; from ovchat.cli.main import main; "
         "rc = main(['generate', '-m', sys.argv[1], '-n', '4', 'Hello']); "
         "heavy = [m for m in ('transformers', 'torch', 'optimum', 'nncf') if m in sys.modules]; "
         "print('HEAVY', heavy); sys.exit(rc or bool(heavy))"

@@ -15,7 +15,7 @@ from ovchat.tools.recipe import Recipe, RecipeError, fit_group_size, input_chann
 
 
 def run_cli(argv):
-    """What tools.cli.main does for `export`: parse, run, print EngineErrors as one line."""
+    """What cli.main.main does for `export`: parse, run, print EngineErrors as one line."""
     parser = argparse.ArgumentParser(prog="ovchat")
     export_cli.register(parser.add_subparsers())
     args = parser.parse_args(["export", *argv])

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from ovchat.engine import GenerationOptions
-from ovchat.engine.cli import generation_options
+from ovchat.cli.flags import generation_options
 from ovchat.engine.model import DEFAULT_DECODING, resolve
-from ovchat.tools.cli import build_parser
+from ovchat.cli.main import build_parser
 
 from loops import ends_in_loop
 

@@ -1,8 +1,11 @@
 """No import cycles among the package's modules: the graph of every `import` and `from ... import`
-statement in engine/, server/, tools/, benchmarks/ and ovchat/ (those inside functions too, read
-with ast), resolved to module names, has no strongly connected component of two or more modules.
-The package never imports the studies or the tests, nor the tests a study, and every module of
-benchmarks/ serves `ovchat bench` (a one-off study belongs in studies/). No module is imported or run."""
+statement in engine/, server/, cli/, tools/, benchmarks/ and ovchat/ (those inside functions too,
+read with ast), resolved to module names, has no strongly connected component of two or more modules.
+The layers hold (docs/architecture.md): the runtime imports nothing above it, the server only the
+runtime, and only the entry point (ovchat/__main__.py) imports the CLI, the one place that parses
+flags, prints or prompts. The package never imports the studies or the tests, nor the tests a
+study, and every module of benchmarks/ serves `ovchat bench` (a one-off study belongs in studies/).
+No module is imported or run."""
 
 import ast
 from pathlib import Path
@@ -11,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = {"ovchat": "ovchat", "ovchat.engine": "engine", "ovchat.server": "server", "ovchat.tools": "tools",
-            "ovchat.benchmarks": "benchmarks"}  # as pyproject.toml's package-dir maps them
+            "ovchat.benchmarks": "benchmarks", "ovchat.cli": "cli"}  # as pyproject.toml's package-dir maps them
 
 def modules() -> dict[str, Path]:
     found = {}
@@ -88,7 +91,7 @@ def cycles(graph: dict[str, set[str]]) -> set[frozenset]:
 def test_the_graph_sees_imports_inside_functions_and_relative_ones():
     graph = import_graph()
     assert "ovchat.engine" in graph["ovchat"]                          # from . import engine as _engine
-    assert "ovchat.benchmarks.cli" in graph["ovchat.tools.cli"]        # inside main(): from ..benchmarks import cli
+    assert "ovchat.benchmarks.cli" in graph["ovchat.cli.main"]         # inside build_parser(): from ..benchmarks import cli
     assert "ovchat.benchmarks.scenarios" in graph["ovchat.benchmarks.server_scenario"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == {frozenset("abc")}
 
@@ -102,6 +105,34 @@ def test_the_runtime_imports_nothing_of_the_server_tools_or_benchmarks():
     runtime = {name for name in graph if name.startswith("ovchat.engine")}
     for name in runtime:
         assert graph[name] <= runtime, (name, graph[name] - runtime)
+
+
+def test_the_server_imports_the_runtime_and_nothing_else_of_the_package():
+    graph = import_graph()
+    allowed = {name for name in graph if name.startswith(("ovchat.engine", "ovchat.server"))}
+    for name in (name for name in graph if name.startswith("ovchat.server")):
+        assert graph[name] <= allowed, (name, graph[name] - allowed)
+
+
+def test_only_the_entry_point_imports_the_cli():
+    graph = import_graph()
+    for name, edges in graph.items():
+        if not name.startswith("ovchat.cli") and name != "ovchat.__main__":
+            assert not {edge for edge in edges if edge.startswith("ovchat.cli")}, name
+    assert "ovchat.cli.main" in graph["ovchat.__main__"]
+
+
+def test_the_runtime_and_the_server_parse_no_flags_print_nothing_and_ask_nothing():
+    found = []
+    for name, path in modules().items():
+        if not name.startswith(("ovchat.engine", "ovchat.server")):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("print", "input"):
+                found.append(f"{name}:{node.lineno} {node.func.id}()")
+        if "argparse" in imported_names(name, path):
+            found.append(f"{name}: imports argparse")
+    assert not found, "the CLI's job (cli/): " + ", ".join(found)
 
 
 def test_the_package_imports_neither_studies_nor_tests():

@@ -58,6 +58,14 @@ def test_user_properties_win_over_engine_defaults():
     assert "ATTENTION_BACKEND" not in LoadOptions(device="NPU").to_properties()
 
 
+def test_an_engine_for_chats_runs_on_paged_attention_unless_a_property_says_otherwise():
+    # PA's prefill stays flat as a chat's history grows (ovchat chat loads with for_chat=True)
+    assert LoadOptions().to_properties()["ATTENTION_BACKEND"] == "SDPA"
+    assert LoadOptions(for_chat=True).to_properties()["ATTENTION_BACKEND"] == "PA"
+    assert LoadOptions(for_chat=True, properties={"ATTENTION_BACKEND": "SDPA"}).to_properties()["ATTENTION_BACKEND"] == "SDPA"
+    assert "ATTENTION_BACKEND" not in LoadOptions(for_chat=True, device="NPU").to_properties()
+
+
 @pytest.mark.parametrize("kwargs", [{"performance_hint": "FAST"}, {"num_streams": 0}])
 def test_invalid_load_options_raise(kwargs):
     with pytest.raises(OptionsError):

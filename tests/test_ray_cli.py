@@ -17,7 +17,7 @@ pytestmark = pytest.mark.ray
 from test_ray_serve import Streamed, free_port, stream_chat, wait_until  # noqa: E402
 from server_harness import request  # noqa: E402
 
-CLI = "from ovchat.tools.cli import main; raise SystemExit(main())"
+CLI = "from ovchat.cli.main import main; raise SystemExit(main())"
 
 
 def test_sigterm_drains_exits_0_and_leaves_no_ray_process(tiny_phi3_dir, tmp_path):

@@ -10,30 +10,49 @@ import pytest
 pytest.importorskip("ray.serve", reason="the ray extra is not installed: pip install 'ovchat[ray]'")
 pytestmark = pytest.mark.ray
 
-from ovchat.server.ray_app import REPLICA_HEADER, RayAppOptions, ReplicaHeader, deployment_options  # noqa: E402
+from ovchat.server.ray_app import REPLICA_HEADER, ReplicaHeader, app_builder, deployment_options  # noqa: E402
 from ovchat.server.ray_proxy import OpenAIErrors  # noqa: E402
 from ovchat.server.ray_router import ranked  # noqa: E402
+from ovchat.server.settings import RaySettings, ServerSettings, from_serve_args  # noqa: E402
 
 
 def test_serve_run_arguments_get_their_types():
-    options = RayAppOptions.from_args({"model": "/m", "num_cpus": "2", "num_replicas": "3", "max_replicas_per_node": "1",
-                                       "conversation_affinity": "false", "api_key": "None"})
-    assert (options.model, options.num_cpus, options.num_replicas, options.max_replicas_per_node) == ("/m", 2.0, 3, 1)
-    assert options.conversation_affinity is False and options.api_key is None and options.threads == 2
-    assert RayAppOptions.from_args({"num_replicas": "auto"}).autoscaling
+    settings = from_serve_args({"model": "/m", "num_cpus": "2", "num_replicas": "3", "max_replicas_per_node": "1",
+                                "conversation_affinity": "false", "api_key": "None"})
+    ray = settings.ray
+    assert (settings.model, ray.num_cpus, ray.num_replicas, ray.max_replicas_per_node) == ("/m", 2.0, 3, 1)
+    assert ray.conversation_affinity is False and settings.api_key is None and ray.threads == 2
+    assert from_serve_args({"num_replicas": "auto"}).ray.autoscaling
     with pytest.raises(ValueError, match="unknown ovchat Ray app argument.*replica_count"):
-        RayAppOptions.from_args({"replica_count": "2"})
+        from_serve_args({"replica_count": "2"})
+
+
+def _bound_settings(app) -> ServerSettings:
+    (settings,) = app._bound_deployment.init_args  # what each replica's __init__ receives
+    return settings
+
+
+@pytest.mark.parametrize("args", [
+    {"engine_options": '{"KV_CACHE_PRECISION": "u8", "NUM_STREAMS": 1}', "engine_process": "false"},  # serve run k=v
+    {"engine_options": {"KV_CACHE_PRECISION": "u8", "NUM_STREAMS": 1}, "engine_process": False},      # a config file
+], ids=["serve-run", "config-file"])
+def test_app_builder_gives_replicas_dict_and_bool_options_typed(args):
+    settings = _bound_settings(app_builder(args))
+    assert settings.engine_options == {"KV_CACHE_PRECISION": "u8", "NUM_STREAMS": 1}
+    assert settings.engine_process is False
+    assert settings.engine_arguments()["KV_CACHE_PRECISION"] == "u8"  # what the replica gives Engine.load
 
 
 def test_deployment_options_follow_the_arguments():
-    chosen = deployment_options(RayAppOptions(num_cpus=2, num_replicas=3, max_replicas_per_node=1,
-                                              max_concurrency=8, max_queued_requests=5))
+    chosen = deployment_options(ServerSettings(max_concurrency=8, ray=RaySettings(
+        num_cpus=2, num_replicas=3, max_replicas_per_node=1, max_queued_requests=5)))
     assert chosen["ray_actor_options"] == {"num_cpus": 2} and chosen["num_replicas"] == 3
     assert chosen["max_replicas_per_node"] == 1 and chosen["max_ongoing_requests"] == 8
     assert chosen["max_queued_requests"] == 5
     assert (chosen["backpressure_config"].status_code, chosen["backpressure_config"].retry_after_s) == (429, 1)
     assert chosen["request_router_config"].request_router_class.endswith("ConversationRouter")
-    scaled = deployment_options(RayAppOptions(num_replicas="auto", min_replicas=1, max_replicas=6, conversation_affinity=False))
+    scaled = deployment_options(ServerSettings(ray=RaySettings(num_replicas="auto", min_replicas=1, max_replicas=6,
+                                                               conversation_affinity=False)))
     assert "num_replicas" not in scaled and scaled["autoscaling_config"].max_replicas == 6
     assert "request_router_config" not in scaled and "max_replicas_per_node" not in scaled
 
@@ -129,5 +148,6 @@ def test_the_config_file_in_the_repository_is_a_valid_serve_config_for_this_app(
     schema = ServeDeploySchema.model_validate(config)
     app = schema.applications[0]
     assert app.import_path == "ovchat.server.ray_app:app_builder" and app.deployments[0].name == "ovchat"
-    options = RayAppOptions.from_args(app.args)
-    assert options.num_replicas == 2 and options.max_replicas_per_node == 1
+    settings = from_serve_args(app.args)
+    assert settings.ray.num_replicas == 2 and settings.ray.max_replicas_per_node == 1
+    assert settings.ray.conversation_affinity is True

@@ -21,7 +21,8 @@ pytest.importorskip("ray.serve", reason="the ray extra is not installed: pip ins
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.ray
 
-from ovchat.server.ray_app import REPLICA_HEADER, RayAppOptions, build  # noqa: E402
+from ovchat.server.ray_app import REPLICA_HEADER, build  # noqa: E402
+from ovchat.server.settings import RaySettings, ServerSettings  # noqa: E402
 from ovchat.server.ray_proxy import CALLBACK, CALLBACK_ENV  # noqa: E402
 
 LOOPBACK = {"node_ip_address": "127.0.0.1"}  # every node on 127.0.0.1 (with tests/conftest.py's RAY_ setting)
@@ -77,9 +78,9 @@ def ray2(tiny_phi3_dir):
         port = free_port()
         serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
         cluster_s = time.monotonic() - started
-        options = RayAppOptions(model=str(tiny_phi3_dir), num_replicas=2, max_replicas_per_node=1,
-                                max_concurrency=MAX_CONCURRENCY, max_queued_requests=MAX_QUEUED)
-        serve.run(build(options), name=APP, route_prefix="/")
+        settings = ServerSettings(model=str(tiny_phi3_dir), max_concurrency=MAX_CONCURRENCY, ray=RaySettings(
+            num_replicas=2, max_replicas_per_node=1, max_queued_requests=MAX_QUEUED))
+        serve.run(build(settings), name=APP, route_prefix="/")
         setup = Ray2Nodes(cluster, workers, f"http://127.0.0.1:{port}", tiny_phi3_dir.name)
         setup.timings.update(cluster_and_serve_s=round(cluster_s, 1), app_s=round(time.monotonic() - started - cluster_s, 1))
         yield setup

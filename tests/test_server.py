@@ -210,7 +210,7 @@ def test_metrics_count_requests_tokens_and_latency(served):
 
 
 def test_ovchat_generate_with_server_answers_without_loading_a_model(served):
-    script = ("import sys; from ovchat.tools.cli import main; rc = main(sys.argv[1:]); "
+    script = ("import sys; from ovchat.cli.main import main; rc = main(sys.argv[1:]); "
               "assert 'openvino' not in sys.modules, 'imported OpenVINO'; sys.exit(rc)")
     done = subprocess.run([sys.executable, "-c", script, "generate", "--server", served[0], "-n", "24",
                            "What is the capital of France?"], capture_output=True, text=True, timeout=60,
@@ -220,7 +220,7 @@ def test_ovchat_generate_with_server_answers_without_loading_a_model(served):
 
 
 def test_ovchat_chat_with_server_keeps_history_resets_and_exits(served):
-    script = ("import sys; from ovchat.tools.cli import main; rc = main(sys.argv[1:]); "
+    script = ("import sys; from ovchat.cli.main import main; rc = main(sys.argv[1:]); "
               "assert 'openvino' not in sys.modules, 'imported OpenVINO'; sys.exit(rc)")
     done = subprocess.run([sys.executable, "-c", script, "chat", "--server", served[0], "-n", "24"],
                           input="What is the capital of France?\n/reset\nWhat is the capital of Japan?\n/exit\n",

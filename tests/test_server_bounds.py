@@ -108,18 +108,18 @@ def test_other_early_answers_reach_clients_that_send_big_bodies_too():
 
 
 def test_serve_flags_set_the_bounds():
-    from ovchat.server.cli import serve_settings
-    from ovchat.tools.cli import build_parser
+    from ovchat.cli.main import build_parser
+    from ovchat.cli.serve import serve_settings
 
-    args = build_parser().parse_args(["serve", "--max-tokens", "512", "--request-timeout", "30", "--kv-cache-gb", "2",
-                                      "--allowed-hosts", "a.example, .corp.example", "--allowed-origins", "https://ui"])
-    config, batching = serve_settings(args)
-    assert (config.max_tokens, config.request_timeout_s, batching.kv_cache_gb) == (512, 30.0, 2)
-    assert batching.to_scheduler_config().cache_size == 2
-    assert config.allowed_hosts == ("a.example", ".corp.example") and config.allowed_origins == ("https://ui",)
-    defaults, batching = serve_settings(build_parser().parse_args(["serve"]))
-    assert (defaults.max_tokens, defaults.request_timeout_s, batching.kv_cache_gb) == (2048, 600.0, 0)
-    unbounded, _ = serve_settings(build_parser().parse_args(["serve", "--max-tokens", "0", "--request-timeout", "0"]))
+    settings = serve_settings(build_parser().parse_args(
+        ["serve", "--max-tokens", "512", "--request-timeout", "30", "--kv-cache-gb", "2",
+         "--allowed-hosts", "a.example, .corp.example", "--allowed-origins", "https://ui"]))
+    assert (settings.max_tokens, settings.request_timeout_s, settings.kv_cache_gb) == (512, 30.0, 2)
+    assert settings.batch_options().to_scheduler_config().cache_size == 2
+    assert settings.allowed_hosts == ("a.example", ".corp.example") and settings.allowed_origins == ("https://ui",)
+    defaults = serve_settings(build_parser().parse_args(["serve"]))
+    assert (defaults.max_tokens, defaults.request_timeout_s, defaults.kv_cache_gb) == (2048, 600.0, 0)
+    unbounded = serve_settings(build_parser().parse_args(["serve", "--max-tokens", "0", "--request-timeout", "0"]))
     assert (unbounded.max_tokens, unbounded.request_timeout_s) == (None, None)
 
 

@@ -274,7 +274,7 @@ def _stream_lines(url: str, body: dict) -> list[str]:
 
 def test_the_cli_client_streams_from_the_server_without_importing_openvino(fake_server):
     url, _ = fake_server
-    script = ("import sys; from ovchat.tools.cli import main; rc = main(sys.argv[1:]); "
+    script = ("import sys; from ovchat.cli.main import main; rc = main(sys.argv[1:]); "
               "assert 'openvino' not in sys.modules and 'openvino_genai' not in sys.modules, 'imported OpenVINO'; "
               "sys.exit(rc)")
     env = {**os.environ, "OVCHAT_SERVER": url, "OVCHAT_API_KEY": "s3cret"}
@@ -292,7 +292,7 @@ def test_the_cli_client_streams_from_the_server_without_importing_openvino(fake_
 
 
 @pytest.mark.parametrize("imports, banned", [
-    ("ovchat.server.app, ovchat.server.cli, ovchat.engine.engine", ("torch", "transformers", "optimum")),
+    ("ovchat.server.app, ovchat.server.launch, ovchat.cli.serve, ovchat.engine.engine", ("torch", "transformers", "optimum")),
     ("ovchat.engine.engine, ovchat.engine.batch", ("starlette", "uvicorn", "prometheus_client", "anyio")),
 ])
 def test_the_server_process_has_no_torch_and_the_engine_no_web_framework(imports, banned):

@@ -9,7 +9,8 @@ import pytest
 
 from ovchat.engine import GenerationOptions
 from ovchat.server import protocol
-from ovchat.server.client import Client, ServerError, request_body
+from ovchat.cli.remote import request_body
+from ovchat.server.client import Client, ServerError
 from ovchat.server.protocol import APIError, parse_chat, parse_completion
 from ovchat.server.serving import Slots, generation_options
 

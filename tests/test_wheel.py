@@ -1,5 +1,5 @@
 """A clean wheel: built from the repository, installed into a fresh venv, it adds one top-level
-name to site-packages, `ovchat` (the repository's engine/, tools/, benchmarks/ and server/ beneath
+name to site-packages, `ovchat` (the repository's engine/, server/, cli/, tools/ and benchmarks/ beneath
 it, never studies/ nor committed results), and both the command and the documented import work from it."""
 
 import shutil
@@ -55,14 +55,15 @@ def test_the_wheel_holds_the_ovchat_package_only(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == TOP_LEVEL
     for module in ("ovchat/__init__.py", "ovchat/engine/engine.py", "ovchat/engine/tool_parsers/hermes.py",
-                   "ovchat/tools/export.py", "ovchat/benchmarks/cli.py"):  # subpackages too
+                   "ovchat/tools/export.py", "ovchat/benchmarks/cli.py", "ovchat/cli/main.py"):  # subpackages too
         assert module in names
 
 
 def test_every_module_of_the_source_folders_is_in_the_wheel(wheel):
     # a subpackage missing from pyproject's package list installs without its modules
     names = set(zipfile.ZipFile(wheel).namelist())
-    for folder, package in (("engine", "engine"), ("server", "server"), ("tools", "tools"), ("benchmarks", "benchmarks")):
+    for folder, package in (("engine", "engine"), ("server", "server"), ("cli", "cli"), ("tools", "tools"),
+                            ("benchmarks", "benchmarks")):
         for path in (REPO / folder).rglob("*.py"):
             assert f"ovchat/{package}/{path.relative_to(REPO / folder).as_posix()}" in names, path
 

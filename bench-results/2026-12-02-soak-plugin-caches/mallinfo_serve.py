@@ -17,6 +17,6 @@ def log():
               file=sys.stderr, flush=True)
         time.sleep(15)
 threading.Thread(target=log, daemon=True).start()
-from ovchat.tools.cli import main
+from ovchat.cli.main import main
 sys.argv = ["ovchat", *sys.argv[1:]]
 raise SystemExit(main())

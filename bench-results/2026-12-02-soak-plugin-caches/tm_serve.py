@@ -9,6 +9,6 @@ def snap():
         s.dump(f"{os.environ['TM_OUT']}-{int(at)}.snap")
         print(f"TM snapshot at {at:.0f}s traced={tracemalloc.get_traced_memory()[0]/2**20:.1f} MB", file=sys.stderr, flush=True)
 threading.Thread(target=snap, daemon=True).start()
-from ovchat.tools.cli import main
+from ovchat.cli.main import main
 sys.argv = ["ovchat", *sys.argv[1:]]
 raise SystemExit(main())

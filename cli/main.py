@@ -1,44 +1,40 @@
 """The `ovchat` command: a local chat LLM engine on OpenVINO.
 
-This module only wires subcommands; each lives beside the code it drives:
-engine/cli.py (generate, chat, devices, info, demo), tools/export_cli.py (export),
-benchmarks/cli.py (bench), server/cli.py (serve). `generate` and `chat` with --server are the
-server's client (server/client.py): composed here, so the runtime imports nothing of the server. Each module's `register(subparsers)` adds its parsers and sets
-`func`; heavy imports happen inside the handlers, so `ovchat generate` never loads torch."""
+This module only wires subcommands: cli/runtime.py (generate, chat, demo, devices, info),
+cli/remote.py (generate and chat with --server), cli/serve.py (serve), tools/export_cli.py
+(export), benchmarks/cli.py (bench). Each module's `register(subparsers)` adds its parsers and
+sets `func`; heavy imports happen inside the handlers, so `ovchat generate` never loads torch.
+"""
 
 import argparse
 import os
 import sys
 
 from ..engine.errors import EngineError  # stdlib only: parsing flags imports no OpenVINO
-from ..server import client  # stdlib only, as above
+from . import remote
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..engine import cli as engine_cli
-    from . import export_cli
     from ..benchmarks import cli as bench_cli
-    from ..server import cli as server_cli
+    from ..tools import export_cli
+    from . import runtime, serve
 
     parser = argparse.ArgumentParser(prog="ovchat", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    engine_cli.register(sub)
+    runtime.register(sub)
     export_cli.register(sub)
     bench_cli.register(sub)
-    server_cli.register(sub)
-    for command in CLIENT_COMMANDS:
-        client.add_client_flags(sub.choices[command])
+    serve.register(sub)
+    for command in remote.COMMANDS:
+        remote.add_client_flags(sub.choices[command])
     return parser
-
-
-CLIENT_COMMANDS = {"generate": "run_generate", "chat": "run_chat"}
 
 
 def _handler(args):
     """The subcommand's handler; `generate`/`chat --server URL` go to the server's client (no
     OpenVINO in this process)."""
-    if args.command in CLIENT_COMMANDS and args.server:
-        return getattr(client, CLIENT_COMMANDS[args.command])
+    if args.command in remote.COMMANDS and args.server:
+        return remote.COMMANDS[args.command]
     return args.func
 
 
