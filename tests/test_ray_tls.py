@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +160,52 @@ def test_serve_ray_listens_beyond_the_loopback_only_behind_this_runs_tls(tiny_ph
         for leftover in started[1:]:  # a failed test still leaves no Ray process behind
             if leftover.is_running():
                 leftover.kill()
+
+
+def ray_containers(manifest: dict) -> list[tuple[dict, dict]]:
+    """(pod spec, Ray container) of the head and of every worker group."""
+    cluster = manifest["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]["template"]["spec"]]
+    pods += [group["template"]["spec"] for group in cluster["workerGroupSpecs"]]
+    return [(pod, container) for pod in pods for container in pod["containers"]]
+
+
+def test_the_kuberay_example_gives_every_ray_container_tls_and_no_container_but_the_init_the_ca_key():
+    import yaml
+
+    manifest = yaml.safe_load((Path(__file__).resolve().parents[1] / "deploy" / "kuberay.yaml").read_text())
+    for pod, container in ray_containers(manifest):
+        env = {item["name"]: item.get("value") for item in container["env"]}
+        assert env["RAY_USE_TLS"] == "1", container["name"]
+        mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+        for key in ray_tls.ENV[1:]:
+            assert mounts.get(os.path.dirname(env[key])) == "ray-tls", (container["name"], key)
+        assert "ray-ca" not in mounts.values()  # the CA's key: only the init container signs with it
+        init = {mount["name"] for c in pod["initContainers"] for mount in c["volumeMounts"]}
+        assert {"ray-ca", "ray-gencert", "ray-tls"} <= init
+    serve_config = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    assert serve_config["applications"][0]["import_path"] == "ovchat.server.ray_app:app_builder"
+
+
+def test_the_kuberay_init_script_signs_a_pod_certificate_with_the_cluster_ca(tmp_path):
+    import shutil
+
+    from cryptography import x509
+
+    if not shutil.which("openssl"):
+        pytest.skip("no openssl on this machine")
+    ca_dir, out = tmp_path / "ca", tmp_path / "tls"
+    ca_dir.mkdir(), out.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-days", "30", "-subj", "/CN=test CA", "-keyout", str(ca_dir / "ca.key"), "-out", str(ca_dir / "ca.crt")],
+                   check=True, capture_output=True)
+    script = Path(__file__).resolve().parents[1] / "deploy" / "kuberay-gencert.sh"
+    env = {**os.environ, "POD_IP": "10.1.2.3", "POD_NAMESPACE": "ml", "OUT": str(out), "CA_DIR": str(ca_dir)}
+    subprocess.run(["sh", str(script)], env=env, check=True, capture_output=True)
+    assert sorted(os.listdir(out)) == ["ca.crt", "tls.crt", "tls.key"]
+    assert stat.S_IMODE(os.stat(out / "tls.key").st_mode) == 0o400
+    cert = x509.load_pem_x509_certificate((out / "tls.crt").read_bytes())
+    cert.verify_directly_issued_by(x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes()))
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} == {"10.1.2.3", "127.0.0.1"}
+    assert "*.ml.svc.cluster.local" in names.get_values_for_type(x509.DNSName)
