@@ -11,7 +11,9 @@ itself (ray/_common/tls_utils.py, ray/_private/grpc_utils.py and Ray's C++ core)
 and as client) in a private temporary folder (0700, files 0600), and points those variables at
 them for this process and the Ray processes it starts. The CA's key is never written: no other
 certificate can be signed for this run. `LocalTLS.remove()` (also at exit) deletes the folder and
-restores the variables. It does nothing when `RAY_USE_TLS` is already set: the user's own.
+restores the variables (a SIGKILL leaves the folder behind, as it leaves Ray's /tmp/ray session;
+its key opens nothing once that Ray is gone). It does nothing when `RAY_USE_TLS` is already set:
+the user's own.
 """
 
 from __future__ import annotations
