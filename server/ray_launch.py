@@ -16,6 +16,7 @@ import threading
 from typing import Callable
 
 from ..engine.errors import EngineError
+from . import ray_tls
 from .settings import ServerSettings
 
 log = logging.getLogger("ovchat.server")
@@ -33,6 +34,9 @@ def serve_on_ray(settings: ServerSettings, address: str | None = None,
         # A Ray of our own on this machine speaks over the loopback only, as `ovchat serve` binds
         # 127.0.0.1 (Ray reads this before it starts: Linux would take the machine's outward address).
         os.environ.setdefault(LOOPBACK_ONLY_ENV, "0")
+        # The one socket Ray opens beyond the loopback (a replica's gRPC server, on [::]) takes
+        # only peers holding this run's certificate (server/ray_tls.py).
+        credential = ray_tls.start()
     try:
         import ray
         from ray import serve
@@ -66,5 +70,6 @@ def serve_on_ray(settings: ServerSettings, address: str | None = None,
     finally:
         if started_here:
             ray.shutdown()
+            credential.remove()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

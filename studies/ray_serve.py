@@ -12,7 +12,8 @@
    prefix in its KV cache) and without (Ray's default routing: power of two choices).
 
 `--parts` picks among the three; each `--variant` measures part 1 once more, side by side, with
-other app options or Ray settings (`--variant in-process=engine_process:false`).
+other app options or Ray settings (`--variant in-process=engine_process:false`); `RAY_USE_TLS:1`
+without certificate paths makes this Ray's credential as `ovchat serve --ray` does (server/ray_tls.py).
 Ray runs locally (ray.init(address="local")), every address on 127.0.0.1. Prints a table, writes
 ray_serve.json, and ends with one JSON line. Load averages are recorded at every step.
 """
@@ -146,6 +147,7 @@ def parse_variant(text: str) -> tuple[str, dict, dict]:
 
 
 _ray_env_set: dict = {}
+_credentials: list = []
 
 
 def start_ray(cores: int, env: dict, restart: bool) -> str:
@@ -157,9 +159,15 @@ def start_ray(cores: int, env: dict, restart: bool) -> str:
     for key in list(_ray_env_set):
         os.environ.pop(key) if _ray_env_set[key] is None else os.environ.__setitem__(key, _ray_env_set[key])
     _ray_env_set.clear()
+    env = dict(env)
+    if env.get("RAY_USE_TLS") == "1" and "RAY_TLS_CA_CERT" not in env:
+        from ovchat.server import ray_tls
+        del env["RAY_USE_TLS"]
+        _credentials.append(ray_tls.start())
     for key, value in env.items():
         _ray_env_set[key] = os.environ.get(key)
         os.environ[key] = value
+    ray._raylet.Config.initialize("")  # this process's Ray re-reads the variables (RAY_USE_TLS) as at its first start
     ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -172,6 +180,8 @@ def stop_ray() -> None:
     if ray.is_initialized():
         serve.shutdown()
         ray.shutdown()
+    while _credentials:
+        _credentials.pop().remove()
 
 
 def deploy(serve, build, options) -> str:
