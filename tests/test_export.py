@@ -35,12 +35,21 @@ def write_hf_folder(path: Path, architectures=("LlamaForCausalLM",), hidden=576,
     return path
 
 
-def write_gguf(path: Path, arch: str, tokenizer: str | None = None) -> Path:
-    from gguf import GGUFWriter
+def write_gguf(path: Path, arch: str, tokenizer: str | None = None, pre: str | None = None,
+               tensor: str | None = None) -> Path:
+    """A GGUF with a header only: enough for the checks that run before any conversion."""
+    import numpy as np
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter
 
     writer = GGUFWriter(str(path), arch)
     if tokenizer:
         writer.add_tokenizer_model(tokenizer)
+        writer.add_token_list(["a", "b"])
+    if pre:
+        writer.add_tokenizer_pre(pre)
+    if tensor:  # one block of zeros of that type
+        kind = GGMLQuantizationType[tensor]
+        writer.add_tensor("output.weight", np.zeros((1, GGML_QUANT_SIZES[kind][1]), dtype=np.uint8), raw_dtype=kind)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -98,7 +107,12 @@ def test_fidelity_verdicts():
     (lambda tmp: write_hf_folder(tmp, architectures=("BertForSequenceClassification",)), "not a causal language model"),
     (lambda tmp: (tmp / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}') and tmp, "no weights"),
     (lambda tmp: write_gguf(tmp / "m.gguf", "bert"), "architecture 'bert' is not supported"),
-    (lambda tmp: write_gguf(tmp / "m.gguf", "llama", tokenizer="llama"), "tokenizer 'llama' with pre-tokenizer"),
+    (lambda tmp: write_gguf(tmp / "m.gguf", "llama", tokenizer="llama"), "tokenizer 'llama' (SentencePiece) without token scores"),
+    (lambda tmp: write_gguf(tmp / "m.gguf", "llama", tokenizer="gpt2", pre="tekken"),
+     "tokenizer 'gpt2' (byte-level BPE) with pre-tokenizer 'tekken' is not supported (supported: byte-level BPE"),
+    (lambda tmp: write_gguf(tmp / "m.gguf", "llama", tokenizer="rwkv"), "GGUF tokenizer 'rwkv' is not supported"),
+    (lambda tmp: write_gguf(tmp / "m.gguf", "qwen2", tokenizer="gpt2", pre="qwen2", tensor="IQ4_NL"),
+     "GGUF tensor type IQ4_NL is not supported (supported: F32, F16, BF16, Q4_0"),
     (lambda tmp: (tmp / "m.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x01" * 40) and tmp / "m.gguf",
      "not a readable GGUF file (truncated or corrupt)"),
 ])
