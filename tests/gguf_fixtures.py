@@ -217,3 +217,61 @@ def write(name: str, path: Path, default_gguf: Path | None = None, seed: int = 0
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+VERSION = "v1"  # bump whenever a file's recipe above changes: the cached files are rebuilt
+
+
+def _staged(final: Path, build) -> Path:
+    """build(staging) unless `final` exists; a rename, so a crash leaves nothing half-written."""
+    import os
+    import shutil
+
+    if final.exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    try:
+        build(staging)
+        staging.rename(final)
+    finally:
+        if staging.is_dir():
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            staging.unlink(missing_ok=True)
+    return final
+
+
+def cached_gguf(name: str, root: Path, default_gguf: Path | None) -> Path:
+    """Family `name`'s GGUF under `root`, written once."""
+    return _staged(root / f"gguf-{name}-{VERSION}.gguf", lambda path: write(name, path, default_gguf))
+
+
+def cached_tokenizer(gguf_path: Path, out: Path) -> Path:
+    """The tokenizer `ovchat export` makes from `gguf_path`, alone: the same two steps (gguf_convert
+    rebuilds it, optimum-intel's export_tokenizer converts it with openvino_tokenizers)."""
+    def build(staging: Path) -> None:
+        from optimum.exporters.openvino.convert import export_tokenizer
+        from transformers import AutoTokenizer
+
+        from ovchat.tools import gguf_convert
+
+        staging.mkdir()
+        gguf_convert.save_tokenizer(gguf_convert.read_vocab(gguf_convert.read_gguf(gguf_path)), staging)
+        export_tokenizer(AutoTokenizer.from_pretrained(str(staging)), staging, task="text-generation-with-past")
+        if not (staging / "openvino_tokenizer.xml").is_file():
+            raise RuntimeError(f"openvino_tokenizers did not convert the tokenizer of {gguf_path.name}")
+
+    return _staged(out, build)
+
+
+def ovchat_tokenizer(folder: Path):
+    """ovchat.engine's Tokenizer over the openvino_tokenizers models in `folder`."""
+    import openvino_genai as ov_genai
+
+    from ovchat.engine.model import ModelInfo
+    from ovchat.engine.tokenizer import Tokenizer
+
+    info = ModelInfo(path=folder, format="openvino", architecture=None, context_length=None, eos_token_ids=(),
+                     size_bytes=0, manifest=None)
+    return Tokenizer(info, ov_genai.Tokenizer(str(folder)))
