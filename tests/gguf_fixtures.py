@@ -59,10 +59,23 @@ FAMILIES = {
     "gemma3": Family("gemma3", "spm", specials=("<start_of_turn>", "<end_of_turn>"), template=GEMMA, name="tiny-gemma",
                      space_prefix=False),
 }
+# Strings of the corpus on which openvino_tokenizers departs from the tokenizer.json it converts
+# (which itself matches llama.cpp on all): the only ones where ovchat's ids differ from llama.cpp's.
+_BYTE_TEXT = "<0x0A> is a byte token written as text"   # SentencePiece: read as the byte token <0x0A>
+_NUMBERS = "²³ superscripts ½ ¾"                        # smollm's "\p{N}" split: " ½" kept whole
+OPENVINO_DIFFERENCES = {
+    "default": {_NUMBERS}, "llama-smollm": {_NUMBERS},
+    "mistral-spm": {_BYTE_TEXT}, "phi3": {_BYTE_TEXT}, "gemma2": {_BYTE_TEXT}, "gemma3": {_BYTE_TEXT},
+}
 # Every tensor type gguf_convert accepts but F32 (the norms'), handed out in turn to the matrices.
 MATRIX_TYPES = ("Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "F16", "BF16")
 # Byte offsets of each K-quant block's fp16 scales (d, dmin): random bytes elsewhere are valid.
 _K_SCALES = {"Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
+
+
+def corpus() -> list:
+    """The tokenizer corpus: 252 strings (tests/texts/tokenizer_parity.json)."""
+    return json.loads((TEXTS / "tokenizer_parity.json").read_text())
 
 
 def bpe_vocab(default_gguf: Path) -> dict:
@@ -111,7 +124,7 @@ def _matrix(writer, name: str, rows: int, cols: int, kind: str, rng) -> None:
         block, size = gguf.GGML_QUANT_SIZES[qtype]
         blocks = rng.integers(0, 256, size=(rows, cols // block, size), dtype=np.uint8)
         for offset in _K_SCALES[kind]:
-            blocks[:, :, offset:offset + 2] = np.frombuffer(np.float16(1e-3).tobytes(), dtype=np.uint8)
+            blocks[:, :, offset:offset + 2] = np.frombuffer(np.float16(2e-5).tobytes(), dtype=np.uint8)
         writer.add_tensor(name, blocks.reshape(rows, -1), raw_dtype=qtype)
         return
     weights = (rng.standard_normal((rows, cols)) * 0.05).astype(np.float32)

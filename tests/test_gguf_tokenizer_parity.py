@@ -7,10 +7,9 @@ llama.cpp's own tokenizer gives (llama-cpp-python, vocab_only), and decodes them
 Two layers are checked: the tokenizer gguf_convert rebuilds (tokenizer.json, run by the
 `tokenizers` library) must match llama.cpp on every string; the openvino_tokenizers models made
 from it (what ovchat runs, through ovchat.engine's Tokenizer) must too, but for the strings in
-OPENVINO_DIFFERENCES, where openvino_tokenizers itself departs from tokenizer.json. The figures
+gguf_fixtures.OPENVINO_DIFFERENCES, where openvino_tokenizers itself departs from tokenizer.json. The figures
 are in docs/export.md ("GGUF files")."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,7 @@ import gguf_fixtures
 pytestmark = pytest.mark.slow
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python (the bench extra) is the reference tokenizer")
 
-CORPUS = json.loads((Path(__file__).parent / "texts" / "tokenizer_parity.json").read_text())
-_BYTE_TEXT = "<0x0A> is a byte token written as text"   # SentencePiece: openvino_tokenizers reads it as the byte
-_NUMBERS = "²³ superscripts ½ ¾"   # smollm's "\p{N}" split: openvino_tokenizers keeps " ½" together
-OPENVINO_DIFFERENCES = {
-    "default": {_NUMBERS}, "llama-smollm": {_NUMBERS},
-    "mistral-spm": {_BYTE_TEXT}, "phi3": {_BYTE_TEXT}, "gemma2": {_BYTE_TEXT}, "gemma3": {_BYTE_TEXT},
-}
+CORPUS = gguf_fixtures.corpus()
 _NEEDS_DEFAULT = pytest.mark.default_model  # byte-level BPE files copy the default model's vocabulary
 FILES = [pytest.param("default", marks=_NEEDS_DEFAULT)] + [
     pytest.param(name, marks=_NEEDS_DEFAULT) if family.vocab == "bpe" else name
@@ -82,7 +75,7 @@ def test_the_rebuilt_tokenizer_encodes_every_string_as_llama_cpp(gguf_file, refe
 def test_the_exported_tokenizer_encodes_as_llama_cpp(gguf_file, references, exported, request):
     tokenizer = gguf_fixtures.ovchat_tokenizer(exported)
     name = request.node.callspec.id
-    known = OPENVINO_DIFFERENCES.get(name, set())
+    known = gguf_fixtures.OPENVINO_DIFFERENCES.get(name, set())
     different = _different(lambda text: tokenizer.encode(text, add_special_tokens=False), references)
     print(f"{name}: {len(CORPUS) - len(different)}/{len(CORPUS)} equal")
     assert different == known

@@ -30,6 +30,8 @@ CONFIG_FIXES = {
     "gemma3": {"attention.key_length": "head_dim"},
     "phi3": {"attention.sliding_window": "sliding_window"},
 }
+# llama.cpp's architecture name -> transformers' model_type, where they differ.
+HF_MODEL_TYPES = {"gemma3": "gemma3_text"}
 _GGUF_MAGIC = b"GGUF"
 
 
@@ -84,6 +86,31 @@ def check_supported(reader, path: Path) -> None:
         raise GgufError(
             f"{path.name}: GGUF tensor type {', '.join(odd)} is not supported (supported: {', '.join(TENSOR_TYPES)}); "
             "use a file quantized to one of those (e.g. Q4_K_M, Q8_0) or export the original Hugging Face folder"
+        )
+
+
+def check_exportable(reader, path: Path) -> None:
+    """Raise GgufError when optimum-intel refuses this architecture with the installed transformers
+    (its export configs carry the versions they accept: Gemma 2 and 3 stop at transformers 5.0 in
+    optimum-intel 2.2), before the conversion spends minutes on it."""
+    from importlib.metadata import version
+
+    from optimum.exporters.openvino import model_configs  # noqa: F401  (registers the OpenVINO export configs)
+    from optimum.exporters.tasks import TasksManager
+    from packaging.version import Version
+
+    arch = architecture(reader)
+    model_type = HF_MODEL_TYPES.get(arch, arch)
+    config = TasksManager.get_exporter_config_constructor(
+        exporter="openvino", model_type=model_type, task="text-generation-with-past", library_name="transformers")
+    config = getattr(config, "func", config)
+    low, high = getattr(config, "MIN_TRANSFORMERS_VERSION", None), getattr(config, "MAX_TRANSFORMERS_VERSION", None)
+    installed = Version(version("transformers"))
+    if (high and installed > Version(str(high))) or (low and installed < Version(str(low))):
+        accepted = " and ".join(f"{op} {v}" for op, v in ((">=", low), ("<=", high)) if v)
+        raise GgufError(
+            f"{path.name}: GGUF architecture '{arch}' converts, but optimum-intel {version('optimum-intel')} exports "
+            f"'{model_type}' only with transformers {accepted} (installed: {installed}); it cannot be exported with this install"
         )
 
 
