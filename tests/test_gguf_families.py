@@ -114,3 +114,30 @@ def test_the_exported_tokenizer_encodes_as_llama_cpp(family):
     different = {text for text in texts
                  if tokenizer.encode(text, add_special_tokens=False) != reference.tokenize(text.encode(), add_bos=False, special=True)}
     assert different == gguf_fixtures.OPENVINO_DIFFERENCES.get(name, set())
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=_NEEDS_DEFAULT) if gguf_fixtures.FAMILIES[name].vocab == "bpe"
+                                  else name for name in EXPORTED])
+def test_the_converted_weights_compute_what_llama_cpp_computes(name, tmp_path):
+    """The float model gguf_convert writes gives llama.cpp's logits on the same file (llama.cpp
+    multiplies by its quantized blocks, so not to the last bit): a tensor mapped or scaled wrong
+    (the Gemma query scale transformers defaults to 256 gave 0.997 and 0.916) falls far below."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ovchat.tools import default_model, gguf_convert
+
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python (the bench extra) is the reference")
+    bpe = gguf_fixtures.FAMILIES[name].vocab == "bpe"
+    gguf = gguf_fixtures.cached_gguf(name, _root(), default_model.fetch_gguf() if bpe else None)
+    reference = llama_cpp.Llama(str(gguf), n_ctx=64, logits_all=True, verbose=False, n_threads=1)
+    ids = reference.tokenize(b"The quick brown fox jumps over the lazy dog. Hello world, 42!", add_bos=True)[:24]
+    reference.eval(ids)
+    expected = np.array(reference.scores[:len(ids)])
+    gguf_convert.convert(gguf, tmp_path / "float")
+    with torch.no_grad():
+        model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "float"), dtype=torch.float32)
+        logits = model(torch.tensor([ids])).logits[0].numpy()
+    cosines = [a @ b / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(expected, logits)]
+    assert min(cosines) > 0.999, (name, min(cosines))

@@ -30,6 +30,7 @@ CONFIG_FIXES = {
     "gemma3": {"attention.key_length": "head_dim"},
     "phi3": {"attention.sliding_window": "sliding_window"},
 }
+_GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}
 # llama.cpp's architecture name -> transformers' model_type, where they differ.
 HF_MODEL_TYPES = {"gemma3": "gemma3_text"}
 _GGUF_MAGIC = b"GGUF"
@@ -123,7 +124,18 @@ def config_overrides(reader, vocab: GgufVocab) -> dict:
     padding id (the config class's default can lie outside a small vocabulary)."""
     arch = architecture(reader)
     fixes = {field: _value(reader, f"{arch}.{key}") for key, field in CONFIG_FIXES.get(arch, {}).items()}
-    return {field: value for field, value in fixes.items() if value is not None} | {"pad_token_id": vocab.pad_id}
+    fixes = {field: value for field, value in fixes.items() if value is not None} | {"pad_token_id": vocab.pad_id}
+    if arch in _GEMMA_27B_LAYERS:
+        fixes["query_pre_attn_scalar"] = _gemma_query_scale(reader, arch)
+    return fixes
+
+
+def _gemma_query_scale(reader, arch: str) -> float:
+    """What llama.cpp divides Gemma's queries by the square root of: the head size, but hidden size /
+    heads for the 27B models (told apart by their layer count); transformers' default is 256."""
+    if _value(reader, f"{arch}.block_count") == _GEMMA_27B_LAYERS[arch]:
+        return _value(reader, f"{arch}.embedding_length") // _value(reader, f"{arch}.attention.head_count")
+    return _value(reader, f"{arch}.attention.key_length")
 
 
 def convert(gguf_path: Path, out_dir: Path) -> dict:
