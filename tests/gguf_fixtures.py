@@ -43,13 +43,14 @@ class Family:
     template: str = CHATML
     name: str = "tiny"
     space_prefix: bool = True
+    sampling: tuple = ()        # (general.sampling.KEY, value): the decoding the file recommends
 
 
 FAMILIES = {
     "llama-smollm": Family("llama", "bpe", "smollm"),
     "llama3": Family("llama", "bpe", "llama-bpe"),
     "qwen2": Family("qwen2", "bpe", "qwen2"),
-    "qwen3": Family("qwen3", "bpe", "qwen2"),
+    "qwen3": Family("qwen3", "bpe", "qwen2", sampling=(("temp", 0.6), ("top_k", 20), ("top_p", 0.95))),
     "llama-gpt2": Family("llama", "bpe", "gpt-2"),
     "mistral-spm": Family("llama", "spm", specials=("[INST]", "[/INST]"), template=MISTRAL, name="tiny-mistral"),
     "phi3": Family("phi3", "spm", specials=("<|endoftext|>", "<|assistant|>", "<|end|>", "<|system|>", "<|user|>"),
@@ -216,6 +217,8 @@ def write(name: str, path: Path, default_gguf: Path | None = None, seed: int = 0
     rng = np.random.default_rng(seed)
     writer = gguf.GGUFWriter(str(path), family.arch)
     writer.add_name(family.name)
+    for key, value in family.sampling:
+        (writer.add_int32 if isinstance(value, int) else writer.add_float32)(f"general.sampling.{key}", value)
     _add_hparams(writer, family)
     _add_vocab(writer, family, vocab)
     kinds = iter(MATRIX_TYPES * 8)
@@ -232,7 +235,7 @@ def write(name: str, path: Path, default_gguf: Path | None = None, seed: int = 0
     return path
 
 
-VERSION = "v1"  # bump whenever a file's recipe above changes: the cached files are rebuilt
+VERSION = "v2"  # bump when a recipe above changes: cached files are rebuilt (v2: qwen3 recommends a decoding)
 
 
 def _staged(final: Path, build) -> Path:

@@ -99,6 +99,11 @@ def test_the_export_keeps_the_chat_template_and_the_stop_tokens(family):
     assert model.tokenizer.chat_template == gguf_fixtures.FAMILIES[name].template
     assert "Hi" in model.tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}])
     assert sorted(model.info.eos_token_ids) == vocab.stop_token_ids()
+    if name == "qwen3":  # the decoding the file recommends
+        assert model.info.decoding == {"do_sample": True, "temperature": pytest.approx(0.6), "top_k": 20,
+                                       "top_p": pytest.approx(0.95)}
+    else:
+        assert model.info.decoding == {}
     if name in ("phi3", "gemma2", "gemma3"):  # their end-of-turn token stops the answer too
         ends = {"phi3": "<|end|>", "gemma2": "<end_of_turn>", "gemma3": "<end_of_turn>"}[name]
         assert vocab.tokens.index(ends) in model.info.eos_token_ids

@@ -30,6 +30,9 @@ CONFIG_FIXES = {
     "gemma3": {"attention.key_length": "head_dim"},
     "phi3": {"attention.sliding_window": "sliding_window"},
 }
+# The decoding a GGUF recommends (llama.cpp's general.sampling.* keys) -> generation_config.json,
+# where ovchat reads a model's own decoding settings (engine/model.py, DECODING_KEYS).
+SAMPLING_KEYS = {"temp": "temperature", "top_k": "top_k", "top_p": "top_p", "penalty_repeat": "repetition_penalty"}
 _GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}
 # llama.cpp's architecture name -> transformers' model_type, where they differ.
 HF_MODEL_TYPES = {"gemma3": "gemma3_text"}
@@ -138,6 +141,15 @@ def _gemma_query_scale(reader, arch: str) -> float:
     return _value(reader, f"{arch}.attention.key_length")
 
 
+def recommended_decoding(reader) -> dict:
+    """generation_config fields for the decoding the file recommends, if it does (temperature 0: greedy)."""
+    found = {field: _value(reader, f"general.sampling.{key}") for key, field in SAMPLING_KEYS.items()}
+    found = {field: float(value) if field != "top_k" else int(value) for field, value in found.items() if value is not None}
+    if "temperature" in found:
+        found["do_sample"] = found["temperature"] > 0
+    return found
+
+
 def convert(gguf_path: Path, out_dir: Path) -> dict:
     """Write a float32 Hugging Face model folder for `gguf_path` into `out_dir`.
 
@@ -150,6 +162,7 @@ def convert(gguf_path: Path, out_dir: Path) -> dict:
     vocab = read_vocab(reader)
     tensor_types = sorted({t.tensor_type.name for t in reader.tensors})
     overrides = config_overrides(reader, vocab)
+    sampling = recommended_decoding(reader)
     del reader
     model = AutoModelForCausalLM.from_pretrained(
         str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32, **overrides
@@ -158,9 +171,12 @@ def convert(gguf_path: Path, out_dir: Path) -> dict:
     model.generation_config.eos_token_id = stops[0] if len(stops) == 1 else stops
     model.generation_config.bos_token_id = vocab.bos_id
     model.generation_config.pad_token_id = vocab.pad_id
+    for name, value in sampling.items():
+        setattr(model.generation_config, name, value)
     model.save_pretrained(str(out_dir))
     save_tokenizer(vocab, out_dir)
     if vocab.chat_template:  # transformers 5 keeps it in its own file; optimum reads either
         (out_dir / "chat_template.jinja").write_text(vocab.chat_template)
-    return {"architecture": model.config.model_type, "gguf_tensor_types": tensor_types, "vocab_size": len(vocab.tokens)}
+    return {"architecture": model.config.model_type, "gguf_tensor_types": tensor_types, "vocab_size": len(vocab.tokens),
+            "recommended_decoding": sampling}
 
