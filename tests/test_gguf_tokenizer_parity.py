@@ -45,11 +45,10 @@ def gguf_file(request):
 
 @pytest.fixture(scope="module")
 def references(gguf_file):
-    """llama.cpp's ids for every string without and with BOS, and its decoding of the first."""
+    """llama.cpp's ids for every string, without and with BOS."""
     reference = llama_cpp.Llama(str(gguf_file), vocab_only=True, verbose=False)
     ids = {text: reference.tokenize(text.encode(), add_bos=False, special=True) for text in CORPUS}
-    return {text: (ids[text], reference.tokenize(text.encode(), add_bos=True, special=True),
-                   reference.detokenize(ids[text]).decode(errors="replace")) for text in CORPUS}
+    return {text: (ids[text], reference.tokenize(text.encode(), add_bos=True, special=True)) for text in CORPUS}
 
 
 @pytest.fixture(scope="module")
@@ -92,5 +91,5 @@ def test_the_exported_tokenizer_decodes_the_text_back(gguf_file, references, exp
     plain = [text for text in CORPUS if not hidden & set(references[text][0])]
     back = [text for text in plain if tokenizer.decode(references[text][0]) == text]
     assert len(back) >= 200
-    # The rest llama.cpp cannot give back either (SentencePiece reads a "▁" in the text as a space).
-    assert [text for text in plain if text not in back and references[text][2] == text] == []
+    # The rest no SentencePiece tokenizer gives back, llama.cpp's included: a "▁" in the text is a space.
+    assert [text for text in plain if text not in back and not (vocab.model == "llama" and "▁" in text)] == []
