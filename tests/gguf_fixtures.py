@@ -64,10 +64,18 @@ FAMILIES = {
 # (which itself matches llama.cpp on all): the only ones where ovchat's ids differ from llama.cpp's.
 _BYTE_TEXT = "<0x0A> is a byte token written as text"   # SentencePiece: read as the byte token <0x0A>
 _NUMBERS = "²³ superscripts ½ ¾"                        # smollm's "\p{N}" split: " ½" kept whole
+# Gemma 3's user-defined tokens of 2 to 31 ASCII spaces: openvino_tokenizers cuts a run with a
+# shorter one than llama.cpp's longest match ("    " -> "   " + " ").
+_SPACE_RUNS = {"          ten spaces", "def f(x):\n    return x ** 2  # square\n",
+               "int main(void) {\n    printf(\"%d\\n\", 42);\n    return 0;\n}", "    # four-space indented comment"}
 OPENVINO_DIFFERENCES = {
     "default": {_NUMBERS}, "llama-smollm": {_NUMBERS},
     "mistral-spm": {_BYTE_TEXT}, "phi3": {_BYTE_TEXT}, "gemma2": {_BYTE_TEXT}, "gemma3": {_BYTE_TEXT},
+    "gemma3-270m": {_BYTE_TEXT} | _SPACE_RUNS,
 }
+# Strings openvino_tokenizers' detokenizer does not give back: it decodes any six-character token
+# "<....>" as if it were a byte token <0xNN> (Gemma 3's user-defined "</div>" comes out as "\ufffd").
+OPENVINO_DECODE_DIFFERENCES = {"gemma3-270m": {'<div class="box"><p>Hello</p></div>'}}
 # Every tensor type gguf_convert accepts but F32 (the norms'), handed out in turn to the matrices.
 MATRIX_TYPES = ("Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "F16", "BF16")
 # Byte offsets of each K-quant block's fp16 scales (d, dmin): random bytes elsewhere are valid.

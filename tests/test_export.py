@@ -233,3 +233,23 @@ def test_the_manifest_records_each_files_size_and_sha256_and_a_truncated_one_inv
     assert bin_record == {"size_bytes": len("openvino_model.bin"), "sha256": export_mod.sha256(out / "openvino_model.bin")}
     (out / "openvino_model.bin").write_text("openvino_model")
     assert not is_valid_export(out)  # so `ovchat export default` rebuilds a truncated default model
+
+
+def test_a_named_model_this_install_cannot_export_is_refused_before_downloading(tmp_path, capsys, monkeypatch):
+    from ovchat.tools import gguf_convert, named_models
+
+    monkeypatch.setattr(gguf_convert, "unexportable", lambda arch: f"GGUF architecture '{arch}' converts, but no")
+    monkeypatch.setattr(named_models, "fetch", lambda name: pytest.fail("downloaded a model it cannot export"))
+    assert run_cli(["gemma3-270m", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().out == "ovchat: gemma3-270m: GGUF architecture 'gemma3' converts, but no\n"
+
+
+def test_a_named_model_is_fetched_then_exported_as_its_kind(tmp_path, monkeypatch):
+    from ovchat.tools import gguf_convert, named_models
+
+    calls = []
+    monkeypatch.setattr(gguf_convert, "unexportable", lambda arch: None)
+    monkeypatch.setattr(named_models, "fetch", lambda name: tmp_path / f"{name}.gguf")
+    monkeypatch.setattr(export_mod, "export", lambda src, out, recipe, **kw: calls.append((src, out, kw)))
+    assert run_cli(["gemma3-270m", str(tmp_path / "out")]) == 0
+    assert calls == [(tmp_path / "gemma3-270m.gguf", tmp_path / "out", {"force": False, "check": True, "kind": "gemma3-270m"})]

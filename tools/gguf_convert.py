@@ -94,16 +94,22 @@ def check_supported(reader, path: Path) -> None:
 
 
 def check_exportable(reader, path: Path) -> None:
-    """Raise GgufError when optimum-intel refuses this architecture with the installed transformers
-    (its export configs carry the versions they accept: Gemma 2 and 3 stop at transformers 5.0 in
-    optimum-intel 2.2), before the conversion spends minutes on it."""
+    """Raise GgufError when optimum-intel refuses this file's architecture with the installed
+    transformers, before the conversion spends minutes on it."""
+    why = unexportable(architecture(reader))
+    if why:
+        raise GgufError(f"{path.name}: {why}")
+
+
+def unexportable(arch: str) -> str | None:
+    """Why optimum-intel will not export llama.cpp architecture `arch` here, or None. Its export
+    configs carry the transformers versions they accept (Gemma 2 and 3 stop at 5.0 in 2.2)."""
     from importlib.metadata import version
 
     from optimum.exporters.openvino import model_configs  # noqa: F401  (registers the OpenVINO export configs)
     from optimum.exporters.tasks import TasksManager
     from packaging.version import Version
 
-    arch = architecture(reader)
     model_type = HF_MODEL_TYPES.get(arch, arch)
     config = TasksManager.get_exporter_config_constructor(
         exporter="openvino", model_type=model_type, task="text-generation-with-past", library_name="transformers")
@@ -112,10 +118,10 @@ def check_exportable(reader, path: Path) -> None:
     installed = Version(version("transformers"))
     if (high and installed > Version(str(high))) or (low and installed < Version(str(low))):
         accepted = " and ".join(f"{op} {v}" for op, v in ((">=", low), ("<=", high)) if v)
-        raise GgufError(
-            f"{path.name}: GGUF architecture '{arch}' converts, but optimum-intel {version('optimum-intel')} exports "
-            f"'{model_type}' only with transformers {accepted} (installed: {installed}); it cannot be exported with this install"
-        )
+        return (f"GGUF architecture '{arch}' converts, but optimum-intel {version('optimum-intel')} exports "
+                f"'{model_type}' only with transformers {accepted} (installed: {installed}); it cannot be exported "
+                "with this install")
+    return None
 
 
 def stop_token_ids(vocab: GgufVocab) -> list:
