@@ -146,3 +146,29 @@ def test_the_converted_weights_compute_what_llama_cpp_computes(name, tmp_path):
         logits = model(torch.tensor([ids])).logits[0].numpy()
     cosines = [a @ b / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(expected, logits)]
     assert min(cosines) > 0.999, (name, min(cosines))
+
+
+@pytest.mark.named_model
+def test_the_real_gemma3_file_converts_to_llama_cpps_logits(tmp_path):
+    """Gemma 3 270M (`ovchat export gemma3-270m`'s file; optimum-intel refuses to export it here, the
+    conversion before that is ready): measured top-1 18/19, cosine 0.9993 mean, 0.998 lowest."""
+    import numpy as np
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ovchat.tools import gguf_convert, named_models
+
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python (the bench extra) is the reference")
+    gguf = named_models.fetch("gemma3-270m")
+    reference = llama_cpp.Llama(str(gguf), n_ctx=128, logits_all=True, verbose=False, n_threads=2)
+    ids = reference.tokenize(b"The capital of France is Paris. The largest planet in the solar system is Jupiter, and",
+                             add_bos=True)
+    reference.eval(ids)
+    expected = np.array(reference.scores[:len(ids)])
+    gguf_convert.convert(gguf, tmp_path / "float")
+    with torch.no_grad():
+        model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "float"), dtype=torch.float32)
+        logits = model(torch.tensor([ids])).logits[0].numpy()
+    cosines = [a @ b / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(expected, logits)]
+    assert np.mean(cosines) > 0.998 and min(cosines) > 0.995
+    assert (expected.argmax(-1) == logits.argmax(-1)).mean() >= 0.9
