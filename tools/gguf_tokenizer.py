@@ -86,7 +86,7 @@ class GgufVocab:
         """Each token's type as llama.cpp uses it (known end-of-turn texts become control tokens)."""
         types = list(self.token_types) or [_NORMAL] * len(self.tokens)
         for i, token in enumerate(self.tokens):
-            if token in _EOG_TEXTS and types[i] not in (_CONTROL, _UNUSED):
+            if token in _EOG_TEXTS:
                 types[i] = _CONTROL
         return types
 
