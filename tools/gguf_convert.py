@@ -17,7 +17,9 @@ from ..engine import EngineError
 from .gguf_tokenizer import GgufVocab, PRE_TOKENIZERS, build_tokenizer, read_vocab, save_tokenizer  # noqa: F401
 from . import gguf_tokenizer
 
-# llama.cpp's architecture names that transformers' GGUF loader reads and optimum-intel exports.
+# llama.cpp's architecture names that transformers' GGUF loader reads and whose conversion is tested
+# against llama.cpp; whether optimum-intel exports them with the installed transformers is asked
+# separately (check_exportable: Gemma 2 and 3 not with transformers 5.5).
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
 # The tensor types gguf-py dequantizes and the tests write (tests/test_gguf_families.py).
 TENSOR_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
