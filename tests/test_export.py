@@ -35,12 +35,21 @@ def write_hf_folder(path: Path, architectures=("LlamaForCausalLM",), hidden=576,
     return path
 
 
-def write_gguf(path: Path, arch: str, tokenizer: str | None = None) -> Path:
-    from gguf import GGUFWriter
+def write_gguf(path: Path, arch: str, tokenizer: str | None = None, pre: str | None = None,
+               tensor: str | None = None) -> Path:
+    """A GGUF with a header only: enough for the checks that run before any conversion."""
+    import numpy as np
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFWriter
 
     writer = GGUFWriter(str(path), arch)
     if tokenizer:
         writer.add_tokenizer_model(tokenizer)
+        writer.add_token_list(["a", "b"])
+    if pre:
+        writer.add_tokenizer_pre(pre)
+    if tensor:  # one block of zeros of that type
+        kind = GGMLQuantizationType[tensor]
+        writer.add_tensor("output.weight", np.zeros((1, GGML_QUANT_SIZES[kind][1]), dtype=np.uint8), raw_dtype=kind)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -98,7 +107,12 @@ def test_fidelity_verdicts():
     (lambda tmp: write_hf_folder(tmp, architectures=("BertForSequenceClassification",)), "not a causal language model"),
     (lambda tmp: (tmp / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}') and tmp, "no weights"),
     (lambda tmp: write_gguf(tmp / "m.gguf", "bert"), "architecture 'bert' is not supported"),
-    (lambda tmp: write_gguf(tmp / "m.gguf", "llama", tokenizer="llama"), "tokenizer 'llama' with pre-tokenizer"),
+    (lambda tmp: write_gguf(tmp / "m.gguf", "llama", tokenizer="llama"), "tokenizer 'llama' (SentencePiece) without token scores"),
+    (lambda tmp: write_gguf(tmp / "m.gguf", "llama", tokenizer="gpt2", pre="tekken"),
+     "tokenizer 'gpt2' (byte-level BPE) with pre-tokenizer 'tekken' is not supported (supported: byte-level BPE"),
+    (lambda tmp: write_gguf(tmp / "m.gguf", "llama", tokenizer="rwkv"), "GGUF tokenizer 'rwkv' is not supported"),
+    (lambda tmp: write_gguf(tmp / "m.gguf", "qwen2", tokenizer="gpt2", pre="qwen2", tensor="IQ4_NL"),
+     "GGUF tensor type IQ4_NL is not supported (supported: F32, F16, BF16, Q4_0"),
     (lambda tmp: (tmp / "m.gguf").write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x01" * 40) and tmp / "m.gguf",
      "not a readable GGUF file (truncated or corrupt)"),
 ])
@@ -219,3 +233,23 @@ def test_the_manifest_records_each_files_size_and_sha256_and_a_truncated_one_inv
     assert bin_record == {"size_bytes": len("openvino_model.bin"), "sha256": export_mod.sha256(out / "openvino_model.bin")}
     (out / "openvino_model.bin").write_text("openvino_model")
     assert not is_valid_export(out)  # so `ovchat export default` rebuilds a truncated default model
+
+
+def test_a_named_model_this_install_cannot_export_is_refused_before_downloading(tmp_path, capsys, monkeypatch):
+    from ovchat.tools import gguf_convert, named_models
+
+    monkeypatch.setattr(gguf_convert, "unexportable", lambda arch: f"GGUF architecture '{arch}' converts, but no")
+    monkeypatch.setattr(named_models, "fetch", lambda name: pytest.fail("downloaded a model it cannot export"))
+    assert run_cli(["gemma3-270m", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().out == "ovchat: gemma3-270m: GGUF architecture 'gemma3' converts, but no\n"
+
+
+def test_a_named_model_is_fetched_then_exported_as_its_kind(tmp_path, monkeypatch):
+    from ovchat.tools import gguf_convert, named_models
+
+    calls = []
+    monkeypatch.setattr(gguf_convert, "unexportable", lambda arch: None)
+    monkeypatch.setattr(named_models, "fetch", lambda name: tmp_path / f"{name}.gguf")
+    monkeypatch.setattr(export_mod, "export", lambda src, out, recipe, **kw: calls.append((src, out, kw)))
+    assert run_cli(["gemma3-270m", str(tmp_path / "out")]) == 0
+    assert calls == [(tmp_path / "gemma3-270m.gguf", tmp_path / "out", {"force": False, "check": True, "kind": "gemma3-270m"})]

@@ -44,8 +44,9 @@ def test_a_gguf_run_directly_stops_on_the_ids_its_export_would(tmp_path):
     path = tmp_path / "m.gguf"
     path.write_bytes(gguf_bytes({"general.architecture": (8, "llama"), "tokenizer.ggml.eos_token_id": (4, 2),
                                  "tokenizer.ggml.eot_token_id": (4, 7)}))
-    vocab = GgufVocab(tokens=[], merges=[], token_types=[], pre="default", bos_id=1, eos_id=2, unk_id=None, pad_id=None,
-                      eot_id=7, add_bos=False, chat_template=None)
+    vocab = GgufVocab(model="gpt2", tokens=[], merges=[], scores=[], token_types=[], pre="default", bos_id=1, eos_id=2,
+                      unk_id=None, pad_id=None, eot_id=7, add_bos=False, add_eos=False, add_space_prefix=False,
+                      chat_template=None)
     assert list(resolve(path).eos_token_ids) == stop_token_ids(vocab) == [2, 7]
 
 

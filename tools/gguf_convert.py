@@ -1,51 +1,48 @@
 """A GGUF file -> a Hugging Face model folder that optimum-intel can export.
 
-Weights go through transformers' own GGUF loader (it dequantizes to float32). The tokenizer
-does not: transformers 5.x converts byte-level BPE GGUF vocabularies wrongly (SmolLM2's
-"What is the capital of France?" comes out as garbage ids, and the exported model then
-emits only newlines). So we rebuild it with the `tokenizers` library from the GGUF's own
-tokens, merges, token types, special-token ids and chat template, and save it as a
-PreTrainedTokenizerFast, which optimum and openvino_tokenizers convert as usual.
+Weights go through transformers' own GGUF loader (gguf-py dequantizes them to float32); the
+config it reads gets the few values it leaves out (CONFIG_FIXES). The tokenizer does not: it is
+rebuilt from the GGUF's own vocabulary the way llama.cpp tokenizes (tools/gguf_tokenizer.py says
+why and how).
 
-Supported: architectures in SUPPORTED_ARCHITECTURES with a byte-level BPE vocabulary
-(`tokenizer.ggml.model == "gpt2"`) and a pre-tokenizer in PRE_TOKENIZERS. Anything else is
-refused with one line (GgufError) rather than exported with a tokenizer we cannot vouch for.
+Supported: the architectures in SUPPORTED_ARCHITECTURES, the vocabularies gguf_tokenizer
+rebuilds (byte-level BPE with a known pre-tokenizer, SentencePiece), tensors of the types in
+TENSOR_TYPES. Anything else is refused with one line (GgufError) naming it and what is
+supported, before any slow work, rather than exported with weights or a tokenizer nobody checked.
 """
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine import EngineError, gguf_meta
+from ..engine import EngineError
+from .gguf_tokenizer import GgufVocab, PRE_TOKENIZERS, build_tokenizer, read_vocab, save_tokenizer  # noqa: F401
+from . import gguf_tokenizer
 
-SUPPORTED_ARCHITECTURES = ("llama",)
-# llama.cpp's pre-tokenizer names -> whether digits are split one by one before the GPT-2
-# byte-level regex: llama.cpp splits SMOLLM and STARCODER with "\p{N}" then the GPT-2 regex, and
-# GPT2 with the GPT-2 regex alone. Only "smollm" is verified token for token (tests); others,
-# e.g. llama-bpe (Llama 3) with its own regex, are refused rather than guessed.
-PRE_TOKENIZERS = {"smollm": True, "starcoder": True, "gpt2": False}
-_CONTROL, _USER_DEFINED = 3, 4  # gguf.TokenType values
+# llama.cpp's architecture names that transformers' GGUF loader reads and whose conversion is tested
+# against llama.cpp; whether optimum-intel exports them with the installed transformers is asked
+# separately (check_exportable: Gemma 2 and 3 not with transformers 5.5).
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
+# The tensor types gguf-py dequantizes and the tests write (tests/test_gguf_families.py).
+TENSOR_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+# Values transformers' GGUF loader leaves at its config class's defaults (5.5): {architecture:
+# {GGUF key after "ARCH.": config field}}. Its Qwen3 default head_dim is 128, its Gemma 2 soft-caps
+# are Gemma 2's own; a file that says otherwise gets what it says.
+CONFIG_FIXES = {
+    "qwen3": {"attention.key_length": "head_dim"},
+    "gemma2": {"attn_logit_softcapping": "attn_logit_softcapping", "final_logit_softcapping": "final_logit_softcapping"},
+    "gemma3": {"attention.key_length": "head_dim"},
+    "phi3": {"attention.sliding_window": "sliding_window"},
+}
+# The decoding a GGUF recommends (llama.cpp's general.sampling.* keys) -> generation_config.json,
+# where ovchat reads a model's own decoding settings (engine/model.py, DECODING_KEYS).
+SAMPLING_KEYS = {"temp": "temperature", "top_k": "top_k", "top_p": "top_p", "penalty_repeat": "repetition_penalty"}
+_GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}
+# llama.cpp's architecture name -> transformers' model_type, where they differ.
+HF_MODEL_TYPES = {"gemma3": "gemma3_text"}
 _GGUF_MAGIC = b"GGUF"
 
 
 class GgufError(EngineError):
     """The GGUF file is unreadable or of a kind this converter does not support."""
-
-
-@dataclass(frozen=True)
-class GgufVocab:
-    """The tokenizer part of a GGUF file, as stored in it."""
-
-    tokens: list
-    merges: list
-    token_types: list
-    pre: str
-    bos_id: int | None
-    eos_id: int | None
-    unk_id: int | None
-    pad_id: int | None
-    eot_id: int | None
-    add_bos: bool
-    chat_template: str | None
 
 
 def is_gguf(path: Path) -> bool:
@@ -84,90 +81,81 @@ def check_supported(reader, path: Path) -> None:
             f"{path.name}: GGUF architecture '{arch}' is not supported (supported: {', '.join(SUPPORTED_ARCHITECTURES)}); "
             "export the original Hugging Face folder instead"
         )
-    model = _value(reader, "tokenizer.ggml.model")
-    pre = _value(reader, "tokenizer.ggml.pre", "default")
-    if model != "gpt2" or pre not in PRE_TOKENIZERS:
+    why = gguf_tokenizer.unsupported(read_vocab(reader))
+    if why:
         raise GgufError(
-            f"{path.name}: GGUF tokenizer '{model}' with pre-tokenizer '{pre}' is not supported "
-            f"(supported: byte-level BPE 'gpt2' with {', '.join(PRE_TOKENIZERS)}); export the original Hugging Face folder instead"
+            f"{path.name}: GGUF {why} is not supported (supported: {gguf_tokenizer.supported_vocabularies()}); "
+            "export the original Hugging Face folder instead"
+        )
+    odd = sorted({t.tensor_type.name for t in reader.tensors} - set(TENSOR_TYPES))
+    if odd:
+        raise GgufError(
+            f"{path.name}: GGUF tensor type {', '.join(odd)} is not supported (supported: {', '.join(TENSOR_TYPES)}); "
+            "use a file quantized to one of those (e.g. Q4_K_M, Q8_0) or export the original Hugging Face folder"
         )
 
 
-def read_vocab(reader) -> GgufVocab:
-    def token_id(name):
-        value = _value(reader, f"tokenizer.ggml.{name}_token_id")
-        return None if value is None else int(value)
-
-    return GgufVocab(
-        tokens=list(_value(reader, "tokenizer.ggml.tokens")),
-        merges=list(_value(reader, "tokenizer.ggml.merges", [])),
-        token_types=list(_value(reader, "tokenizer.ggml.token_type", [])),
-        pre=str(_value(reader, "tokenizer.ggml.pre", "default")),
-        bos_id=token_id("bos"),
-        eos_id=token_id("eos"),
-        unk_id=token_id("unknown"),
-        pad_id=token_id("padding"),
-        eot_id=token_id("eot"),
-        add_bos=bool(_value(reader, "tokenizer.ggml.add_bos_token", False)),
-        chat_template=_value(reader, "tokenizer.chat_template"),
-    )
+def check_exportable(reader, path: Path) -> None:
+    """Raise GgufError when optimum-intel refuses this file's architecture with the installed
+    transformers, before the conversion spends minutes on it."""
+    why = unexportable(architecture(reader))
+    if why:
+        raise GgufError(f"{path.name}: {why}")
 
 
-def build_tokenizer(vocab: GgufVocab):
-    """A `tokenizers.Tokenizer` equivalent to llama.cpp's for this vocabulary."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+def unexportable(arch: str) -> str | None:
+    """Why optimum-intel will not export llama.cpp architecture `arch` here, or None. Its export
+    configs carry the transformers versions they accept (Gemma 2 and 3 stop at 5.0 in 2.2)."""
+    from importlib.metadata import version
 
-    bpe = models.BPE(
-        vocab={token: i for i, token in enumerate(vocab.tokens)},
-        merges=[tuple(merge.split(" ", 1)) for merge in vocab.merges],
-        ignore_merges=False,
-    )
-    tokenizer = Tokenizer(bpe)
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    if PRE_TOKENIZERS[vocab.pre]:
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-    else:
-        tokenizer.pre_tokenizer = byte_level
-    tokenizer.decoder = decoders.ByteLevel()
-    if vocab.add_bos and vocab.bos_id is not None:
-        bos = vocab.tokens[vocab.bos_id]
-        tokenizer.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, vocab.bos_id)]
-        )
-    else:
-        tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    added = [
-        AddedToken(vocab.tokens[i], special=kind == _CONTROL, normalized=False)
-        for i, kind in enumerate(vocab.token_types)
-        if kind in (_CONTROL, _USER_DEFINED)
-    ]
-    tokenizer.add_tokens(added)
-    return tokenizer
+    from optimum.exporters.openvino import model_configs  # noqa: F401  (registers the OpenVINO export configs)
+    from optimum.exporters.tasks import TasksManager
+    from packaging.version import Version
 
-
-def save_tokenizer(vocab: GgufVocab, out_dir: Path) -> None:
-    """Write tokenizer.json, tokenizer_config.json (with the chat template) and friends."""
-    from transformers import PreTrainedTokenizerFast
-
-    def name(token_id):
-        return None if token_id is None else vocab.tokens[token_id]
-
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=build_tokenizer(vocab),
-        bos_token=name(vocab.bos_id),
-        eos_token=name(vocab.eos_id),
-        unk_token=name(vocab.unk_id),
-        pad_token=name(vocab.pad_id),
-        clean_up_tokenization_spaces=False,
-        model_max_length=1 << 30,
-    )
-    if vocab.chat_template:
-        fast.chat_template = vocab.chat_template
-    fast.save_pretrained(str(out_dir))
+    model_type = HF_MODEL_TYPES.get(arch, arch)
+    config = TasksManager.get_exporter_config_constructor(
+        exporter="openvino", model_type=model_type, task="text-generation-with-past", library_name="transformers")
+    config = getattr(config, "func", config)
+    low, high = getattr(config, "MIN_TRANSFORMERS_VERSION", None), getattr(config, "MAX_TRANSFORMERS_VERSION", None)
+    installed = Version(version("transformers"))
+    if (high and installed > Version(str(high))) or (low and installed < Version(str(low))):
+        accepted = " and ".join(f"{op} {v}" for op, v in ((">=", low), ("<=", high)) if v)
+        return (f"GGUF architecture '{arch}' converts, but optimum-intel {version('optimum-intel')} exports "
+                f"'{model_type}' only with transformers {accepted} (installed: {installed}); it cannot be exported "
+                "with this install")
+    return None
 
 
 def stop_token_ids(vocab: GgufVocab) -> list:
-    return gguf_meta.stop_token_ids(vocab.eos_id, vocab.eot_id)  # the rule the engine applies to a GGUF it runs
+    return vocab.stop_token_ids()
+
+
+def config_overrides(reader, vocab: GgufVocab) -> dict:
+    """Config fields the GGUF states and transformers' loader does not read (CONFIG_FIXES), and the
+    padding id (the config class's default can lie outside a small vocabulary)."""
+    arch = architecture(reader)
+    fixes = {field: _value(reader, f"{arch}.{key}") for key, field in CONFIG_FIXES.get(arch, {}).items()}
+    fixes = {field: value for field, value in fixes.items() if value is not None} | {"pad_token_id": vocab.pad_id}
+    if arch in _GEMMA_27B_LAYERS:
+        fixes["query_pre_attn_scalar"] = _gemma_query_scale(reader, arch)
+    return fixes
+
+
+def _gemma_query_scale(reader, arch: str) -> float:
+    """What llama.cpp divides Gemma's queries by the square root of: the head size, but hidden size /
+    heads for the 27B models (told apart by their layer count); transformers' default is 256."""
+    if _value(reader, f"{arch}.block_count") == _GEMMA_27B_LAYERS[arch]:
+        return _value(reader, f"{arch}.embedding_length") // _value(reader, f"{arch}.attention.head_count")
+    return _value(reader, f"{arch}.attention.key_length")
+
+
+def recommended_decoding(reader) -> dict:
+    """generation_config fields for the decoding the file recommends, if it does (temperature 0: greedy)."""
+    found = {field: _value(reader, f"general.sampling.{key}") for key, field in SAMPLING_KEYS.items()}
+    found = {field: float(value) if field != "top_k" else int(value) for field, value in found.items() if value is not None}
+    if "temperature" in found:
+        found["do_sample"] = found["temperature"] > 0
+    return found
 
 
 def convert(gguf_path: Path, out_dir: Path) -> dict:
@@ -181,17 +169,22 @@ def convert(gguf_path: Path, out_dir: Path) -> dict:
     check_supported(reader, gguf_path)
     vocab = read_vocab(reader)
     tensor_types = sorted({t.tensor_type.name for t in reader.tensors})
+    overrides = config_overrides(reader, vocab)
+    sampling = recommended_decoding(reader)
     del reader
     model = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32, **overrides
     )
     stops = stop_token_ids(vocab)
     model.generation_config.eos_token_id = stops[0] if len(stops) == 1 else stops
     model.generation_config.bos_token_id = vocab.bos_id
     model.generation_config.pad_token_id = vocab.pad_id
+    for name, value in sampling.items():
+        setattr(model.generation_config, name, value)
     model.save_pretrained(str(out_dir))
     save_tokenizer(vocab, out_dir)
     if vocab.chat_template:  # transformers 5 keeps it in its own file; optimum reads either
         (out_dir / "chat_template.jinja").write_text(vocab.chat_template)
-    return {"architecture": model.config.model_type, "gguf_tensor_types": tensor_types, "vocab_size": len(vocab.tokens)}
+    return {"architecture": model.config.model_type, "gguf_tensor_types": tensor_types, "vocab_size": len(vocab.tokens),
+            "recommended_decoding": sampling}
 
