@@ -19,7 +19,7 @@ from .events import End, Failed
 from .runner import CLOSED
 
 log = logging.getLogger("ovchat.engine")
-PREPARE_THREADS = 2  # templating and encoding: short, and they hold the GIL much of the time
+PREPARE_THREADS = 1  # templating and encoding: milliseconds, in arrival order (a second thread grew RSS faster in the soak)
 COMPILE_THREADS = 2  # XGrammar compiles (native code): a compile waits for no other
 
 
