@@ -2,7 +2,7 @@
 
 Preparing a request (template, fit to the context, encode) takes milliseconds; compiling a new
 structured-output constraint (a JSON schema, a tool set's grammar) can take far longer. So a
-start runs in two lanes: every request is prepared on a small pool, and one whose constraint
+start runs in two lanes: every request is prepared on one thread, and one whose constraint
 is new goes on to a second pool to compile it, freeing the first for the requests behind it.
 Only requests that need the same new constraint wait for its one compile (StructureChecker).
 A request cancelled before it reaches the runner never runs; what refuses it (a PromptError,
