@@ -35,6 +35,7 @@ from .model import ModelInfo, damaged_files_message, resolve
 from .options import BatchOptions, GenerationOptions, LoadOptions
 from .preparer import Preparer
 from .prompt import PreparedPrompt, prepare
+from .reasoning import Splitter
 from .results import GenerationResult, LoadMetrics
 from .runner import CLOSED
 from .single import SingleRunner
@@ -190,7 +191,9 @@ class Engine:
     def _run(self, prepared: PreparedPrompt, sink, handle: Handle) -> None:
         """Hand a prepared prompt to the runner; Accepted, or Failed with the reason, goes to `sink`."""
         accepted = Accepted(prepared.input_tokens, prepared.dropped_messages, prepared.tool_format)
-        feed = Feed(sink, handle, accepted, tuple(t.name for t in prepared.options.tools))
+        splitter = (Splitter(prepared.thinking, prepared.thinking_start)
+                    if prepared.thinks and prepared.options.separate_reasoning else None)
+        feed = Feed(sink, handle, accepted, tuple(t.name for t in prepared.options.tools), splitter)
         try:
             if self.stopped:
                 raise EngineStoppedError(self.stopped)
@@ -209,13 +212,15 @@ class Engine:
         if prepared.tool_grammar:
             self._check_tool_grammar(prepared)
         else:
-            self._structure_checker.check(prepared.options)
+            self._structure_checker.check(prepared.options)  # its own message, when it is the constraint at fault
+        self._structure_checker.check_structure(prepared.structure)  # after a thinking, when the model thinks
         if prepared.options.logprobs and self.mode != "batch":
             raise OptionsError("Per-token logprobs need the batching mode: load with Engine.load(..., batching=True). "
                                "(genai's LLMPipeline reports only the answer's total log-probability.)")
         config = self.load_options.apply_speculation(prepared.options.apply_to(self._runner.generation_config()))
-        if prepared.tool_grammar:
-            config.structured_output_config = ov_genai.StructuredOutputConfig(structural_tags_config=prepared.tool_grammar)
+        if prepared.structure:
+            kind, text = prepared.structure
+            config.structured_output_config = ov_genai.StructuredOutputConfig(**{kind: text})
         config.stop_token_ids = set(config.stop_token_ids) | self._stop_ids
         return config
 

@@ -4,7 +4,8 @@ A request's events, in order:
 
     Accepted              the engine took it: how its prompt was fed (always first, unless refused)
     Text | ToolCallDelta  as it generates: the answer's text outside tool calls, and the calls,
-                          parsed once, incrementally, here in the engine (tool_parsers/)
+                          parsed once, incrementally, here in the engine (tool_parsers/); a
+                          thinking model's reasoning comes first, as Text marked `reasoning`
     End | Failed          last, once: the request's own GenerationResult (None when the engine
                           dropped it, closing), or the error it ended with
 
@@ -39,6 +40,7 @@ class Text:
     text: str                       # new text of the answer ("" when only `tokens` are new)
     output_tokens: int              # tokens generated so far
     tokens: tuple[GeneratedToken, ...] = ()  # with logprobs: the tokens this event completes
+    reasoning: bool = False         # the model's thinking, read apart from its answer (reasoning.py)
 
 
 @dataclass(frozen=True)

@@ -175,6 +175,11 @@ class GenerationOptions:
     # Each generated token's id, text and log-probability (GenerationResult.tokens, TextStream.tokens()):
     # the batching mode only, as genai's sampler computed it (see docs/server.md, Logprobs).
     logprobs: bool = False
+    # Thinking models (reasoning.py): None thinks as the chat template does by default; False asks
+    # it not to (`enable_thinking=False`: templates that cannot are refused); True asks it to.
+    thinking: bool | None = None
+    separate_reasoning: bool = True        # the thinking goes to `result.reasoning`, not the text
+    template_kwargs: dict = field(default_factory=dict)  # more variables for the chat template
 
     def __post_init__(self):
         _check(isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
@@ -196,6 +201,10 @@ class GenerationOptions:
             object.__setattr__(self, "stop", (self.stop,))
         _check(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty strings.")
         _check(isinstance(self.logprobs, bool), "logprobs must be True or False.")
+        _check(self.thinking is None or isinstance(self.thinking, bool), "thinking must be True, False or None (the template's default).")
+        _check(isinstance(self.separate_reasoning, bool), "separate_reasoning must be True or False.")
+        _check(isinstance(self.template_kwargs, dict) and all(isinstance(k, str) for k in self.template_kwargs),
+               "template_kwargs must be a dict of variable names (strings) to values.")
         self._check_structure()
         self._check_tools()
 

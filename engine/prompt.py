@@ -3,13 +3,15 @@ fitted to the model's context window."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 
 import numpy as np
 import openvino as ov
 import openvino_genai as ov_genai
 
-from .errors import PromptError
+from . import reasoning, structural_tags
+from .errors import OptionsError, PromptError
 from .options import GenerationOptions
 from .tool_calls import check_tool_messages
 from .tool_use import plan as plan_tools
@@ -29,17 +31,32 @@ class PreparedPrompt:
     dropped_messages: int = 0
     tool_format: str | None = None  # tools offered: the format their calls are read in (tool_parsers/)
     tool_grammar: str | None = None  # and the constraint that keeps calls parseable (tool_grammar.py)
+    thinking: reasoning.Thinking | None = None  # a thinking model's markers (reasoning.py)
+    thinking_start: str = reasoning.OFF          # where the prompt leaves it: INSIDE, MAY_OPEN or OFF
 
     @property
     def input_tokens(self) -> int:
         return len(self.ids)
 
     @property
+    def thinks(self) -> bool:
+        """Whether the answer may hold a thinking (the model thinks, and the template left it on)."""
+        return self.thinking is not None and self.thinking_start != reasoning.OFF
+
+    @property
     def structure(self) -> tuple[str, str] | None:
-        """The constraint generation compiles: the options' own, or the tools' grammar."""
+        """The constraint generation compiles: the options' own, or the tools' grammar; for a
+        thinking model, on what follows its thinking."""
         if self.tool_grammar:
-            return ("structural_tags_config", self.tool_grammar)
-        return self.options.structure
+            kind, text = "structural_tags_config", self.tool_grammar
+        elif self.options.structure:
+            kind, text = self.options.structure
+        else:
+            return None
+        if not self.thinks:
+            return (kind, text)
+        return ("structural_tags_config", structural_tags.structural_tag(
+            reasoning.constrained(_format(kind, text), self.thinking, self.thinking_start)))
 
 
 _KEYS = {"role", "content", "tool_calls", "tool_call_id", "name"}
@@ -86,18 +103,45 @@ def prepare(prompt, options: GenerationOptions, tokenizer: Tokenizer, context_le
     if not options.apply_chat_template:
         raise PromptError("Chat messages need the chat template; pass a plain string with apply_chat_template=False.")
     dropped = 0
+    thinking = reasoning.thinking_of(tokenizer.chat_template)
+    context = _template_context(options, thinking)
     while True:
         tools = plan_tools(messages, options, tokenizer)
-        text = tokenizer.apply_chat_template(tools.messages, **({"tools": tools.tools} if tools.tools else {}))
+        text = tokenizer.apply_chat_template(tools.messages, **({"tools": tools.tools} if tools.tools else {}),
+                                             **({"extra_context": context} if context else {}))
         ids = tokenizer.encode(text, add_special_tokens=False)  # as genai feeds a templated chat
         first = 1 if messages[0]["role"] == "system" else 0
         fits = not context_length or len(ids) + options.max_new_tokens <= context_length
         if fits or not trim or len(messages) - first <= 1:
             break  # fits, or nothing left to drop: _fit clamps max_new_tokens or refuses
         dropped += _drop_oldest_exchange(messages, first)
-    fitted = _fit(_history(tools.messages, tools.tools), ids, options, context_length, text=text, templated=True)
+    fitted = _fit(_history(tools.messages, tools.tools, context), ids, options, context_length, text=text, templated=True)
     return replace(fitted, messages=messages, dropped_messages=dropped, tool_format=tools.tool_format,
-                   tool_grammar=tools.grammar)
+                   tool_grammar=tools.grammar, thinking=thinking,
+                   thinking_start=reasoning.start_of(text, thinking) if thinking else reasoning.OFF)
+
+
+def _template_context(options: GenerationOptions, thinking: reasoning.Thinking | None) -> dict:
+    """The template's extra variables: the caller's, and `enable_thinking` when it asks."""
+    context = dict(options.template_kwargs)
+    if options.thinking is not None:
+        context.setdefault("enable_thinking", options.thinking)
+    if context.get("enable_thinking") is False and thinking and not thinking.can_turn_off:
+        raise OptionsError("This model's chat template always thinks (it has no enable_thinking switch); "
+                           "leave thinking on, or pick a model whose template can turn it off (Qwen 3's can).",
+                           param="thinking")
+    return context
+
+
+def _format(kind: str, text: str) -> dict:
+    """A constraint (StructuredOutputConfig field, text) as a structural-tag format."""
+    if kind == "structural_tags_config":
+        return json.loads(text)["format"]
+    if kind == "json_schema":
+        return structural_tags.json_schema(json.loads(text))
+    if kind == "regex":
+        return {"type": "regex", "pattern": text}
+    return {"type": "grammar", "grammar": text}
 
 
 def _drop_oldest_exchange(messages: list[dict], first: int) -> int:
@@ -125,10 +169,12 @@ def _fit(inputs, ids: list[int], options: GenerationOptions, context_length: int
     return PreparedPrompt(inputs, options, tuple(ids), text, templated)
 
 
-def _history(messages: list[dict], tools: list[dict] | None) -> ov_genai.ChatHistory:
+def _history(messages: list[dict], tools: list[dict] | None, context: dict) -> ov_genai.ChatHistory:
     history = ov_genai.ChatHistory()
     for message in messages:
         history.append(message)
     if tools:
         history.set_tools(tools)  # LLMPipeline renders a ChatHistory with its tools, as counted above
+    if context:
+        history.set_extra_context(context)
     return history

@@ -63,9 +63,16 @@ class GenerationResult:
     # The calls the answer made when tools were offered; `text` then holds what it said outside them.
     tool_calls: tuple[ToolCall, ...] = ()
     tokens: tuple[GeneratedToken, ...] = ()  # every generated token, with GenerationOptions(logprobs=True)
+    # A thinking model's reasoning, read apart from `text` (reasoning.py), and the tokens it took.
+    reasoning: str = ""
+    reasoning_tokens: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def with_reasoning(self, reasoning: str, text: str, reasoning_tokens: int) -> "GenerationResult":
+        """This result once a thinking was read apart from its answer (`text`)."""
+        return replace(self, text=text, reasoning=reasoning, reasoning_tokens=reasoning_tokens)
 
     def with_calls(self, text: str, tool_calls: tuple[ToolCall, ...], finish_reason: str) -> "GenerationResult":
         """This result once its answer was read into what it said (`text`) and the calls it made."""

@@ -7,8 +7,9 @@
   count; the Feed turns them into typed events (events.py) for one sink, reading tool calls out
   of the text as it streams, once, so the streamed deltas and the final result's `tool_calls`
   come from the same parse.
-- `TextStream`: the Python caller's side, an iterator of text pieces (or `tokens()`), as
-  mlx-lm's stream_generate yields them; `result` once it has ended. `close()` (or leaving a
+- `TextStream`: the Python caller's side, an iterator of the answer's text pieces (or
+  `tokens()`, or `pieces()`: Text events, a thinking model's reasoning marked), as mlx-lm's
+  stream_generate yields them; `result` once it has ended. `close()` (or leaving a
   `with` block, Ctrl-C included, or dropping the stream) cancels, and the result says
   "cancelled" with the text and token count the caller received. The caller never holds the
   pipeline, so no abandoned or interrupted stream blocks other callers.
@@ -26,6 +27,7 @@ from typing import Callable, Iterator
 
 from .errors import EngineError
 from .events import Accepted, End, Failed, Text, is_last
+from .reasoning import Splitter
 from .results import GeneratedToken, GenerationResult, Metrics
 from .tool_parsers import IncrementalToolParser, TextDelta, parser_for
 
@@ -54,10 +56,15 @@ class Feed:
     It holds the sink and the handle, never the TextStream, so a stream its caller drops is
     collected (and cancels) while the runner still works on it."""
 
-    def __init__(self, sink, handle: Handle, accepted: Accepted, offered: tuple[str, ...] = ()):
+    def __init__(self, sink, handle: Handle, accepted: Accepted, offered: tuple[str, ...] = (),
+                 splitter: Splitter | None = None):
         self._sink, self._handle, self._accepted = sink, handle, accepted
         tool_format = accepted.tool_format
         self._reader = IncrementalToolParser(parser_for(tool_format, offered)) if tool_format else None
+        self._splitter = splitter  # a thinking model's reasoning, read apart before the answer (reasoning.py)
+        self._reasoning: list[str] = []
+        self._answer: list[str] = []
+        self._reasoning_tokens = 0
         self._ended = False
 
     @property
@@ -73,6 +80,26 @@ class Feed:
     def piece(self, text: str, output_tokens: int, tokens: tuple[GeneratedToken, ...] = ()) -> None:
         """New text of the answer (may be empty when only `tokens` are new: a token whose text is
         held back) with the count of tokens generated so far."""
+        if self._splitter is None:
+            return self._put_answer(text, output_tokens, tokens)
+        self._put_parts(self._splitter.feed(text) if text else [], output_tokens, tokens)
+
+    def _put_parts(self, parts: list[tuple[bool, str]], output_tokens: int, tokens: tuple) -> None:
+        """A thinking model's text, split: reasoning as marked Text, the answer on its way."""
+        for reasoning, text in parts:
+            if reasoning:
+                self._reasoning.append(text)
+                self._sink.put(Text(text, output_tokens, tokens, reasoning=True))
+            else:
+                self._answer.append(text)
+                self._put_answer(text, output_tokens, tokens)
+            tokens = ()
+        if not self._splitter.closed:  # still thinking (or never did): every token so far counts
+            self._reasoning_tokens = output_tokens if self._splitter.thought else 0
+        if tokens:  # tokens whose text is held back (a marker arriving)
+            self._sink.put(Text("", output_tokens, tokens, reasoning=not self._splitter.closed and self._splitter.thought))
+
+    def _put_answer(self, text: str, output_tokens: int, tokens: tuple) -> None:
         if self._reader is None:
             if text or tokens:
                 self._sink.put(Text(text, output_tokens, tokens))
@@ -90,6 +117,11 @@ class Feed:
         if error is not None:
             self._sink.put(Failed(error))
             return
+        if self._splitter is not None:
+            tokens = result.output_tokens if result is not None else self._reasoning_tokens
+            self._put_parts(self._splitter.finish(), tokens, ())
+            if result is not None:
+                result = result.with_reasoning("".join(self._reasoning), "".join(self._answer), self._reasoning_tokens)
         if result is not None and self._reader is not None and result.finish_reason != "cancelled":
             deltas, answer = self._reader.finish()
             self._put_deltas(deltas, result.output_tokens, ())
@@ -127,6 +159,7 @@ class TextStream:
         self.handle = handle or Handle()
         self.sink = _Queue()
         self._pieces: list[str] = []
+        self._reasoning: list[str] = []
         self._tokens = 0
         self._accepted = Accepted(0)
         self._started = time.perf_counter()
@@ -189,8 +222,22 @@ class TextStream:
     def __next__(self) -> str:
         while True:
             event = self._next_text()
-            if event.text:
+            if event.text and not event.reasoning:
                 return event.text
+
+    def pieces(self) -> Iterator[Text]:
+        """Every Text event (events.py), a thinking model's reasoning included (`reasoning`
+        True), where iterating gives only the answer's text pieces."""
+        while True:
+            try:
+                yield self._next_text()
+            except StopIteration:
+                return
+
+    @property
+    def reasoning(self) -> str:
+        """A thinking model's reasoning so far, read apart from the answer (see `pieces`)."""
+        return "".join(self._reasoning)
 
     def tokens(self) -> Iterator[GeneratedToken]:
         """The generated tokens one by one (id, text, logprob), instead of text pieces; needs
@@ -211,7 +258,7 @@ class TextStream:
             if isinstance(event, Text):
                 self._tokens = event.output_tokens
                 self._first_piece_at = self._first_piece_at or time.perf_counter()
-                self._pieces.append(event.text)
+                (self._reasoning if event.reasoning else self._pieces).append(event.text)
                 return event
             self.tool_calls.append(event)
         raise StopIteration
@@ -258,4 +305,5 @@ class TextStream:
     def _measured(self, reason: str) -> GenerationResult:
         metrics = Metrics.timed(self._started, self._first_piece_at, self._tokens)
         return GenerationResult(text=self.text, input_tokens=self.input_tokens, output_tokens=self._tokens,
-                                finish_reason=reason, metrics=metrics, dropped_messages=self.dropped_messages)
+                                finish_reason=reason, metrics=metrics, dropped_messages=self.dropped_messages,
+                                reasoning=self.reasoning)

@@ -75,13 +75,19 @@ class Tokenizer:
     def chat_template(self) -> str:
         return self._genai.chat_template
 
+    def set_chat_template(self, template: str) -> None:
+        """Render chats with `template` (Jinja) instead of the model's own, from now on."""
+        self._genai.set_chat_template(template)
+
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True,
-                            tools: list[dict] | None = None) -> str:
-        """The prompt text the model sees for `messages` (and `tools`, OpenAI function definitions)."""
+                            tools: list[dict] | None = None, extra_context: dict | None = None) -> str:
+        """The prompt text the model sees for `messages` (and `tools`, OpenAI function definitions;
+        `extra_context`: more template variables, e.g. enable_thinking)."""
         if not self.chat_template:
             raise PromptError("This model has no chat template; pass a plain prompt with apply_chat_template=False.")
         try:
-            return self._genai.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tools=tools)
+            return self._genai.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tools=tools,
+                                                   extra_context=extra_context or None)
         except RuntimeError as error:  # the template's own raise_exception(), or a Jinja error
             raise PromptError(f"The model's chat template refused these messages: {reason(error)}. "
                               "Check the roles and their order (most templates want user and assistant "
