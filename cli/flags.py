@@ -57,6 +57,10 @@ def add_generation_flags(p) -> None:
     g.add_argument("--grammar", metavar="FILE", help="answer text that this EBNF grammar (XGrammar's dialect) accepts")
     g.add_argument("--tools", metavar="FILE", help="offer these tools: a JSON list of OpenAI function definitions; "
                    "the chat asks you for each call's result")
+    g.add_argument("--thinking", choices=["show", "hide", "off"], default="show",
+                   help="a thinking model's reasoning (Qwen 3, DeepSeek-R1 distills): shown dimmed before the answer "
+                        "(on stderr when the output is not a terminal), hidden, or turned off where its template "
+                        "can (default: %(default)s)")
     g.add_argument("--tool-choice", default="auto", help="auto, none, required, or a tool's name, for your turns "
                    "(default: auto; the answer after tool results is always auto)")
 
@@ -84,7 +88,8 @@ def generation_options(args, info=None, **overrides):
     values.update({key: value for key, value in given.items() if value is not None})
     values.update(stop=tuple(args.stop), json_object=args.json_object, regex=args.regex,
                   json_schema=_read_flag_file(args.json_schema, "--json-schema"),
-                  grammar=_read_flag_file(args.grammar, "--grammar"), **_tool_flags(args), **overrides)
+                  grammar=_read_flag_file(args.grammar, "--grammar"), **_tool_flags(args),
+                  thinking=False if getattr(args, "thinking", "show") == "off" else None, **overrides)
     return GenerationOptions(**values)
 
 

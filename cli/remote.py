@@ -13,7 +13,7 @@ import json
 import os
 
 from ..server.client import Client, ServerError, stream_answer
-from .runtime import chat_loop, progress
+from .runtime import AnswerPrinter, chat_loop, progress
 
 DEFAULT_MAX_TOKENS = 256  # as `ovchat generate` without a server (GenerationOptions' default)
 LOAD_FLAGS = {"device": "CPU", "hint": "LATENCY", "streams": 1, "cache_dir": None, "no_cache": False,
@@ -48,6 +48,8 @@ def request_body(args) -> dict:
         body["repetition_penalty"] = args.repetition_penalty
     if args.stop:
         body["stop"] = list(args.stop)
+    if getattr(args, "thinking", "show") == "off":
+        body["reasoning_effort"] = "none"
     return body
 
 
@@ -83,8 +85,9 @@ def run_generate(args) -> int:
                                       "tokens_per_s": 1000 / tpot if tpot else 0.0, "generate_ms": answer.generate_ms},
                           "server": args.server}))
         return 0
-    stream_answer(client, path, body, on_text=lambda text: print(text, end="", flush=True))
-    print()
+    printer = AnswerPrinter(args.thinking)
+    stream_answer(client, path, body, on_text=printer.answer, on_reasoning=printer.reasoning)
+    printer.end()
     return 0
 
 
@@ -100,10 +103,12 @@ def run_chat(args) -> int:
     def answer(text: str) -> None:
         messages.append({"role": "user", "content": text})
         received: list[str] = []
+        printer = AnswerPrinter(args.thinking)
         try:
             stream_answer(client, "/v1/chat/completions", {**body, "messages": messages},
-                          on_text=lambda piece: (received.append(piece), print(piece, end="", flush=True)))
-            print()
+                          on_text=lambda piece: (received.append(piece), printer.answer(piece)),
+                          on_reasoning=printer.reasoning)
+            printer.end()
         finally:  # stopped or failed (the connection closes: the server cancels the generation)
             if received:
                 messages.append({"role": "assistant", "content": "".join(received)})

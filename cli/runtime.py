@@ -60,16 +60,18 @@ def cmd_generate(args) -> int:
     engine = load_engine(args)
     options = generation_options(args, engine.info, apply_chat_template=not args.raw)
     prompt = args.prompt
-    if args.system and not args.raw:
+    if not args.raw and not engine.tokenizer.chat_template:  # a base model's GGUF, say: it continues the text
+        if args.system:
+            raise EngineError("This model has no chat template, so it has no system prompt; drop --system.")
+        progress("(this model has no chat template: it completes the prompt as raw text)")
+    elif args.system and not args.raw:
         prompt = [{"role": "system", "content": args.system}, {"role": "user", "content": args.prompt}]
     if args.json:
         result = engine.generate(prompt, options)
         print(json.dumps({**result.to_dict(), "load": vars(engine.load_metrics), "device": engine.load_options.device}))
         return 0
     with engine.stream(prompt, options) as stream:
-        for piece in stream:
-            print(piece, end="", flush=True)
-    print()
+        print_answer(stream, args.thinking)
     for call in stream.result.tool_calls:
         print(json.dumps({"tool_call": {"id": call.id, "name": call.name, "arguments": call.arguments}}))
     return 0
@@ -91,9 +93,7 @@ def cmd_chat(args) -> int:
         # --tool-choice applies to your turns; the answer after tool results may call again or reply ("auto")
         stream = session.stream(text, after_tools if text is None else None)
         with stream:
-            for piece in stream:
-                print(piece, end="", flush=True)
-        print()
+            print_answer(stream, args.thinking)
         if stream.result.dropped_messages:
             progress(f"(the oldest {stream.result.dropped_messages} messages were dropped to fit the context)")
         if stream.result.tool_calls:  # --tools: you play the tools, then the model answers
@@ -106,6 +106,48 @@ def cmd_chat(args) -> int:
             answer(None)
 
     return chat_loop(answer, session.reset)
+
+
+DIM, PLAIN = "\033[2m", "\033[0m"
+
+
+class AnswerPrinter:
+    """An answer printed as it comes; a thinking model's reasoning before it, dimmed ("show"; on
+    stderr when stdout is not a terminal, so a pipe gets the answer alone) or not at all ("hide")."""
+
+    def __init__(self, thinking: str = "show"):
+        self._show = thinking == "show"
+        self._tty = sys.stdout.isatty()
+        self._thoughts = sys.stdout if self._tty else sys.stderr
+        self._in_thought = False
+
+    def reasoning(self, text: str) -> None:
+        if self._show and text:
+            self._thoughts.write((DIM if self._tty and not self._in_thought else "") + text)
+            self._thoughts.flush()
+            self._in_thought = True
+
+    def answer(self, text: str) -> None:
+        if text:
+            self._end_thought("\n\n")
+            print(text, end="", flush=True)
+
+    def end(self) -> None:
+        self._end_thought("\n")
+        print()
+
+    def _end_thought(self, gap: str) -> None:
+        if self._in_thought:
+            self._thoughts.write((PLAIN if self._tty else "") + gap)
+            self._in_thought = False
+
+
+def print_answer(stream, thinking: str = "show") -> None:
+    """Print a TextStream's answer (and reasoning) as it comes (AnswerPrinter)."""
+    printer = AnswerPrinter(thinking)
+    for piece in stream.pieces():
+        (printer.reasoning if piece.reasoning else printer.answer)(piece.text)
+    printer.end()
 
 
 def chat_loop(answer, reset) -> int:
@@ -139,9 +181,7 @@ def cmd_demo(args) -> int:
     print(f"[system] {SEED_SYSTEM_PROMPT}\n[user] {SEED_PROMPT}\n[assistant] ", end="", flush=True)
     session = engine.chat(SEED_SYSTEM_PROMPT, options)
     with session.stream(SEED_PROMPT) as stream:
-        for piece in stream:
-            print(piece, end="", flush=True)
-    print()
+        print_answer(stream, args.thinking)
     r, load = stream.result, engine.load_metrics
     print(f"\nmodel {engine.info.path} on {engine.load_options.device}\n"
           f"load {load.load_ms:.0f} ms (+ warm-up {load.warmup_ms:.0f} ms) | prompt {r.input_tokens} tokens, "

@@ -54,6 +54,10 @@ def register(sub) -> None:
                         "wait (default: 0, grown as needed)")
     g.add_argument("--shutdown-grace", type=float, default=5.0,
                    help="seconds in-flight requests get on Ctrl-C/SIGTERM before they are cancelled (default: %(default)s)")
+    g.add_argument("--reasoning-format", choices=["separated", "inline"], default="separated",
+                   help="a thinking model's reasoning (Qwen 3, DeepSeek-R1 distills): 'separated' into "
+                        "message.reasoning_content (delta.reasoning_content when streamed), or 'inline': left in the "
+                        "content between its <think> markers (default: %(default)s)")
     g.add_argument("--in-process", action="store_true",
                    help="run the engine in this process instead of a supervised child process (the default: "
                         "/health and /metrics answer during pipeline steps, an engine that dies is restarted "
@@ -119,6 +123,7 @@ def serve_settings(args):
         host=args.host, port=args.port, api_key=args.api_key or None, served_model_name=args.served_model_name,
         max_queue=args.max_queue, max_body_bytes=int(args.max_body_mb * 2**20),
         max_tokens=args.max_tokens or None, request_timeout_s=args.request_timeout or None,
+        reasoning_format=args.reasoning_format,
         shutdown_grace_s=args.shutdown_grace, allowed_hosts=_names(args.allowed_hosts),
         allowed_origins=_names(args.allowed_origins), log_level=args.log_level, ray=ray)
 

@@ -63,7 +63,8 @@ class ServerState:
             return
         name = self.config.served_model_name or _model_name(engine)
         serving = Serving(engine, name, self.config.max_concurrency, self.config.max_queue, self.metrics,
-                          max_tokens=self.config.max_tokens, timeout_s=self.config.request_timeout_s)
+                          max_tokens=self.config.max_tokens, timeout_s=self.config.request_timeout_s,
+                          separate_reasoning=self.config.reasoning_format == "separated")
         self.loop.call_soon_threadsafe(setattr, self, "serving", serving)
         log.info("ovchat serve: %s ready (%s mode)", name, engine.mode)
 
@@ -223,7 +224,7 @@ async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):
     deltas, each choice's end with its finish_reason, the usage (its own chunk with
     include_usage, else on the last end), then [DONE]. A generation that fails mid-stream ends
     with an error event. Logprob tokens ride on the first chunk after them."""
-    prompt_tokens = completion_tokens = ended = 0
+    prompt_tokens = completion_tokens = reasoning_tokens = ended = 0
     tokens = [()] * run.n       # each choice's logprob tokens not sent yet (they precede their text)
     offsets = [0] * run.n       # characters of the tokens sent per choice: the completions' text_offset
     try:
@@ -235,7 +236,8 @@ async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):
                 tokens[index] += event.tokens
                 if not event.text:
                     continue
-                chunk = reply.chunk(index, text=event.text, tokens=tokens[index], text_offset=offsets[index])
+                chunk = reply.chunk(index, text=event.text, tokens=tokens[index], text_offset=offsets[index],
+                                    reasoning=event.reasoning)
             elif isinstance(event, ToolCallDelta):
                 chunk = reply.chunk(index, tool_calls=[event], tokens=tokens[index], text_offset=offsets[index])
             elif tokens[index]:  # End, after tokens with no text of their own (end of turn)
@@ -250,10 +252,12 @@ async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):
                 result = event.result
                 prompt_tokens, completion_tokens, ended = (result.input_tokens, completion_tokens + result.output_tokens,
                                                            ended + 1)
-                last_usage = usage(prompt_tokens, completion_tokens) if ended == run.n and not include_usage else None
-                yield reply.chunk(index, finish_reason=result.finish_reason, usage=last_usage)
+                reasoning_tokens += result.reasoning_tokens
+                counted = usage(prompt_tokens, completion_tokens, reasoning_tokens)
+                yield reply.chunk(index, finish_reason=result.finish_reason,
+                                  usage=counted if ended == run.n and not include_usage else None)
         if include_usage:
-            yield reply.usage_chunk(usage(prompt_tokens, completion_tokens))
+            yield reply.usage_chunk(usage(prompt_tokens, completion_tokens, reasoning_tokens))
     except APIError as error:
         yield sse(error.body())
     yield SSE_DONE

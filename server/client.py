@@ -109,8 +109,10 @@ def _error_message(response) -> str:
     return f"the server answered {response.status}: {message}"
 
 
-def stream_answer(client: Client, path: str, body: dict, on_text: Callable[[str], None]) -> Answer:
-    """Stream one answer (choice 0), calling on_text for every piece; returns it whole."""
+def stream_answer(client: Client, path: str, body: dict, on_text: Callable[[str], None],
+                  on_reasoning: Callable[[str], None] | None = None) -> Answer:
+    """Stream one answer (choice 0), calling on_text for every piece (on_reasoning for a thinking
+    model's reasoning_content pieces); returns it whole."""
     pieces: list[str] = []
     finish, usage, first_at = None, {}, None
     start = time.perf_counter()
@@ -118,6 +120,9 @@ def stream_answer(client: Client, path: str, body: dict, on_text: Callable[[str]
         usage = event.get("usage") or usage
         for choice in event.get("choices", []):
             text = choice.get("delta", {}).get("content") if "delta" in choice else choice.get("text")
+            thought = choice.get("delta", {}).get("reasoning_content")
+            if thought and on_reasoning is not None:
+                on_reasoning(thought)
             if text:
                 first_at = first_at or time.perf_counter()
                 pieces.append(text)

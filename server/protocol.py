@@ -49,6 +49,8 @@ class Sampling:
     parallel_tool_calls: bool = True
     logprobs: bool = False          # each token's logprob (chat: logprobs true; completions: logprobs N)
     top_logprobs: int = 0           # alternatives per token (server/logprobs.py says how many are known)
+    thinking: bool | None = None    # reasoning_effort "none" / enable_thinking: False turns a thinking model's off
+    template_kwargs: dict = field(default_factory=dict)  # chat_template_kwargs: more variables for the template
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,26 @@ def _response_format(value, name):
                       "{'type': 'json_schema', 'json_schema': {'name': ..., 'schema': {...}}}.", param=name)
 
 
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high")
+
+
+def _reasoning_effort(value, name):
+    """OpenAI's reasoning_effort: "none" turns thinking off (where the template can); the others
+    leave it on, at the model's own length (no thinking budget here)."""
+    if value not in REASONING_EFFORTS:
+        raise bad_request(f"'{name}' must be one of {', '.join(REASONING_EFFORTS)}, got {value!r}.", param=name)
+    return value != "none"
+
+
+def _template_kwargs(value, name):
+    """vLLM's chat_template_kwargs: variables for the chat template (enable_thinking among them)."""
+    if not isinstance(value, dict) or not all(isinstance(key, str) and key.isidentifier() for key in value):
+        raise bad_request(f"'{name}' must be an object whose keys are template variable names.", param=name)
+    if "enable_thinking" in value:
+        _bool(value["enable_thinking"], f"{name}.enable_thinking")
+    return value
+
+
 def _only(*accepted, why: str = " (only its default value is)"):
     """A field accepted only with a value that changes nothing here."""
     def check(value, name):
@@ -154,6 +176,7 @@ _CHAT_FIELDS = {
     **_SAMPLING_FIELDS, "model": _str, "messages": None, "max_completion_tokens": _int(1),
     "logprobs": _bool, "top_logprobs": _int(0, 20), "tools": tool_protocol.parse_tools,
     "tool_choice": tool_protocol.parse_tool_choice, "parallel_tool_calls": _bool, "response_format": _response_format, "store": _only(False),
+    "reasoning_effort": _reasoning_effort, "chat_template_kwargs": _template_kwargs,
 }
 _COMPLETION_FIELDS = {
     **_SAMPLING_FIELDS, "model": _str, "prompt": None,
@@ -184,6 +207,16 @@ def _logprobs(values: dict, chat: bool) -> dict:
     return {"logprobs": bool(values.get("logprobs")), "top_logprobs": top or 0}
 
 
+def _thinking(values: dict) -> dict:
+    """reasoning_effort and chat_template_kwargs.enable_thinking: one switch, which must agree."""
+    kwargs = dict(values.get("chat_template_kwargs") or {})
+    effort, enable = values.get("reasoning_effort"), kwargs.pop("enable_thinking", None)
+    if effort is not None and enable is not None and effort != enable:
+        raise bad_request("'reasoning_effort' and 'chat_template_kwargs.enable_thinking' disagree; send one of them.",
+                          param="reasoning_effort")
+    return {"thinking": enable if enable is not None else effort, "template_kwargs": kwargs}
+
+
 def _sampling(values: dict, max_n: int, chat: bool = True) -> Sampling:
     max_tokens, max_completion = values.get("max_tokens"), values.get("max_completion_tokens")
     if max_tokens is not None and max_completion is not None and max_tokens != max_completion:
@@ -204,7 +237,7 @@ def _sampling(values: dict, max_n: int, chat: bool = True) -> Sampling:
         include_usage=bool(values.get("stream_options")), ignore_eos=bool(values.get("ignore_eos")),
         tools=values.get("tools") or (), parallel_tool_calls=values.get("parallel_tool_calls") is not False,
         tool_choice=tool_protocol.check_tool_choice(values.get("tool_choice"), values.get("tools") or ()),
-        **(values.get("response_format") or {}), **_logprobs(values, chat),
+        **(values.get("response_format") or {}), **_logprobs(values, chat), **_thinking(values),
     )
 
 
@@ -214,13 +247,16 @@ def _message(message, i: int) -> dict:
         raise bad_request(f"{where} must be an object with 'role' and 'content'.", param=where)
     role = message.get("role")
     for key in message:  # a tool result may name its function (templates such as Llama 3.1's show it)
-        if key not in ("role", "content", "tool_calls", "tool_call_id") and not (key == "name" and role == "tool"):
+        if key not in ("role", "content", "tool_calls", "tool_call_id") and not (key == "name" and role == "tool") \
+                and not (key == "reasoning_content" and role == "assistant"):
             raise unsupported(f"{where}.{key}")
     if role not in ROLES:
         raise bad_request(f"{where}.role is {role!r}; use one of {', '.join(ROLES)}.", param=f"{where}.role")
     fields = tool_protocol.message_tool_fields(message, role, where)
     if "name" in message:
         fields["name"] = _str(message["name"], f"{where}.name")
+    if message.get("reasoning_content") is not None:  # an earlier answer's thinking: templates leave it out of the history
+        _str(message["reasoning_content"], f"{where}.reasoning_content")
     content = message.get("content")
     if content is None and fields.get("tool_calls"):
         content = ""  # an assistant turn that only calls tools
@@ -287,6 +323,8 @@ class Choice:
     completion_tokens: int
     tool_calls: tuple = ()  # engine ToolCalls
     tokens: tuple = ()      # the engine's GeneratedTokens, when logprobs were asked for
+    reasoning: str = ""     # a thinking model's reasoning, read apart from `text`
+    reasoning_tokens: int = 0
 
 
 class Reply:
@@ -315,7 +353,8 @@ class Reply:
         else:
             items = [{"index": c.index, "text": c.text, "logprobs": self.logprobs_of(c.tokens),
                       "finish_reason": c.finish_reason} for c in choices]
-        return self._envelope(items, usage(prompt_tokens, sum(c.completion_tokens for c in choices)), chunk=False)
+        return self._envelope(items, usage(prompt_tokens, sum(c.completion_tokens for c in choices),
+                                           sum(c.reasoning_tokens for c in choices)), chunk=False)
 
     def logprobs_of(self, tokens: tuple, text_offset: int = 0) -> dict | None:
         """A choice's (or a chunk's) `logprobs`, None unless asked for."""
@@ -325,12 +364,14 @@ class Reply:
 
     def chunk(self, index: int, text: str | None = None, finish_reason: str | None = None, role: bool = False,
               usage: dict | None = None, tool_calls: list | None = None, tokens: tuple = (),
-              text_offset: int = 0) -> bytes:
-        """One SSE event: the role (chat's first delta), a text delta, tool-call deltas (with their
-        tokens' logprobs when asked for), or the choice's end."""
+              text_offset: int = 0, reasoning: bool = False) -> bytes:
+        """One SSE event: the role (chat's first delta), a text delta (`reasoning`: of the
+        thinking, as delta.reasoning_content), tool-call deltas (with their tokens' logprobs when
+        asked for), or the choice's end."""
         lp = self.logprobs_of(tokens, text_offset) if tokens else None
         if self.chat:
-            delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
+            delta = {"role": "assistant", "content": ""} if role else (
+                {"reasoning_content" if reasoning else "content": text} if text else {})
             if tool_calls:
                 delta["tool_calls"] = [tool_protocol.delta_json(d) for d in tool_calls]
             item = {"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish_reason}
@@ -344,15 +385,17 @@ class Reply:
 
 
 def _assistant_message(choice: Choice) -> dict:
+    thought = {"reasoning_content": choice.reasoning} if choice.reasoning else {}
     if not choice.tool_calls:
-        return {"role": "assistant", "content": choice.text}
-    return {"role": "assistant", "content": choice.text or None,
+        return {"role": "assistant", "content": choice.text, **thought}
+    return {"role": "assistant", "content": choice.text or None, **thought,
             "tool_calls": [tool_protocol.call_json(call) for call in choice.tool_calls]}
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0) -> dict:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+            "total_tokens": prompt_tokens + completion_tokens,
+            "completion_tokens_details": {"reasoning_tokens": reasoning_tokens}}
 
 
 def sse(data: dict) -> bytes:

@@ -86,7 +86,8 @@ class Slots:
                 future.set_result(None)
 
 
-def generation_options(sampling: Sampling, defaults: dict, max_tokens: int, chat: bool, index: int = 0) -> GenerationOptions:
+def generation_options(sampling: Sampling, defaults: dict, max_tokens: int, chat: bool, index: int = 0,
+                       separate_reasoning: bool = True) -> GenerationOptions:
     """The engine's options for choice `index` of a request. A decoding field the request leaves
     out takes the model's recommended value (`defaults`: ModelInfo.generation_defaults, what
     `ovchat generate` uses), so one model decodes one way through the CLI and the server.
@@ -110,7 +111,8 @@ def generation_options(sampling: Sampling, defaults: dict, max_tokens: int, chat
             stop=sampling.stop, apply_chat_template=chat, json_schema=sampling.json_schema,
             json_object=sampling.json_object, ignore_eos=sampling.ignore_eos, tools=sampling.tools,
             tool_choice=sampling.tool_choice, parallel_tool_calls=sampling.parallel_tool_calls,
-            logprobs=sampling.logprobs)
+            logprobs=sampling.logprobs, thinking=sampling.thinking, template_kwargs=sampling.template_kwargs,
+            separate_reasoning=separate_reasoning)
     except OptionsError as error:
         raise bad_request(str(error), param=_wire_param(error.param)) from None
     if sampling.logprobs and (why := logprobs.unknown_alternatives(sampling.top_logprobs, options)):
@@ -121,6 +123,8 @@ def generation_options(sampling: Sampling, defaults: dict, max_tokens: int, chat
 
 def _wire_param(param: str | None) -> str | None:
     """The engine's name for a field as the API names it: tools[1].parameters -> tools[1].function.parameters."""
+    if param == "thinking":  # reasoning_effort "none", or chat_template_kwargs.enable_thinking false
+        return "reasoning_effort"
     if param and param.startswith("tools[") and param.endswith("].parameters"):
         return param.replace("].parameters", "].function.parameters")
     return param
@@ -239,7 +243,7 @@ class Run:
             if isinstance(event, End):
                 result = event.result
                 choices.append(Choice(index, result.text, result.finish_reason, result.output_tokens, result.tool_calls,
-                                      result.tokens))
+                                      result.tokens, result.reasoning, result.reasoning_tokens))
         return sorted(choices, key=lambda c: c.index)
 
     def cancel(self) -> None:
@@ -265,7 +269,7 @@ class Serving:
     """The engine behind the API: opens Runs within the admission limits."""
 
     def __init__(self, engine, model_name: str, max_concurrency: int, max_queue: int, metrics: ServerMetrics,
-                 max_tokens: int | None = None, timeout_s: float | None = None):
+                 max_tokens: int | None = None, timeout_s: float | None = None, separate_reasoning: bool = True):
         self.engine = engine
         self.model_name = model_name
         self.max_concurrency = max_concurrency
@@ -274,6 +278,7 @@ class Serving:
         context = engine.info.context_length or 4096  # the engine also clamps to the room left in it
         self.max_tokens = min(max_tokens, context) if max_tokens else context
         self.timeout_s = timeout_s
+        self.separate_reasoning = separate_reasoning  # a thinking model's reasoning as reasoning_content (else in content)
         # As `ovchat generate` decodes; an engine whose info recommends nothing decodes as GenerationOptions().
         self.decoding_defaults = dict(getattr(engine.info, "generation_defaults", None) or {})
         self.draining = False
@@ -296,7 +301,8 @@ class Serving:
         deadline = loop.time() + self.timeout_s if self.timeout_s else None
         n = sampling.n
         max_tokens = min(sampling.max_tokens or self.max_tokens, self.max_tokens)
-        options = [generation_options(sampling, self.decoding_defaults, max_tokens, chat, i) for i in range(n)]
+        options = [generation_options(sampling, self.decoding_defaults, max_tokens, chat, i, self.separate_reasoning)
+                   for i in range(n)]
         try:
             await asyncio.wait_for(self.slots.acquire(n), None if deadline is None else deadline - loop.time())
         except asyncio.TimeoutError:

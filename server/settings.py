@@ -25,6 +25,7 @@ from typing import Mapping
 from ..engine.errors import OptionsError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+REASONING_FORMATS = ("separated", "inline")  # as llama.cpp's --reasoning-format deepseek / none
 # Engine.load arguments with a setting of their own: engine_options may not repeat them.
 OWN_ENGINE_ARGUMENTS = ("model", "device", "batching")
 
@@ -87,6 +88,7 @@ class ServerSettings:
     max_tokens: int | None = 2048     # the most tokens one answer may have: larger asks are clamped; None: the context
     request_timeout_s: float | None = 600.0  # a request's deadline from its arrival (serving.py); None: none
     shutdown_grace_s: float = 5.0     # on SIGTERM, in-flight requests get this long, then are cancelled
+    reasoning_format: str = "separated"  # a thinking model's reasoning: "separated" (reasoning_content) or "inline"
     allowed_hosts: tuple[str, ...] = ()    # more Host names a keyless server answers (a proxy's)
     allowed_origins: tuple[str, ...] = ()  # web page origins allowed to call the API (CORS)
     log_level: str = "info"
@@ -107,6 +109,8 @@ class ServerSettings:
                  "--request-timeout", "must be > 0 (None, or 0 on the command line: no deadline)")
         _require(self.kv_cache_gb >= 0, "kv_cache_gb", "--kv-cache-gb", "must be >= 0 (0: grown as needed)")
         _require(self.shutdown_grace_s >= 0, "shutdown_grace_s", "--shutdown-grace", "must be >= 0")
+        _require(self.reasoning_format in REASONING_FORMATS, "reasoning_format", "--reasoning-format",
+                 f"must be one of {', '.join(REASONING_FORMATS)}")
         _require(self.log_level in LOG_LEVELS, "log_level", "--log-level", f"must be one of {', '.join(LOG_LEVELS)}")
         own = sorted(set(self.engine_options) & set(OWN_ENGINE_ARGUMENTS))
         _require(not own, "engine_options", None, f"may not set {', '.join(own)}: give the setting of that name instead")

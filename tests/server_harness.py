@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 from ovchat.engine.errors import PromptError
 from ovchat.engine.events import Accepted, Failed
+from ovchat.engine.reasoning import MAY_OPEN, Splitter, Thinking
 from ovchat.engine.results import GeneratedToken, GenerationResult, Metrics
 from ovchat.engine.stream import Feed, Handle
 
@@ -84,6 +85,9 @@ def wait_for(condition, timeout_s: float = 30, every_s: float = 0.05) -> bool:
     return condition()
 
 
+THOUGHT = ("<think>", "\nThe user", " wants a greeting.", "\n</th", "ink>\n\n")  # a thinking, its markers cut across tokens
+
+
 @dataclass
 class FakeEngine:
     """Streams `pieces` (one per token, up to max_new_tokens, flushed after each) on a thread per
@@ -95,6 +99,7 @@ class FakeEngine:
     stopped: str | None = None
     generation_defaults: dict = field(default_factory=dict)  # the model's recommended decoding
     honours_cancel_at_gate: bool = True  # False: a held generation ignores cancels (a long prefill) until the gate opens
+    thinks: bool = False  # a thinking model: its reasoning read apart as the engine does (unless turned off or inline)
 
     def __post_init__(self):
         self.info = SimpleNamespace(path=Path("/models/fake-model"), context_length=self.context_length,
@@ -113,14 +118,16 @@ class FakeEngine:
         self.seen_options.append(options)
         # With tools: answers with a call of the first tool offered, in the Hermes format.
         accepted = Accepted(len(text.split()), tool_format="hermes" if options.offers_tools else None)
-        feed = Feed(sink, handle, accepted, tuple(t.name for t in options.tools))
+        thinking = self.thinks and options.thinking is not False
+        splitter = Splitter(Thinking(), MAY_OPEN) if thinking and options.separate_reasoning else None
+        feed = Feed(sink, handle, accepted, tuple(t.name for t in options.tools), splitter)
         feed.accept()
-        threading.Thread(target=self._run, args=(feed, options), daemon=True).start()
+        threading.Thread(target=self._run, args=(feed, options, thinking), daemon=True).start()
         return handle
 
-    def _run(self, feed: Feed, options) -> None:
+    def _run(self, feed: Feed, options, thinking: bool = False) -> None:
         self.active += 1
-        pieces = self.pieces
+        pieces = THOUGHT + tuple(self.pieces) if thinking else self.pieces
         if options.offers_tools:
             pieces = ("<tool_call>", '{"name": "%s", ' % options.tools[0].name, '"arguments": {"city": ', '"Paris"}}',
                       "</tool_call>")

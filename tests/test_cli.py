@@ -99,3 +99,23 @@ def test_an_unforeseen_failure_is_one_line_and_the_traceback_is_on_demand(monkey
     monkeypatch.setenv("OVCHAT_DEBUG", "1")
     with pytest.raises(RuntimeError):
         cli.main(["devices"])
+
+
+def test_a_model_without_a_chat_template_completes_raw_text_and_says_so_once(tiny_phi3_dir, tmp_path):
+    import json as json_module
+    import re
+    import shutil
+
+    bare = tmp_path / "no-template"  # the tiny Phi-3 with its template removed, as a base model's GGUF comes
+    shutil.copytree(tiny_phi3_dir, bare)
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    config = json_module.loads((bare / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json_module.dumps(config))
+    xml = bare / "openvino_tokenizer.xml"
+    xml.write_text(re.sub(r'<chat_template value="[^"]*"\s*/>', "", xml.read_text()))
+    run = ovchat("generate", "-m", bare, "-n", "4", "--no-warmup", "Once upon a time")
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("no chat template") == 1 and "raw text" in run.stderr
+    refused = ovchat("generate", "-m", bare, "-n", "4", "--no-warmup", "--system", "Be brief.", "Once upon a time")
+    assert refused.returncode == 1 and "drop --system" in refused.stderr
