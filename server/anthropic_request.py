@@ -44,7 +44,9 @@ def parse_messages(body: dict, max_n: int, count_only: bool = False) -> Messages
     for name, value in body.items():
         if value is None:
             continue
-        if name in _SAME_IN_CHAT and not (count_only and name in ("max_tokens", "stream")):
+        if count_only and name in ("max_tokens", "stream"):
+            raise unsupported(name, " by count_tokens (it generates nothing)")
+        if name in _SAME_IN_CHAT:
             chat[name] = value
         elif name in ("messages", "system"):
             pass  # below, together
