@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from .protocol import APIError, ChatRequest, bad_request, parse_chat, unsupported
 
 # Fields chat completions takes under the same name and meaning.
-_SAME_IN_CHAT = ("model", "max_tokens", "temperature", "top_p", "top_k", "stream")
+# ignore_eos: ovchat's extension, as on the OpenAI routes (benchmarks ask for exactly max_tokens).
+_SAME_IN_CHAT = ("model", "max_tokens", "temperature", "top_p", "top_k", "stream", "ignore_eos")
 _NO_OPS = ("cache_control",)       # a cache hint: the prefix cache is on anyway
 _TEXT_ONLY = " (only text, tool_use and tool_result blocks are)"
 
