@@ -14,7 +14,7 @@ Unknown fields are a 400 naming them, as on the OpenAI routes. Accepted and chan
 `cache_control` anywhere (the prefix cache is always on), `metadata.user_id`,
 `service_tier`, thinking blocks in an assistant's history (Anthropic's API drops earlier
 turns' thinking too). `thinking` goes through `thinking_fields`, the seam where reasoning
-models plug in.
+models plug in; `ignore_eos`, ovchat's extension, as on the OpenAI routes.
 """
 
 from __future__ import annotations
@@ -91,18 +91,22 @@ def parse_messages(body: dict, max_n: int, count_only: bool = False) -> Messages
 
 
 def thinking_fields(value) -> dict:
-    """`thinking` as chat-completions fields. Disabled: nothing to change. Enabled (or
-    adaptive): a 400 until the server separates a model's thinking; this is the place to map it
-    onto the reasoning fields then."""
+    """`thinking` as chat-completions fields; the place to map it onto the reasoning fields once
+    the server separates a model's thinking. Disabled: nothing to change. Adaptive lets the model
+    decide whether to think (Claude Code sends it by default): one that cannot decides not to.
+    Enabled asks for thinking the model cannot do: a 400 that says so."""
     kind = value.get("type") if isinstance(value, dict) else None
-    if kind == "disabled" and set(value) == {"type"}:
-        return {}
-    if kind in ("enabled", "adaptive"):
-        raise bad_request(f"'thinking' is {kind!r}, but the model this server runs cannot think (it has no "
-                          "thinking it could show apart from its answer); send {'type': 'disabled'} or leave "
-                          "'thinking' out.", param="thinking")
-    raise bad_request("'thinking' must be {'type': 'disabled'} or {'type': 'enabled', 'budget_tokens': N}.",
-                      param="thinking")
+    keys = {"disabled": {"type"}, "adaptive": {"type", "display"}, "enabled": {"type", "budget_tokens", "display"}}
+    if kind not in keys or not set(value) <= keys[kind]:
+        raise bad_request("'thinking' must be {'type': 'disabled'}, {'type': 'adaptive'} or "
+                          "{'type': 'enabled', 'budget_tokens': N}.", param="thinking")
+    if value.get("display") not in (None, "summarized", "omitted"):
+        raise bad_request("'thinking.display' must be 'summarized' or 'omitted'.", param="thinking.display")
+    if kind == "enabled":
+        raise bad_request("'thinking' is enabled, but the model this server runs cannot think (it has no thinking "
+                          "it could show apart from its answer); send {'type': 'disabled'} or leave 'thinking' out.",
+                          param="thinking")
+    return {}
 
 
 def _messages(items, system) -> tuple[list[dict], list[str]]:

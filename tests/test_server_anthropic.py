@@ -151,6 +151,7 @@ def test_count_tokens_counts_the_prompt_the_engine_would_be_fed(served):
      "tool_choice"),
     ({"max_tokens": 8, "messages": HI, "tool_choice": {"type": "any"}}, "tool_choice"),
     ({"max_tokens": 8, "messages": HI, "thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
+    ({"max_tokens": 8, "messages": HI, "thinking": {"type": "sometimes"}}, "thinking"),
     ({"max_tokens": 8, "messages": HI, "output_config": {"effort": "high"}}, "output_config.effort"),
     ({"max_tokens": 8, "messages": HI, "metadata": {"user_id": 7}}, "metadata.user_id"),
     ({"max_tokens": 8, "messages": HI, "container": "c1"}, "container"),
@@ -176,8 +177,9 @@ def test_the_sdk_raises_its_own_error_types(served):
     with pytest.raises(anthropic.NotFoundError) as missing:
         client.messages.create(model="claude-opus-4", max_tokens=8, messages=HI)
     assert "fake-model" in missing.value.message
-    message = client.messages.create(model="fake-model", max_tokens=8, messages=HI, thinking={"type": "disabled"})
-    assert message.stop_reason == "end_turn"
+    for thinking in ({"type": "disabled"}, {"type": "adaptive"}):  # adaptive: a model that cannot think does not
+        message = client.messages.create(model="fake-model", max_tokens=8, messages=HI, thinking=thinking)
+        assert message.stop_reason == "end_turn"
 
 
 def test_the_key_is_taken_from_x_api_key_or_a_bearer_token():
