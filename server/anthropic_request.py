@@ -13,7 +13,8 @@ function tools; `tool_choice` auto/any/tool/none becomes auto/required/the named
 Unknown fields are a 400 naming them, as on the OpenAI routes. Accepted and changing nothing:
 `cache_control` anywhere (the prefix cache is always on), `metadata.user_id`,
 `service_tier`, thinking blocks in an assistant's history (Anthropic's API drops earlier
-turns' thinking too). `thinking` goes through `thinking_fields`, the seam where reasoning
+turns' thinking too), `context_management` edits that clear thinking (none is kept), and
+`output_config.effort` for a model that cannot think. System messages may come mid-conversation. `thinking` goes through `thinking_fields`, the seam where reasoning
 models plug in; `ignore_eos`, ovchat's extension, as on the OpenAI routes.
 """
 
@@ -30,6 +31,7 @@ from .protocol import APIError, ChatRequest, bad_request, parse_chat, unsupporte
 _SAME_IN_CHAT = ("model", "max_tokens", "temperature", "top_p", "top_k", "stream", "ignore_eos")
 _NO_OPS = ("cache_control",)       # a cache hint: the prefix cache is on anyway
 _TEXT_ONLY = " (only text, tool_use and tool_result blocks are)"
+_EFFORTS = ("low", "medium", "high", "xhigh", "max")
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ def parse_messages(body: dict, max_n: int, count_only: bool = False) -> Messages
             chat.update(thinking_fields(value))
         elif name == "output_config":
             chat.update(_output_config(value))
+        elif name == "context_management":
+            _context_management(value)
         elif name == "metadata":
             _only_keys(value, "metadata", ("user_id",))
             if value.get("user_id") is not None and not isinstance(value["user_id"], str):
@@ -123,10 +127,12 @@ def _messages(items, system) -> tuple[list[dict], list[str]]:
             raise bad_request(f"{where} must be an object with 'role' and 'content'.", param=where)
         _only_keys(item, where, ("role", "content"))
         role, content = item.get("role"), item.get("content")
-        if role not in ("user", "assistant"):
-            raise bad_request(f"{where}.role is {role!r}; use 'user' or 'assistant' (the system prompt goes in "
-                              "'system').", param=f"{where}.role")
-        if isinstance(content, str):
+        if role not in ("user", "assistant", "system"):
+            raise bad_request(f"{where}.role is {role!r}; use 'user', 'assistant' or 'system'.", param=f"{where}.role")
+        if role == "system":  # a system message mid-conversation (Claude Code sends them)
+            messages.append({"role": "system", "content": _text(content, f"{where}.content")})
+            sources.append(where)
+        elif isinstance(content, str):
             messages.append({"role": role, "content": content})
             sources.append(where)
         elif isinstance(content, list) and content:
@@ -294,16 +300,38 @@ def _tool_choice(choice) -> dict:
 
 def _output_config(value) -> dict:
     _only_keys(value, "output_config", ("format", "effort"))
-    if value.get("effort") is not None:
-        raise unsupported("output_config.effort", " (the model this server runs has no effort levels)")
+    fields = effort_fields(value.get("effort"))
     form = value.get("format")
     if form is None:
-        return {}
+        return fields
     if not isinstance(form, dict) or form.get("type") != "json_schema" or not isinstance(form.get("schema"), dict):
         raise bad_request("'output_config.format' must be {'type': 'json_schema', 'schema': {...}}.",
                           param="output_config.format")
     _only_keys(form, "output_config.format", ("type", "schema"))
-    return {"response_format": {"type": "json_schema", "json_schema": {"name": "output", "schema": form["schema"]}}}
+    return {**fields, "response_format": {"type": "json_schema", "json_schema": {"name": "output", "schema": form["schema"]}}}
+
+
+def effort_fields(effort) -> dict:
+    """`output_config.effort` (how much to think; Claude Code sends "high") as chat-completions
+    fields: with thinking, the place to map it onto reasoning_effort; a model that cannot think
+    has one level, so every level is accepted and changes nothing."""
+    if effort is not None and effort not in _EFFORTS:
+        raise bad_request(f"'output_config.effort' must be one of {', '.join(_EFFORTS)}.", param="output_config.effort")
+    return {}
+
+
+def _context_management(value) -> None:
+    """Context editing: clearing earlier thinking is what this server always does (it keeps none);
+    clearing tool results it does not do, so that is a 400."""
+    _only_keys(value, "context_management", ("edits",))
+    edits = value.get("edits", [])
+    if not isinstance(edits, list):
+        raise bad_request("'context_management.edits' must be a list.", param="context_management.edits")
+    for i, edit in enumerate(edits):
+        kind = edit.get("type") if isinstance(edit, dict) else None
+        if not (isinstance(kind, str) and kind.startswith("clear_thinking_")):
+            raise unsupported(f"context_management.edits[{i}]", " (only clear_thinking edits are: this server "
+                                                                 "keeps no thinking, and clears no tool results)")
 
 
 _RENAMES = ((re.compile(r"\btools\[(\d+)\]\.function\.parameters\b"), r"tools[\1].input_schema"),

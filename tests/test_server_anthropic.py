@@ -64,6 +64,27 @@ def test_a_tool_loop_in_anthropic_blocks_becomes_the_chat_the_engine_is_sent():
     assert [t.name for t in sampling.tools] == ["get_weather"] and sampling.tools[0].parameters == WEATHER["input_schema"]
 
 
+def test_the_fields_claude_code_sends_are_accepted(served):
+    # The shape of Claude Code 2.1's first request (its prompt and 24 tools cut down to one of each).
+    body = {"model": "fake-model", "max_tokens": 32000, "stream": True, "metadata": {"user_id": '{"session_id": "s"}'},
+            "system": [{"type": "text", "text": "You are a Claude agent."},
+                       {"type": "text", "text": "Help with code.", "cache_control": {"type": "ephemeral"}}],
+            "tools": [{"name": "Bash", "description": "Run a command.", "input_schema": {
+                "type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "<system-reminder>...</system-reminder>"},
+                                                      {"type": "text", "text": "Say hello.",
+                                                       "cache_control": {"type": "ephemeral"}}]},
+                         {"role": "system", "content": "Available agent types: ..."}],
+            "thinking": {"type": "adaptive"}, "output_config": {"effort": "high"},
+            "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}}
+    chat = parse_messages(body, 1).chat
+    assert [m["role"] for m in chat.messages] == ["system", "user", "system"]
+    assert chat.messages[0]["content"] == "You are a Claude agent.\nHelp with code."
+    assert chat.messages[1]["content"] == "<system-reminder>...</system-reminder>\nSay hello."
+    kinds = [kind for kind, _ in _events(served[1], body)]
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+
+
 @pytest.mark.parametrize("choice, expected", [({"type": "auto"}, "auto"), ({"type": "any"}, "required"),
                                               ({"type": "none"}, "none"), ({"type": "tool", "name": "get_weather"},
                                                                            "get_weather")])
@@ -131,7 +152,7 @@ def test_count_tokens_counts_the_prompt_the_engine_would_be_fed(served):
     ({"messages": HI}, "max_tokens"),
     ({"max_tokens": 0, "messages": HI}, "max_tokens"),
     ({"max_tokens": 8, "messages": []}, "messages"),
-    ({"max_tokens": 8, "messages": [{"role": "system", "content": "x"}]}, "messages[0].role"),
+    ({"max_tokens": 8, "messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
     ({"max_tokens": 8, "messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]},
      "messages[0].content[0]"),
     ({"max_tokens": 8, "messages": [{"role": "user", "content": [{"type": "text", "text": 3}]}]},
@@ -152,7 +173,9 @@ def test_count_tokens_counts_the_prompt_the_engine_would_be_fed(served):
     ({"max_tokens": 8, "messages": HI, "tool_choice": {"type": "any"}}, "tool_choice"),
     ({"max_tokens": 8, "messages": HI, "thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
     ({"max_tokens": 8, "messages": HI, "thinking": {"type": "sometimes"}}, "thinking"),
-    ({"max_tokens": 8, "messages": HI, "output_config": {"effort": "high"}}, "output_config.effort"),
+    ({"max_tokens": 8, "messages": HI, "output_config": {"effort": "extreme"}}, "output_config.effort"),
+    ({"max_tokens": 8, "messages": HI, "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}},
+     "context_management.edits[0]"),
     ({"max_tokens": 8, "messages": HI, "metadata": {"user_id": 7}}, "metadata.user_id"),
     ({"max_tokens": 8, "messages": HI, "container": "c1"}, "container"),
     ({"max_tokens": 8, "messages": HI, "frobnicate": True}, "frobnicate"),
