@@ -86,6 +86,9 @@ def parse_messages(body: dict, max_n: int, count_only: bool = False) -> Messages
     if chat.get("tool_choice") == "none" and "tools" not in chat:
         chat.pop("tool_choice")  # Anthropic allows none without tools; chat completions has nothing to turn off
     messages, sources = _messages(body.get("messages"), body.get("system"))
+    if messages[-1]["role"] == "assistant":  # Anthropic's prefill; the chat template would start a new turn
+        raise unsupported(f"messages[{len(body['messages']) - 1}]", " as the last message (an assistant prefill, "
+                          "which the model would not continue); end with a user message")
     chat["messages"] = messages
     try:
         parsed = parse_chat(chat, max_n)

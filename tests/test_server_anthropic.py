@@ -161,6 +161,7 @@ def test_count_tokens_counts_the_prompt_the_engine_would_be_fed(served):
         {"type": "tool_use", "id": "t1", "name": "get_weather", "input": "Paris"}]}]}, "messages[1].content[0].input"),
     ({"max_tokens": 8, "messages": [{"role": "user", "content": [
         {"type": "tool_result", "tool_use_id": "nope", "content": "18 C"}]}]}, "messages[0].content[0]"),
+    ({"max_tokens": 8, "messages": [*HI, {"role": "assistant", "content": "The answer is"}]}, "messages[1]"),
     ({"max_tokens": 8, "messages": HI, "system": 5}, "system"),
     ({"max_tokens": 8, "messages": HI, "temperature": "hot"}, "temperature"),
     ({"max_tokens": 8, "messages": HI, "top_k": -5}, "top_k"),
