@@ -6,9 +6,10 @@ and one entry here."""
 from __future__ import annotations
 
 from .coldstart_scenario import COLDSTART
+from .messages_scenario import MESSAGES
 from .scenarios import CHAT, CONCURRENCY, LATENCY, LOAD, MEMORY
 from .server_scenario import SERVER
 from .starts_scenario import STARTS
 
 SCENARIOS = {scenario.name: scenario for scenario in (LATENCY, CHAT, LOAD, MEMORY, CONCURRENCY, COLDSTART, SERVER,
-                                                           STARTS)}
+                                                           STARTS, MESSAGES)}

@@ -28,7 +28,7 @@ def register(sub) -> None:
     g.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     g.add_argument("--port", type=int, default=8000, help="default: %(default)s")
     g.add_argument("--api-key", default=os.environ.get("OVCHAT_API_KEY"),
-                   help="require 'Authorization: Bearer KEY' on every route but /health and / "
+                   help="require 'Authorization: Bearer KEY' (or 'x-api-key: KEY') on every route but /health and / "
                         "(default: $OVCHAT_API_KEY; unset: no key)")
     g.add_argument("--allowed-hosts", default="", metavar="NAMES",
                    help="without --api-key, Host names answered besides loopback names and the bound address, "

@@ -3,6 +3,7 @@ stdlib-only client for the CLI, and a one-file chat page.
 
 errors.py    the OpenAI error shape, built in one place
 protocol.py  request/response shapes and validation
+anthropic_request.py, anthropic.py  the Anthropic Messages API: requests rewritten as chat requests; Messages and events
 serving.py   requests onto the engine: admission limits, streams read off the event loop, cancellation
 metrics.py   Prometheus metrics (prometheus_client)
 app.py       Starlette routes, API key, health, metrics, loading and shutdown

@@ -4,7 +4,8 @@
 
 The app starts answering at once and loads the model on a thread: /health says 503 until the
 engine is ready, and API calls get a 503 "loading" error meanwhile. Every API error, whatever
-raised it, leaves through `_error_response` in the OpenAI shape (built in protocol.py). A client
+raised it, leaves through `_error_response`: in the OpenAI shape (built in errors.py), or on the
+Anthropic routes (/v1/messages...) in Anthropic's (anthropic.py). A client
 that disconnects stops its request: while it waits for a slot or for a non-streamed answer (a
 watcher on the ASGI receive channel), or mid-stream (the streaming response's own listener);
 either way its Run is closed and the engine cancels the generations.
@@ -29,7 +30,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from ..engine.events import End, Text, ToolCallDelta
-from . import protocol, responses
+from . import anthropic, protocol, responses
 from .drain import DrainBody
 from .guard import Door
 from .metrics import ServerMetrics
@@ -39,6 +40,7 @@ from .settings import ServerSettings
 
 log = logging.getLogger("ovchat.server")
 PAGE = Path(__file__).parent / "static" / "index.html"
+ANTHROPIC_PATHS = ("/v1/messages",)  # their errors leave in Anthropic's shape, whoever raised them
 CLIENT_LEFT = 499  # nginx's "client closed request", for the metrics: nobody reads it
 
 
@@ -107,8 +109,8 @@ def create_app(load_engine: Callable, config: ServerSettings = ServerSettings(),
         if state.serving is not None:
             await anyio.to_thread.run_sync(state.serving.close)
 
-    def api(endpoint: str, needs_engine: bool = True):
-        """The common path of every API route: key, readiness, errors, the request counter."""
+    def api(endpoint: str, needs_engine: bool = True, error_shape: Callable = APIError.body):
+        """The common path of every API route: key, readiness, errors (in `error_shape`), the request counter."""
         def wrap(handler):
             async def route(request: Request) -> Response:
                 try:
@@ -116,10 +118,11 @@ def create_app(load_engine: Callable, config: ServerSettings = ServerSettings(),
                     serving = state.ready() if needs_engine else state.serving
                     response = await handler(request, serving)
                 except APIError as error:
-                    response = _error_response(error)
+                    response = _error_response(error, error_shape)
                 except Exception:  # a bug here must cost one request, never the server
                     log.exception("ovchat serve: %s failed", endpoint)
-                    response = _error_response(protocol.server_error("The server failed on this request; see its log."))
+                    response = _error_response(protocol.server_error("The server failed on this request; see its log."),
+                                               error_shape)
                 state.metrics.requests.labels(endpoint, str(response.status_code)).inc()
                 return response
             return route
@@ -139,6 +142,17 @@ def create_app(load_engine: Callable, config: ServerSettings = ServerSettings(),
     async def responses_route(request: Request, serving: Serving) -> Response:
         parsed = responses.parse_responses(await _read_json(request, config.max_body_bytes), serving.max_concurrency)
         return await _unless_client_leaves(request, _respond(serving, parsed))
+
+    @api("messages", error_shape=anthropic.error_body)
+    async def messages(request: Request, serving: Serving) -> Response:
+        parsed = anthropic.parse_messages(await _read_json(request, config.max_body_bytes), serving.max_concurrency)
+        return await _unless_client_leaves(request, _message(serving, parsed))
+
+    @api("count_tokens", error_shape=anthropic.error_body)
+    async def count_tokens(request: Request, serving: Serving) -> Response:
+        body = await _read_json(request, config.max_body_bytes)
+        parsed = anthropic.parse_messages(body, serving.max_concurrency, count_only=True)
+        return await _unless_client_leaves(request, _count_tokens(serving, parsed))
 
     @api("models")
     async def models(request: Request, serving: Serving) -> Response:
@@ -168,14 +182,17 @@ def create_app(load_engine: Callable, config: ServerSettings = ServerSettings(),
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
     async def http_error(request: Request, error: HTTPException) -> Response:
+        shape = anthropic.error_body if request.url.path.startswith(ANTHROPIC_PATHS) else APIError.body
         if error.status_code == 404:
-            return _error_response(protocol.not_found(request.url.path))
-        return _error_response(APIError(error.status_code, str(error.detail), code="http_error"))
+            return _error_response(protocol.not_found(request.url.path), shape)
+        return _error_response(APIError(error.status_code, str(error.detail), code="http_error"), shape)
 
     routes = [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/responses", responses_route, methods=["POST"]),
+        Route("/v1/messages", messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model:path}", models, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -183,7 +200,8 @@ def create_app(load_engine: Callable, config: ServerSettings = ServerSettings(),
         Route("/", page, methods=["GET"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error},
-                    middleware=[Middleware(DrainBody), Middleware(Door, policy=config.door())])
+                    middleware=[Middleware(DrainBody), Middleware(Door, policy=config.door(), anthropic_paths=ANTHROPIC_PATHS,
+                                                                 anthropic_shape=anthropic.error_body)])
     app.state.ovchat = state
     return app
 
@@ -217,6 +235,34 @@ async def _respond(serving: Serving, parsed: responses.ResponsesRequest) -> Resp
         run.close()
     return JSONResponse(builder.full(choice.text, choice.tool_calls, choice.tokens, choice.finish_reason,
                                      run.prompt_tokens, choice.completion_tokens))
+
+
+async def _message(serving: Serving, parsed: anthropic.MessagesRequest) -> Response:
+    """The Messages API: the chat request it was rewritten as, answered as an Anthropic Message."""
+    chat = parsed.chat
+    if chat.model is not None and chat.model != serving.model_name:
+        raise protocol.model_not_found(chat.model, serving.model_name)
+    builder = anthropic.MessageBuilder(serving.model_name, parsed)
+    run = await serving.open(chat.messages, chat.sampling, True)
+    if chat.sampling.stream:
+        return _EventStream(anthropic.stream(builder, run), run)
+    try:
+        choice = (await run.collect())[0]
+    finally:
+        run.close()
+    return JSONResponse(builder.full(choice.text, choice.tool_calls, choice.finish_reason, run.prompt_tokens,
+                                     choice.completion_tokens))
+
+
+async def _count_tokens(serving: Serving, parsed: anthropic.MessagesRequest) -> Response:
+    """The prompt's tokens as the engine prepares it (template, tools and all): the request is
+    started, counted once the engine took it, and cancelled before it generates."""
+    chat = parsed.chat
+    if chat.model is not None and chat.model != serving.model_name:
+        raise protocol.model_not_found(chat.model, serving.model_name)
+    run = await serving.open(chat.messages, chat.sampling, True)
+    run.close()
+    return JSONResponse({"input_tokens": run.prompt_tokens})
 
 
 async def _chunks(run: Run, reply: Reply, chat: bool, include_usage: bool):
@@ -312,15 +358,18 @@ async def _read_json(request: Request, limit: int) -> dict:
 
 
 def _check_key(request: Request, api_key: str | None) -> None:
+    """The key as OpenAI's clients send it (Authorization: Bearer) or Anthropic's (x-api-key)."""
     if api_key is None:
         return
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+    if scheme.lower() != "bearer":
+        given = request.headers.get("x-api-key", "")
+    if not hmac.compare_digest(given.strip().encode(), api_key.encode()):
         raise protocol.unauthorized()
 
 
-def _error_response(error: APIError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+def _error_response(error: APIError, shape: Callable = APIError.body) -> JSONResponse:
+    return JSONResponse(shape(error), status_code=error.status, headers=error.headers)
 
 
 def _model_card(serving: Serving) -> dict:

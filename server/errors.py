@@ -28,7 +28,8 @@ def unsupported(param: str, why: str = "") -> APIError:
 
 
 def unauthorized() -> APIError:
-    return APIError(401, "Missing or wrong API key: send the header 'Authorization: Bearer <key>'.",
+    return APIError(401, "Missing or wrong API key: send the header 'Authorization: Bearer <key>' "
+                    "(or 'x-api-key: <key>').",
                     type="authentication_error", code="invalid_api_key")
 
 
@@ -38,7 +39,8 @@ def model_not_found(name: str, served: str) -> APIError:
 
 
 def not_found(path: str) -> APIError:
-    return APIError(404, f"No route {path}; see /v1/chat/completions, /v1/completions, /v1/responses, /v1/models, "
+    return APIError(404, f"No route {path}; see /v1/chat/completions, /v1/completions, /v1/responses, /v1/messages, "
+                    "/v1/models, "
                     "/health, /metrics.",
                     code="not_found")
 

@@ -14,7 +14,7 @@ so, as llama.cpp's and vLLM's servers learned:
   headers (and its preflight an answer), so its page can read the answers.
 
 With a key the first two are not needed: a page can neither send nor learn the key. Refusals
-leave in the OpenAI error shape, like every other error.
+leave in the OpenAI error shape, like every other error (on the Anthropic routes, in Anthropic's).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from .protocol import APIError
 LOOPBACK_NAMES = ("localhost",)
 WILDCARD_BINDS = ("0.0.0.0", "::", "")
 CORS_HEADERS = [(b"access-control-allow-methods", b"GET, POST, OPTIONS"),
-                (b"access-control-allow-headers", b"Authorization, Content-Type"),
+                (b"access-control-allow-headers", b"Authorization, Content-Type, x-api-key, anthropic-version"),
                 (b"access-control-max-age", b"600")]
 
 
@@ -88,8 +88,9 @@ def _is_loopback(name: str) -> bool:
 class Door:
     """ASGI middleware that applies a DoorPolicy to every HTTP request."""
 
-    def __init__(self, app, policy: DoorPolicy):
+    def __init__(self, app, policy: DoorPolicy, anthropic_paths: tuple = (), anthropic_shape=None):
         self.app, self.policy = app, policy
+        self._anthropic = anthropic_paths, anthropic_shape
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -98,7 +99,9 @@ class Door:
         host, origin = headers.get("host", ""), headers.get("origin")
         refusal = self._refusal(scope["method"], host, origin, headers.get("content-type", ""))
         if refusal is not None:
-            return await _answer(send, refusal)
+            paths, shape = self._anthropic
+            body = shape(refusal) if paths and scope["path"].startswith(paths) else refusal.body()
+            return await _answer(send, refusal, body)
         if origin is None or same_origin(origin, host):  # not a cross-site call: no CORS to add
             return await self.app(scope, receive, send)
         cors = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
@@ -129,8 +132,8 @@ class Door:
         return None
 
 
-async def _answer(send, error: APIError) -> None:
-    body = json.dumps(error.body()).encode()
+async def _answer(send, error: APIError, body: dict) -> None:
+    body = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": error.status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

@@ -80,9 +80,9 @@ def stream_chat(url: str, question: str, hang_up_after: int | None) -> dict:
     return outcome
 
 
-def post_raw(url: str, raw: bytes) -> dict:
+def post_raw(url: str, raw: bytes, path: str = "/v1/chat/completions") -> dict:
     try:
-        status, body, _ = request(url, "POST", "/v1/chat/completions", raw, timeout_s=TIMEOUT_S)
+        status, body, _ = request(url, "POST", path, raw, timeout_s=TIMEOUT_S)
         return {"status": status, "body": body}
     except OSError as error:
         return {"exception": repr(error)}
@@ -113,6 +113,13 @@ def test_32_streams_with_hang_ups_bad_requests_and_a_killed_engine(default_model
               400, "unsupported_parameter")] * 3
     plan += [("raw", json.dumps({"messages": [{"role": "user", "content": "x" * (BODY_LIMIT * 2)}]}).encode(),
               413, "request_too_large")] * 3
+    # The Anthropic route: its errors carry a type, not a code (no max_tokens, not JSON, an image block).
+    plan += [("messages", json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode(),
+              400, "invalid_request_error")] * 2
+    plan += [("messages", b"{not json", 400, "invalid_request_error")] * 2
+    plan += [("messages", json.dumps({"max_tokens": 8, "messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "url", "url": "http://127.0.0.1/x.png"}}]}]}).encode(),
+              400, "invalid_request_error")] * 2
     rng.shuffle(plan)
 
     with running_server(load, startup_timeout_s=TIMEOUT_S * 2, max_concurrency=16, max_queue=64,
@@ -122,7 +129,10 @@ def test_32_streams_with_hang_ups_bad_requests_and_a_killed_engine(default_model
         outcomes = [None] * len(plan)
 
         def run(i, item):
-            outcomes[i] = stream_chat_retrying(url, item[1], item[3]) if item[0] == "stream" else post_raw(url, item[1])
+            if item[0] == "stream":
+                outcomes[i] = stream_chat_retrying(url, item[1], item[3])
+            else:
+                outcomes[i] = post_raw(url, item[1], "/v1/messages" if item[0] == "messages" else "/v1/chat/completions")
         workers = [threading.Thread(target=run, args=(i, item), daemon=True) for i, item in enumerate(plan)]
         half = len(workers) // 2
         for worker in workers[:half]:
@@ -144,6 +154,11 @@ def test_32_streams_with_hang_ups_bad_requests_and_a_killed_engine(default_model
 
         answered = stopped = hung_up = retried = 0
         for item, outcome in zip(plan, outcomes):
+            if item[0] == "messages":  # never a 500: a 400 in Anthropic's shape (503 while the engine restarts)
+                assert "exception" not in outcome and outcome["body"]["type"] == "error", outcome
+                got = outcome["status"], outcome["body"]["error"]["type"]
+                assert got in ((item[2], item[3]), (503, "overloaded_error")), outcome
+                continue
             if item[0] == "raw":
                 _, _, status, code = item
                 if "exception" in outcome:  # a client still sending its oversized body when the 413 comes
