@@ -1,9 +1,10 @@
 """The Anthropic Messages API's answers (`POST /v1/messages`): a Message, or its stream of events,
 and errors in Anthropic's shape. (anthropic_request.py reads the requests.)
 
-The answer leaves as content blocks: a `text` block, and a `tool_use` block per call. Streamed,
+The answer leaves as content blocks: a thinking model's `thinking` block first (its signature
+empty: nothing here checks one), a `text` block, and a `tool_use` block per call. Streamed,
 in Anthropic's order: message_start, ping, then per block content_block_start,
-content_block_delta... (text_delta, or input_json_delta for a call's input), content_block_stop;
+content_block_delta... (thinking_delta, text_delta, or input_json_delta for a call's input), content_block_stop;
 last message_delta (stop_reason, usage) and message_stop. A generation that fails mid-stream
 ends with an `error` event. Finish reasons: stop -> end_turn, length -> max_tokens,
 tool_calls -> tool_use; an answer the server cut (the client left, a shutdown) has none.
@@ -53,11 +54,17 @@ class MessageBuilder:
         return {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": content,
                 "stop_reason": reason, "stop_sequence": None, "usage": usage(input_tokens, output_tokens)}
 
-    def full(self, text: str, calls, finish_reason: str, input_tokens: int, output_tokens: int) -> dict:
-        """The non-streamed Message: a text block (unless the answer is calls only), then its calls."""
-        content = [] if calls and not text else [{"type": "text", "text": text}]
+    def full(self, text: str, calls, finish_reason: str, input_tokens: int, output_tokens: int,
+             reasoning: str = "") -> dict:
+        """The non-streamed Message: its thinking, a text block (unless the answer is calls only), then its calls."""
+        content = [thinking_block(reasoning)] if reasoning and self.request.show_thinking else []
+        content += [] if calls and not text else [{"type": "text", "text": text}]
         content += [tool_use(call.id, call.name, call.arguments) for call in calls]
         return self.message(content, stop_reason(finish_reason), input_tokens, output_tokens)
+
+
+def thinking_block(text: str) -> dict:
+    return {"type": "thinking", "thinking": text, "signature": ""}
 
 
 def tool_use(call_id: str, name: str, arguments: dict) -> dict:
@@ -85,6 +92,13 @@ class EventWriter:
             events += self._close()
             events += self._begin(("text",), {"type": "text", "text": ""})
         return events + [self._delta({"type": "text_delta", "text": delta})]
+
+    def thinking(self, delta: str) -> list[bytes]:
+        events = []
+        if self._open != ("thinking",):
+            events += self._close()
+            events += self._begin(("thinking",), thinking_block(""))
+        return events + [self._delta({"type": "thinking_delta", "thinking": delta})]
 
     def call(self, index: int, call_id: str | None, name: str | None, arguments: str) -> list[bytes]:
         """A call's first delta (its id and name) or a fragment of its input's JSON."""
@@ -125,7 +139,9 @@ async def stream(builder: MessageBuilder, run):
         yield sse_event
     try:
         async for _, item in run.events():
-            if isinstance(item, Text):
+            if isinstance(item, Text) and item.reasoning:
+                events = writer.thinking(item.text) if item.text and builder.request.show_thinking else []
+            elif isinstance(item, Text):
                 events = writer.text(item.text) if item.text else []
             elif isinstance(item, ToolCallDelta):
                 events = writer.call(item.index, item.id, item.name, item.arguments)

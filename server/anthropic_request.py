@@ -14,8 +14,9 @@ Unknown fields are a 400 naming them, as on the OpenAI routes. Accepted and chan
 `cache_control` anywhere (the prefix cache is always on), `metadata.user_id`,
 `service_tier`, thinking blocks in an assistant's history (Anthropic's API drops earlier
 turns' thinking too), `context_management` edits that clear thinking (none is kept), and
-`output_config.effort` for a model that cannot think. System messages may come mid-conversation. `thinking` goes through `thinking_fields`, the seam where reasoning
-models plug in; `ignore_eos`, ovchat's extension, as on the OpenAI routes.
+`output_config.effort` (no thinking budget here). System messages may come mid-conversation.
+`thinking` maps onto the reasoning fields (`thinking_fields`); `ignore_eos`, ovchat's
+extension, as on the OpenAI routes.
 """
 
 from __future__ import annotations
@@ -38,12 +39,14 @@ _EFFORTS = ("low", "medium", "high", "xhigh", "max")
 class MessagesRequest:
     chat: ChatRequest               # the same request, as chat completions reads it
     stop_sequences: tuple = ()
+    show_thinking: bool = True      # thinking.display "omitted": no thinking blocks in the answer
 
 
 def parse_messages(body: dict, max_n: int, count_only: bool = False) -> MessagesRequest:
     """A /v1/messages body (or a count_tokens one: no max_tokens), checked; raises APIError(400)
     naming the Anthropic field."""
     chat: dict = {}
+    show_thinking = True
     for name, value in body.items():
         if value is None:
             continue
@@ -64,6 +67,7 @@ def parse_messages(body: dict, max_n: int, count_only: bool = False) -> Messages
             chat.update(_tool_choice(value))
         elif name == "thinking":
             chat.update(thinking_fields(value))
+            show_thinking = value.get("display") != "omitted"
         elif name == "output_config":
             chat.update(_output_config(value))
         elif name == "context_management":
@@ -94,14 +98,15 @@ def parse_messages(body: dict, max_n: int, count_only: bool = False) -> Messages
         parsed = parse_chat(chat, max_n)
     except APIError as error:
         raise _renamed(error, sources) from None
-    return MessagesRequest(parsed, tuple(chat.get("stop", ())))
+    return MessagesRequest(parsed, tuple(chat.get("stop", ())), show_thinking)
 
 
 def thinking_fields(value) -> dict:
-    """`thinking` as chat-completions fields; the place to map it onto the reasoning fields once
-    the server separates a model's thinking. Disabled: nothing to change. Adaptive lets the model
-    decide whether to think (Claude Code sends it by default): one that cannot decides not to.
-    Enabled asks for thinking the model cannot do: a 400 that says so."""
+    """`thinking` as chat-completions fields (server.md, Thinking models): disabled is
+    reasoning_effort "none" (a 400 from a model whose template cannot turn thinking off),
+    adaptive leaves the model's default (Claude Code sends it), enabled asks for thinking (a
+    model that cannot think answers without). There is no thinking budget: budget_tokens is
+    checked, not enforced (max_tokens bounds thinking and answer together)."""
     kind = value.get("type") if isinstance(value, dict) else None
     keys = {"disabled": {"type"}, "adaptive": {"type", "display"}, "enabled": {"type", "budget_tokens", "display"}}
     if kind not in keys or not set(value) <= keys[kind]:
@@ -109,11 +114,10 @@ def thinking_fields(value) -> dict:
                           "{'type': 'enabled', 'budget_tokens': N}.", param="thinking")
     if value.get("display") not in (None, "summarized", "omitted"):
         raise bad_request("'thinking.display' must be 'summarized' or 'omitted'.", param="thinking.display")
-    if kind == "enabled":
-        raise bad_request("'thinking' is enabled, but the model this server runs cannot think (it has no thinking "
-                          "it could show apart from its answer); send {'type': 'disabled'} or leave 'thinking' out.",
-                          param="thinking")
-    return {}
+    budget = value.get("budget_tokens")
+    if kind == "enabled" and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        raise bad_request("'thinking.budget_tokens' must be a whole number >= 1.", param="thinking.budget_tokens")
+    return {"disabled": {"reasoning_effort": "none"}, "adaptive": {}, "enabled": {"reasoning_effort": "high"}}[kind]
 
 
 def _messages(items, system) -> tuple[list[dict], list[str]]:

@@ -251,7 +251,7 @@ async def _message(serving: Serving, parsed: anthropic.MessagesRequest) -> Respo
     finally:
         run.close()
     return JSONResponse(builder.full(choice.text, choice.tool_calls, choice.finish_reason, run.prompt_tokens,
-                                     choice.completion_tokens))
+                                     choice.completion_tokens, choice.reasoning))
 
 
 async def _count_tokens(serving: Serving, parsed: anthropic.MessagesRequest) -> Response:

@@ -172,7 +172,7 @@ def test_count_tokens_counts_the_prompt_the_engine_would_be_fed(served):
     ({"max_tokens": 8, "messages": HI, "tools": [WEATHER], "tool_choice": {"type": "tool", "name": "nope"}},
      "tool_choice"),
     ({"max_tokens": 8, "messages": HI, "tool_choice": {"type": "any"}}, "tool_choice"),
-    ({"max_tokens": 8, "messages": HI, "thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
+    ({"max_tokens": 8, "messages": HI, "thinking": {"type": "enabled", "budget_tokens": 0}}, "thinking.budget_tokens"),
     ({"max_tokens": 8, "messages": HI, "thinking": {"type": "sometimes"}}, "thinking"),
     ({"max_tokens": 8, "messages": HI, "output_config": {"effort": "extreme"}}, "output_config.effort"),
     ({"max_tokens": 8, "messages": HI, "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}},

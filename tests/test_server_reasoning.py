@@ -139,3 +139,27 @@ def test_ovchat_generate_thinking_off_asks_the_server_to_turn_it_off(thinker):
                           capture_output=True, text=True, timeout=60,
                           env={k: v for k, v in os.environ.items() if k != "OVCHAT_API_KEY"})
     assert done.returncode == 0 and done.stdout == "Hello, world.\n" and engine.seen_options[-1].thinking is False
+
+
+# ---- the Anthropic Messages API: thinking blocks ---------------------------------------------------
+
+def test_anthropic_messages_carry_the_thinking_as_its_own_block(thinker):
+    anthropic = pytest.importorskip("anthropic")
+    url, engine = thinker
+    client = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0, timeout=30)
+    hi = [{"role": "user", "content": "Hi"}]
+    message = client.messages.create(model="fake-model", max_tokens=64, messages=hi,
+                                     thinking={"type": "enabled", "budget_tokens": 1024})
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    assert (message.content[0].thinking, message.content[1].text) == ("The user wants a greeting.", "Hello, world.")
+    assert engine.seen_options[-1].thinking is True
+    with client.messages.stream(model="fake-model", max_tokens=64, messages=hi) as stream:
+        kinds = [event.delta.type for event in stream if event.type == "content_block_delta"]
+        final = stream.get_final_message()
+    assert kinds.index("text_delta") > kinds.index("thinking_delta") and "thinking_delta" not in kinds[kinds.index("text_delta"):]
+    assert [block.type for block in final.content] == ["thinking", "text"] and final.content[1].text == "Hello, world."
+    omitted = client.messages.create(model="fake-model", max_tokens=64, messages=hi,
+                                     thinking={"type": "adaptive", "display": "omitted"})
+    assert [block.type for block in omitted.content] == ["text"]
+    disabled = client.messages.create(model="fake-model", max_tokens=64, messages=hi, thinking={"type": "disabled"})
+    assert engine.seen_options[-1].thinking is False and [block.type for block in disabled.content] == ["text"]
