@@ -15,9 +15,14 @@ import json
 from ..engine.errors import OptionsError
 
 
-def add_model_flags(p) -> None:
+def add_model_flags(p, many: bool = False) -> None:
     g = p.add_argument_group("model and device")
-    g.add_argument("-m", "--model", help="exported folder or .gguf file (default: the embedded default model)")
+    if many:  # `ovchat serve`: several models, each loaded on demand
+        g.add_argument("-m", "--model", action="append", metavar="[NAME=]MODEL",
+                       help="exported folder, .gguf file, or the name of a model in ovchat's cache (`ovchat list`); "
+                            "repeat to serve several, each loaded on demand (default: the embedded default model)")
+    else:
+        g.add_argument("-m", "--model", help="exported folder or .gguf file (default: the embedded default model)")
     g.add_argument("-d", "--device", default="CPU", help="CPU, GPU, GPU.N, NPU, AUTO, HETERO:... (default: CPU)")
     g.add_argument("--hint", default="LATENCY", help="PERFORMANCE_HINT (default: LATENCY)")
     g.add_argument("--streams", type=int, default=1, help="NUM_STREAMS (default: 1)")

@@ -17,13 +17,15 @@ import logging
 import os
 
 from ..engine.errors import EngineError
+from . import serve_models
 from .flags import add_model_flags, load_arguments
 from .runtime import progress
 
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (continuous batching) with a chat page at /")
-    add_model_flags(p)
+    add_model_flags(p, many=True)
+    serve_models.add_flags(p)
     g = p.add_argument_group("server")
     g.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     g.add_argument("--port", type=int, default=8000, help="default: %(default)s")
@@ -109,6 +111,11 @@ def serve_settings(args):
     if args.in_process and args.engine_process:
         raise EngineError("--in-process and --engine-process contradict each other; pass one.")
     engine = load_arguments(args)
+    models = serve_models.models_settings(args, engine["device"])
+    engine["model"] = None if models is not None or not args.model else args.model[0]
+    if models is not None and (args.ray or args.served_model_name):
+        raise EngineError(f"{'--ray' if args.ray else '--served-model-name'} serves one model; with several, "
+                          "name each with -m NAME=PATH.")
     ray = None
     if args.ray:
         if args.replicas != "auto" and not args.replicas.isdigit():
@@ -125,7 +132,7 @@ def serve_settings(args):
         max_tokens=args.max_tokens or None, request_timeout_s=args.request_timeout or None,
         reasoning_format=args.reasoning_format,
         shutdown_grace_s=args.shutdown_grace, allowed_hosts=_names(args.allowed_hosts),
-        allowed_origins=_names(args.allowed_origins), log_level=args.log_level, ray=ray)
+        allowed_origins=_names(args.allowed_origins), log_level=args.log_level, ray=ray, models=models)
 
 
 def _names(flag: str) -> tuple[str, ...]:

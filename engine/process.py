@@ -117,6 +117,11 @@ class EngineProcess:
         return stream.result
 
     @property
+    def pid(self) -> int:
+        """The engine process's id (a new one after a restart)."""
+        return self._child.pid
+
+    @property
     def stopped(self) -> str | None:
         """Why this engine does not answer now (closed, or its process died and is restarting), else None."""
         return self._stopped

@@ -30,7 +30,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from ..engine.events import End, Text, ToolCallDelta
-from . import anthropic, protocol, responses
+from . import anthropic, model_routes, protocol, responses
 from .drain import DrainBody
 from .guard import Door
 from .metrics import ServerMetrics
@@ -53,6 +53,8 @@ class ServerState:
         self.serving: Serving | None = None
         self.load_error: str | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.pool = None  # several models (config.models): a server/models.py ModelPool, made on the loop
+        self.draining = False
 
     def load(self, load_engine: Callable, on_failure: Callable[[str], None] | None) -> None:
         try:
@@ -83,8 +85,29 @@ class ServerState:
 
     def begin_shutdown(self) -> None:
         """Stop taking requests and cancel those in flight after the grace period (any thread)."""
-        if self.loop is not None and self.serving is not None:
-            self.loop.call_soon_threadsafe(self.serving.drain, self.config.shutdown_grace_s)
+        self.draining = True
+        if self.pool is not None and self.loop is not None:  # no more loads
+            self.loop.call_soon_threadsafe(setattr, self.pool, "closed", True)
+        servings = self.pool.servings() if self.pool is not None else [self.serving]
+        for serving in servings:
+            if self.loop is not None and serving is not None:
+                self.loop.call_soon_threadsafe(serving.drain, self.config.shutdown_grace_s)
+
+    def make_pool(self, load_model: Callable):
+        """The pool of config.models; `load_model(model_settings)` loads one (on a thread)."""
+        from .models import ModelPool
+        config, metrics = self.config, self.metrics
+
+        def make_serving(model, engine) -> Serving:
+            return Serving(engine, model.name, config.model_concurrency(model), config.max_queue,
+                           metrics.for_model(model.name), max_tokens=config.max_tokens, timeout_s=config.request_timeout_s)
+
+        self.pool = ModelPool(config.models, load_model, make_serving, kv_cache_gb=config.kv_cache_gb)
+        for model in self.pool.models.values():
+            metrics.model_loaded.labels(model.name).set_function(lambda m=model: m.state == "loaded")
+            metrics.model_loads.labels(model.name).set_function(lambda m=model: m.loads)
+            metrics.model_evictions.labels(model.name).set_function(lambda m=model: m.evictions)
+        self.pool.start()
 
 
 def _model_name(engine) -> str:
@@ -95,8 +118,12 @@ def _model_name(engine) -> str:
 def create_app(load_engine: Callable, config: ServerSettings = ServerSettings(),
                on_load_failure: Callable[[str], None] | None = None) -> Starlette:
     """The ASGI app, bounded and guarded as `config` says (its engine's settings are `load_engine`'s
-    business). `load_engine()` runs on a thread at start-up and returns a loaded Engine."""
+    business). `load_engine()` runs on a thread at start-up and returns a loaded Engine; with
+    `config.models` (several models), `load_engine(model_settings)` loads one, on demand."""
     state = ServerState(config)
+    many = config.models is not None
+    if many:
+        state.metrics = ServerMetrics(per_model=True)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -104,18 +131,28 @@ def create_app(load_engine: Callable, config: ServerSettings = ServerSettings(),
         # anyio imports its asyncio backend on first use: here, not in a first stream's response,
         # where (a pipeline step keeping the GIL) its import took seconds while the engine ran.
         await anyio.sleep(0)
-        threading.Thread(target=state.load, args=(load_engine, on_load_failure), name="ovchat-load", daemon=True).start()
+        if many:
+            state.make_pool(load_engine)
+        else:
+            threading.Thread(target=state.load, args=(load_engine, on_load_failure), name="ovchat-load",
+                             daemon=True).start()
         yield
-        if state.serving is not None:
-            await anyio.to_thread.run_sync(state.serving.close)
+        for serving in state.pool.close() if many else [state.serving]:
+            if serving is not None:
+                await anyio.to_thread.run_sync(serving.close)
 
     def api(endpoint: str, needs_engine: bool = True, error_shape: Callable = APIError.body):
         """The common path of every API route: key, readiness, errors (in `error_shape`), the request counter."""
         def wrap(handler):
             async def route(request: Request) -> Response:
+                release = None
                 try:
                     _check_key(request, config.api_key)
-                    serving = state.ready() if needs_engine else state.serving
+                    if many and needs_engine:  # the body's model, loaded (server/model_routes.py)
+                        serving, release = await model_routes.acquire(state.pool, request, config.max_body_bytes,
+                                                                      config.request_timeout_s)
+                    else:
+                        serving = state.ready() if needs_engine else state.serving
                     response = await handler(request, serving)
                 except APIError as error:
                     response = _error_response(error, error_shape)
@@ -123,6 +160,9 @@ def create_app(load_engine: Callable, config: ServerSettings = ServerSettings(),
                     log.exception("ovchat serve: %s failed", endpoint)
                     response = _error_response(protocol.server_error("The server failed on this request; see its log."),
                                                error_shape)
+                finally:
+                    if release is not None:  # a Run opened keeps the model busy until it closes
+                        release()
                 state.metrics.requests.labels(endpoint, str(response.status_code)).inc()
                 return response
             return route
@@ -154,10 +194,12 @@ def create_app(load_engine: Callable, config: ServerSettings = ServerSettings(),
         parsed = anthropic.parse_messages(body, serving.max_concurrency, count_only=True)
         return await _unless_client_leaves(request, _count_tokens(serving, parsed))
 
-    @api("models")
+    @api("models", needs_engine=not many)
     async def models(request: Request, serving: Serving) -> Response:
-        card = _model_card(serving)
         wanted = request.path_params.get("model")
+        if many:
+            return model_routes.models_response(state.pool, wanted)
+        card = _model_card(serving)
         if wanted is None:
             return JSONResponse({"object": "list", "data": [card]})
         if wanted != serving.model_name:
@@ -170,8 +212,18 @@ def create_app(load_engine: Callable, config: ServerSettings = ServerSettings(),
         body = await anyio.to_thread.run_sync(state.metrics.render)
         return Response(body, media_type=state.metrics.content_type)
 
+    @api("models", needs_engine=False)
+    async def load_model(request: Request, serving: None) -> Response:
+        return await model_routes.admin(state.pool, request, "load", config.request_timeout_s)
+
+    @api("models", needs_engine=False)
+    async def unload_model(request: Request, serving: None) -> Response:
+        return await model_routes.admin(state.pool, request, "unload", config.request_timeout_s)
+
     async def health(request: Request) -> Response:
         # Public, even with a key: ready or not and why in one word, never a path or an error's text.
+        if many:
+            return model_routes.health(state.pool, state.draining)
         try:
             serving = state.ready()
         except APIError as error:
@@ -195,6 +247,10 @@ def create_app(load_engine: Callable, config: ServerSettings = ServerSettings(),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model:path}", models, methods=["GET"]),
+        *([Route("/v1/models/{model:path}/load", load_model, methods=["POST"]),
+           Route("/v1/models/{model:path}/unload", unload_model, methods=["POST"]),
+           Route("/models/load", load_model, methods=["POST"]),  # llama-server's router names
+           Route("/models/unload", unload_model, methods=["POST"])] if many else []),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/", page, methods=["GET"]),

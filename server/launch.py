@@ -44,9 +44,14 @@ def serve_http(settings: ServerSettings, report: Callable[[str], None] = log.inf
     from ..engine import Engine
     from ..engine.process import EngineProcess
     loader = EngineProcess.load if settings.engine_process else Engine.load
-    load = functools.partial(loader, **settings.engine_arguments())
     where = "in an engine process" if settings.engine_process else "in this process"
-    report(f"ovchat serve: loading {settings.model or 'the default model'} on {settings.device} {where}…")
+    if settings.models is not None:  # several: each loaded on demand (server/models.py)
+        load = functools.partial(_load_model, loader, settings)
+        names = ", ".join(m.name + (" (pinned)" if m.pinned else "") for m in settings.models.models)
+        report(f"ovchat serve: serving {names}, each loaded on demand {where.replace('an engine', 'its own engine')}…")
+    else:
+        load = functools.partial(loader, **settings.engine_arguments())
+        report(f"ovchat serve: loading {settings.model or 'the default model'} on {settings.device} {where}…")
     app = create_app(load, settings, on_load_failure=stop_on_failure)
     state = app.state.ovchat
     server = _graceful_server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
@@ -57,6 +62,11 @@ def serve_http(settings: ServerSettings, report: Callable[[str], None] = log.inf
     server.run()
     if state.load_error:
         raise EngineError(f"the server stopped: {state.load_error}")
+
+
+def _load_model(loader, settings: ServerSettings, model):
+    """One model of settings.models, loaded with its own engine options over the server's."""
+    return loader(**settings.model_engine_arguments(model))
 
 
 def _graceful_server(config, on_stop):

@@ -15,6 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from ..engine.errors import OptionsError
 from . import logprobs, tool_protocol
 from .errors import (APIError, bad_request, model_not_found, not_found, queue_full, server_error,  # noqa: F401
                      too_large, unauthorized, unavailable, unsupported)  # the routes' and serving's errors, built in errors.py
@@ -163,6 +164,16 @@ def _only(*accepted, why: str = " (only its default value is)"):
     return check
 
 
+def _keep_alive(value, name: str):
+    """ollama's keep_alive (a duration: seconds, "5m", 0, -1): checked here, applied by server/models.py."""
+    from .model_settings import parse_duration
+    try:
+        parse_duration(value, f"'{name}'")
+    except OptionsError as error:
+        raise bad_request(str(error), param=name) from None
+    return value
+
+
 _SAMPLING_FIELDS = {
     "max_tokens": _int(1), "temperature": _number(0, 2), "top_p": _number(0, 1, low_open=True),
     "top_k": _int(-1), "seed": _int(0, 2**63 - 1), "stop": _stop,
@@ -171,6 +182,7 @@ _SAMPLING_FIELDS = {
     "user": _str,  # an end-user id for the caller's own records; nothing here depends on it
     "logit_bias": _only({}), "best_of": _only(1),
     "ignore_eos": _bool,  # as vLLM and llama-server take it: benchmarks ask for exactly max_tokens
+    "keep_alive": _keep_alive,  # ollama's; a server of several models reads it
 }
 _CHAT_FIELDS = {
     **_SAMPLING_FIELDS, "model": _str, "messages": None, "max_completion_tokens": _int(1),

@@ -21,7 +21,8 @@ _TEXT_PARTS = ("input_text", "output_text", "text")
 _LOGPROBS_INCLUDE = "message.output_text.logprobs"
 _STATELESS = " (this server keeps no state: send the whole conversation in 'input')"
 # Responses fields that chat completions takes under the same name and meaning.
-_SAME_IN_CHAT = ("model", "temperature", "top_p", "stream", "user", "parallel_tool_calls", "top_logprobs")
+_SAME_IN_CHAT = ("model", "temperature", "top_p", "stream", "user", "parallel_tool_calls", "top_logprobs",
+                 "keep_alive")
 # Fields that change nothing here: an end-user id, a cache hint (prefix caching is on anyway).
 _NO_OPS = ("safety_identifier", "prompt_cache_key")
 

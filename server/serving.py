@@ -25,6 +25,7 @@ import asyncio
 import dataclasses
 import time
 from collections import deque
+from typing import Callable
 
 from ..engine import EngineStats, GenerationOptions
 from ..engine.errors import EngineError, EngineStoppedError, OptionsError, PromptError
@@ -283,10 +284,20 @@ class Serving:
         self.decoding_defaults = dict(getattr(engine.info, "generation_defaults", None) or {})
         self.draining = False
         self._runs: set[Run] = set()
+        self.on_finished: Callable[[], None] | None = None  # after each Run closes (server/models.py)
         metrics.watch(running=lambda: self._stats().running,
                       waiting=lambda: self.slots.waiting + self._stats().waiting,
                       kv_cache=lambda: self._stats().kv_cache_usage or 0.0,
                       restarts=lambda: getattr(engine, "restarts", 0))
+
+    @property
+    def in_flight(self) -> int:
+        """Requests open or waiting for a slot."""
+        return len(self._runs) + self.slots.waiting
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._runs or self.slots.waiting or self.slots.in_use)
 
     def _stats(self) -> EngineStats:
         try:
@@ -348,6 +359,8 @@ class Serving:
             self.metrics.finished.labels(result.finish_reason).inc()
             if result.output_tokens > 1:
                 self.metrics.tpot.observe(result.metrics.tpot_ms / 1000)
+        if self.on_finished is not None:
+            self.on_finished()
 
     def drain(self, grace_s: float) -> None:
         """Stop taking requests; cancel those still running after `grace_s` (on the loop)."""

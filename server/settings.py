@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from typing import Mapping
 
 from ..engine.errors import OptionsError
+from .model_settings import ModelSettings, ModelsSettings
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 REASONING_FORMATS = ("separated", "inline")  # as llama.cpp's --reasoning-format deepseek / none
@@ -93,6 +94,7 @@ class ServerSettings:
     allowed_origins: tuple[str, ...] = ()  # web page origins allowed to call the API (CORS)
     log_level: str = "info"
     ray: RaySettings | None = None    # None: one process (uvicorn); set: a Ray Serve app
+    models: ModelsSettings | None = None  # several models, loaded on demand (server/models.py); None: `model` alone
 
     def __post_init__(self):
         for name in ("allowed_hosts", "allowed_origins"):  # a config file's list
@@ -129,12 +131,24 @@ class ServerSettings:
         """Engine.load's (and EngineProcess.load's) keyword arguments."""
         return dict(model=self.model, device=self.device, batching=self.batch_options(), **self.engine_options)
 
+    def model_engine_arguments(self, model: ModelSettings) -> dict:
+        """Engine.load's keyword arguments for one model of `models`: its own settings over the server's."""
+        from ..engine import BatchOptions
+        batching = BatchOptions(max_sequences=self.model_concurrency(model),
+                                kv_cache_gb=self.kv_cache_gb if model.kv_cache_gb is None else model.kv_cache_gb)
+        return dict(model=model.path, device=model.device, batching=batching,
+                    **{**self.engine_options, **model.engine_options})
+
+    def model_concurrency(self, model: ModelSettings) -> int:
+        return model.max_concurrency or self.max_concurrency
+
 
 # Settings of `ovchat serve`'s own process, that Ray decides for a Ray Serve app.
 NOT_FOR_RAY = {
     "port": "port: Serve's http_options choose the port of a Ray Serve app.",
     "log_level": "log_level: Ray's logging configuration sets a Ray Serve app's log level.",
     "max_queue": "max_queue: on Ray, requests queue in Ray's proxies: set max_queued_requests.",
+    "models": "models: a Ray Serve app serves one model (several models on Ray is not built yet).",
 }
 
 
