@@ -1,7 +1,8 @@
 """The `ovchat` command: a local chat LLM engine on OpenVINO.
 
 This module only wires subcommands: cli/runtime.py (generate, chat, demo, devices, info),
-cli/remote.py (generate and chat with --server), cli/serve.py (serve), tools/export_cli.py
+cli/remote.py (generate and chat with --server), cli/serve.py (serve), cli/models.py (list,
+show, rm, ps), tools/export_cli.py
 (export), benchmarks/cli.py (bench). Each module's `register(subparsers)` adds its parsers and
 sets `func`; heavy imports happen inside the handlers, so `ovchat generate` never loads torch.
 """
@@ -17,7 +18,7 @@ from . import remote
 def build_parser() -> argparse.ArgumentParser:
     from ..benchmarks import cli as bench_cli
     from ..tools import export_cli
-    from . import runtime, serve
+    from . import models, runtime, serve
 
     parser = argparse.ArgumentParser(prog="ovchat", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_cli.register(sub)
     bench_cli.register(sub)
     serve.register(sub)
+    models.register(sub)
     for command in remote.COMMANDS:
         remote.add_client_flags(sub.choices[command])
     return parser

@@ -108,3 +108,28 @@ def remove_model(entry: CatalogEntry) -> None:
         shutil.rmtree(entry.path)
     else:
         entry.path.unlink()
+
+
+def chat_template(entry: CatalogEntry) -> str | None:
+    """The model's chat template as its files state it (no OpenVINO): chat_template.jinja,
+    tokenizer_config.json, the tokenizer IR's rt_info, or a GGUF's metadata."""
+    if entry.format == "gguf":
+        from .gguf_meta import read_metadata
+        return read_metadata(entry.path).get("tokenizer.chat_template")
+    jinja = entry.path / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    try:
+        template = _read_json(entry.path / "tokenizer_config.json").get("chat_template")
+    except ModelError:
+        template = None
+    if isinstance(template, str):
+        return template
+    import xml.etree.ElementTree as ElementTree
+    try:
+        for _, element in ElementTree.iterparse(entry.path / "openvino_tokenizer.xml"):
+            if element.tag == "chat_template" and element.get("value"):
+                return element.get("value")
+    except (OSError, ElementTree.ParseError):
+        return None
+    return None
