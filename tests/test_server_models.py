@@ -325,3 +325,30 @@ class _FakeServing:
 
     def close(self):
         pass
+
+
+def test_the_chat_page_picks_a_model_in_headless_chromium():
+    from pathlib import Path
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("needs Debian's chromium: apt-get install chromium")
+    loader = Loader()
+    with running_server(loader, models=models("a", "b")) as (url, _):
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(chromium), args=["--headless", "--no-sandbox",
+                                                                                       "--disable-gpu"])
+            try:
+                page = browser.new_page()
+                page.goto(url + "/")
+                page.wait_for_function("!document.getElementById('picker').hidden")
+                assert page.eval_on_selector_all("#picker option", "os => os.map(o => o.value)") == ["a", "b"]
+                page.select_option("#picker", "b")
+                page.fill("#prompt", "hi")
+                page.click("#send")
+                page.wait_for_function("[...document.querySelectorAll('.assistant')].some(e => "
+                                       "e.textContent.includes('Hello, world.'))", timeout=30_000)
+            finally:
+                browser.close()
+        assert loader.loads == {"b": 1}
+        assert states(url) == {"a": "unloaded", "b": "loaded"}
