@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from .coldstart_scenario import COLDSTART
 from .messages_scenario import MESSAGES
+from .models_scenario import MODELS
 from .scenarios import CHAT, CONCURRENCY, LATENCY, LOAD, MEMORY
 from .server_scenario import SERVER
 from .starts_scenario import STARTS
 
 SCENARIOS = {scenario.name: scenario for scenario in (LATENCY, CHAT, LOAD, MEMORY, CONCURRENCY, COLDSTART, SERVER,
-                                                           STARTS, MESSAGES)}
+                                                           STARTS, MESSAGES, MODELS)}
