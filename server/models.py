@@ -182,7 +182,10 @@ class ModelPool:
         return True
 
     def _evict_for(self, model: Model) -> bool:
-        """Unload the least recently used idle, unpinned model; False if none may go."""
+        """Unload the least recently used idle, unpinned model; False if none may go, or if one
+        is unloading already (its room may be enough: the caller waits and looks again)."""
+        if any(m.state == "unloading" for m in self.models.values()):
+            return False
         candidates = [m for m in self.models.values()
                       if m.state == "loaded" and not m.busy and not m.settings.pinned and m is not model]
         if not candidates:

@@ -168,6 +168,27 @@ def test_a_model_that_cannot_get_room_in_time_is_a_503_with_retry_after():
         assert a["status"] == 200 and a["done"] and "b" not in loader.loads
 
 
+def test_making_room_evicts_one_model_the_least_recently_used():
+    loader = Loader()
+    with running_server(loader, models=models("a", "b", "c", models_max=2)) as (url, _):
+        for name in ("a", "b", "a", "c"):  # b is the least recently used when c comes
+            assert chat(url, name)[0] == 200
+        assert wait_for(lambda: states(url) == {"a": "loaded", "b": "unloaded", "c": "loaded"})
+        assert loader.closed == ["b"]
+
+
+def test_a_memory_budget_bounds_the_loaded_models():
+    loader = Loader()
+    settings = ModelsSettings(tuple(ModelSettings(n, f"/models/{n}", kv_cache_gb=kv) for n, kv in
+                                    (("big", 3), ("small", 1), ("tiny", 1))), memory_gb=4.5)
+    with running_server(loader, models=settings) as (url, _):
+        assert chat(url, "small")[0] == 200 and chat(url, "tiny")[0] == 200
+        assert states(url) == {"big": "unloaded", "small": "loaded", "tiny": "loaded"}
+        assert chat(url, "big")[0] == 200  # 3 + 1 + 1 > 4.5: the least recently used (small) goes
+        assert wait_for(lambda: states(url) == {"big": "loaded", "small": "unloaded", "tiny": "loaded"})
+        assert request(url, "GET", "/v1/models/big")[1]["size_bytes"] == 3 * 2**30
+
+
 def test_a_pinned_model_loads_at_start_and_is_never_evicted():
     loader = Loader()
     with running_server(loader, models=models("a", "b", "c", pinned=("a",), models_max=2)) as (url, _):
