@@ -187,3 +187,18 @@ def _health(url) -> int:
         return request(url, "GET", "/health", timeout_s=5)[0]
     except OSError:
         return 0
+
+
+def test_a_long_stream_on_a_completes_while_b_waits_under_a_limit_of_one(tiny_phi3_dir, tiny_phi3_end_dir):
+    with serve_models(three(tiny_phi3_dir, tiny_phi3_end_dir, models_max=1)) as (url, _):
+        assert chat(url, "a")[0] == 200
+        a, started = {}, threading.Event()
+        thread = threading.Thread(target=read_stream, args=(url, "a", a, started), daemon=True)
+        thread.start()
+        assert started.wait(60)
+        assert "done" not in a  # b is asked while a streams
+        status, body, _ = chat(url, "b")
+        thread.join(120)
+        assert a["done"] and a["finish_reason"] == "length" and a["pieces"] > 100 and "error" not in a
+        assert status == 200 and body["model"] == "b"
+        assert cards(url)["a"]["evictions"] == 1 and cards(url)["b"]["state"] == "loaded"
