@@ -13,7 +13,7 @@ same files, as three different models of that size would be), greedy, EOS ignore
 
 Ratios: cold / warm, cold / fresh serve (below 1: loading on demand beats starting a server),
 alternating / warm, memory 2/1 and 3/1. Not measured here: one model's tokens/s at 16 streams
-beside others (docs/server.md says so).
+beside others (docs/server.md says so). It runs only when named: `ovchat bench --scenario models`.
 """
 
 from __future__ import annotations
@@ -123,4 +123,5 @@ def models_figures(rep: dict) -> dict:
 
 
 MODELS = Scenario("models", "Several models behind one server: cold vs warm first token, alternating, memory (issue 29)",
-                  models_rep, models_summary, models_figures, reps=lambda p: p.server_reps, backends=BACKENDS)
+                  models_rep, models_summary, models_figures, reps=lambda p: p.server_reps, backends=BACKENDS,
+                  by_name_only=True)  # four server starts: `ovchat bench --scenario models` only

@@ -99,7 +99,7 @@ def run(models: list[str], devices: list[str] | None, backends: list[str] | None
     out.mkdir(parents=True, exist_ok=True)
     run_devices, absent = device_plan(devices)
     backends = backends or list(BACKENDS)
-    scenarios = scenarios or list(SCENARIOS)
+    scenarios = scenarios or [name for name, scenario in SCENARIOS.items() if not scenario.by_name_only]
     bandwidth = roofline.memory_bandwidth_gbs()
     log(f"[bench] memory bandwidth {bandwidth:.1f} GB/s; devices {run_devices}, absent {list(absent)}")
     report = {"schema": 2, "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

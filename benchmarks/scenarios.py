@@ -75,6 +75,7 @@ class Scenario:
     figures: Callable
     reps: Callable = lambda profile: profile.reps
     backends: tuple[str, ...] = MAIN_BACKENDS
+    by_name_only: bool = False  # runs only when --scenario names it (not in the default suite)
 
 
 def _job(task: str, files, device: str, backend: str, **params) -> dict:

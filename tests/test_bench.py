@@ -47,7 +47,8 @@ def test_paired_takes_the_ratio_within_each_repetition():
 
 def test_the_registry_lists_every_scenario_once_in_the_order_they_run():
     assert list(SCENARIOS) == ["latency", "chat", "load", "memory", "concurrency", "coldstart", "server",
-                              "starts", "messages"]
+                              "starts", "messages", "models"]
+    assert [name for name, s in SCENARIOS.items() if s.by_name_only] == ["models"]  # not in the default suite
     assert all(name == scenario.name for name, scenario in SCENARIOS.items())
 
 
@@ -143,7 +144,7 @@ def test_each_scenario_lists_only_backends_it_can_run():
     # scenarios own their special backends (llama-server, ovchat-single, ovchat-client).
     special = {"llama-server", "ovchat-single", "ovchat-process", "ovchat-client"}
     for name, scenario in SCENARIOS.items():
-        if name not in ("server", "starts", "messages", "coldstart"):
+        if name not in ("server", "starts", "messages", "coldstart", "models"):
             assert not special & set(scenario.backends), (name, scenario.backends)
     assert SCENARIOS["chat"].backends == MAIN_BACKENDS + ("genai-pa",)
 
