@@ -4,7 +4,8 @@
     ovchat serve --models-dir                     every model in ovchat's cache, loaded on demand
     ovchat serve --config models.toml --idle-unload 10m
 
-One `-m` and none of --models-dir/--config serves one model as before (`models_settings` gives None).
+One `-m` (or none) and no flag of this group serves one model as before (`models_settings` gives
+None); with one of them, even one model is served by the pool (e.g. `-m x --idle-unload 5m`).
 """
 
 from __future__ import annotations
@@ -40,11 +41,15 @@ def add_flags(p) -> None:
 def models_settings(args, device: str):
     """The ModelsSettings the flags ask for, or None to serve one model as before."""
     from ..engine.catalog import list_models, models_dir
+    from ..engine.paths import default_model_dir
     from ..server.model_settings import ModelSettings, ModelsSettings, parse_duration, read_settings_file
 
     given = args.model or []
-    if len(given) <= 1 and args.models_dir is None and not args.config:
-        return None
+    pool_flags = (args.models_max, args.models_memory_gb, args.idle_unload, args.default_model, args.pin or None)
+    if len(given) <= 1 and args.models_dir is None and not args.config and all(f is None for f in pool_flags):
+        return None  # one model, served as before
+    if not given and args.models_dir is None and not args.config:
+        given = [str(default_model_dir())]  # e.g. `ovchat serve --idle-unload 5m`: the default model
     models = [ModelSettings(*_named(item), device=device) for item in given]
     server = {}
     if args.config:

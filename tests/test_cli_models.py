@@ -97,6 +97,10 @@ def test_one_model_serves_as_before_and_several_make_a_pool(tmp_path):
     assert arguments["model"] == str(b) and arguments["deterministic"] is True
     folder = serve_settings(["--models-dir", str(tmp_path)])
     assert [m.name for m in folder.models.models] == ["a", "b"] and folder.models.models_max == 4
+    alone = serve_settings(["-m", str(a), "--idle-unload", "5m"])  # a pool flag: one model, in the pool
+    assert [m.name for m in alone.models.models] == ["a"] and alone.models.idle_unload_s == 300
+    default = serve_settings(["--pin", "smollm2-135m-instruct-int4"]).models
+    assert default.default_name == "smollm2-135m-instruct-int4" and default.models[0].pinned
     with pytest.raises(OptionsError, match="given twice"):
         serve_settings(["-m", str(a), "-m", f"a={b}"])
     with pytest.raises(OptionsError, match="--pin z"):
