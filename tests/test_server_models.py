@@ -373,3 +373,14 @@ def test_the_chat_page_picks_a_model_in_headless_chromium():
                 browser.close()
         assert loader.loads == {"b": 1}
         assert states(url) == {"a": "unloaded", "b": "loaded"}
+
+
+def test_completions_and_responses_route_by_model_too():
+    loader = Loader()
+    with running_server(loader, models=models("a", "b")) as (url, _):
+        status, body, _ = request(url, "POST", "/v1/completions", {"model": "b", "prompt": "hi", "max_tokens": 4})
+        assert status == 200 and body["model"] == "b" and body["choices"][0]["text"] == "Hello, world."
+        status, body, _ = request(url, "POST", "/v1/responses", {"model": "a", "input": "hi", "keep_alive": "1m"})
+        assert status == 200 and body["model"] == "a" and body["output"][0]["content"][0]["text"] == "Hello, world."
+        assert request(url, "POST", "/v1/responses", {"model": "zz", "input": "hi"})[0] == 404
+        assert loader.loads == {"a": 1, "b": 1}
