@@ -202,3 +202,18 @@ def test_a_long_stream_on_a_completes_while_b_waits_under_a_limit_of_one(tiny_ph
         assert a["done"] and a["finish_reason"] == "length" and a["pieces"] > 100 and "error" not in a
         assert status == 200 and body["model"] == "b"
         assert cards(url)["a"]["evictions"] == 1 and cards(url)["b"]["state"] == "loaded"
+
+
+@pytest.mark.default_model
+def test_the_default_model_under_two_names_answers_alternating_under_a_limit_of_one(default_model_dir):
+    from ovchat.server.model_settings import ModelSettings, ModelsSettings
+
+    models = ModelsSettings((ModelSettings("first", str(default_model_dir)),
+                             ModelSettings("second", str(default_model_dir))), models_max=1)
+    with serve_models(models) as (url, _):
+        for name in ("first", "second", "first"):
+            status, body, _ = request(url, "POST", "/v1/chat/completions", {
+                "model": name, "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                "max_tokens": 24, "temperature": 0}, timeout_s=300)
+            assert status == 200 and body["model"] == name and "Paris" in body["choices"][0]["message"]["content"]
+        assert cards(url)["first"]["loads"] == 2 and cards(url)["second"]["evictions"] == 1
