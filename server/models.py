@@ -8,7 +8,7 @@ least recently used, never while it answers.
     pool.release("chat", keep_alive=None)
 
 Every method runs on the event loop (a load or an unload runs on a thread meanwhile), so the
-states need no lock. A model is
+states need no lock; loads run one at a time (see `_loading`). A model is
   unloaded -> loading -> loaded -> unloading -> unloaded, or loading -> failed (with the reason);
 a request for a failed model tries the load again. `busy`: a request holds it (acquired and not
 released, or a Run open on its Serving): it is never evicted nor unloaded then. To make room for
@@ -97,6 +97,10 @@ class ModelPool:
             kv = m.kv_cache_gb if m.kv_cache_gb is not None else kv_cache_gb
             self.models[m.name] = Model(m, size + int(kv * 2**30))
         self._changed = asyncio.Event()
+        # One load at a time: parallel loads of the same files race on OpenVINO's compile cache
+        # (a blob written by two processes at once: "cannot set permissions ... .blob", seen with
+        # concurrent starts), and on 2 cores they only share the CPU.
+        self._loading = asyncio.Lock()
         self._task: asyncio.Task | None = None
         self.closed = False
 
@@ -203,9 +207,10 @@ class ModelPool:
         asyncio.ensure_future(self._load_now(model))
 
     async def _load_now(self, model: Model) -> None:
-        log.info("ovchat serve: loading %s", model.name)
         try:
-            engine = await asyncio.to_thread(self._load, model.settings)
+            async with self._loading:
+                log.info("ovchat serve: loading %s", model.name)
+                engine = await asyncio.to_thread(self._load, model.settings)
             serving = self._make_serving(model.settings, engine)
         except Exception as error:  # an EngineError, or anything a loader raised: the model failed, not the server
             model.state, model.error = "failed", str(error)
