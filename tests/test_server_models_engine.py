@@ -78,11 +78,17 @@ def read_stream(url, model, outcome: dict, started: threading.Event) -> None:
         connection.close()
 
 
+def engine_processes(before: set) -> set:
+    """This process's children started since `before` was taken (engine processes of this test)."""
+    return children_of(os.getpid()) - before
+
+
 def test_three_models_each_in_an_engine_process_of_its_own(tiny_phi3_dir, tiny_phi3_end_dir):
+    before = children_of(os.getpid())
     with serve_models(three(tiny_phi3_dir, tiny_phi3_end_dir)) as (url, _):
         assert {name: card["state"] for name, card in cards(url).items()} == \
             {"a": "unloaded", "b": "unloaded", "end": "unloaded"}
-        assert children_of(os.getpid()) == set()
+        assert engine_processes(before) == set()
         answers = {}
         for name in ("a", "b", "end"):
             status, body, _ = chat(url, name)
@@ -93,17 +99,18 @@ def test_three_models_each_in_an_engine_process_of_its_own(tiny_phi3_dir, tiny_p
         assert answers["end"]["message"]["content"] == "" and answers["end"]["finish_reason"] == "stop"
         listed = cards(url)
         assert all(card["memory_bytes"] > 0 and card["size_bytes"] > 0 for card in listed.values())
-        assert len(children_of(os.getpid())) == 3
+        assert len(engine_processes(before)) == 3
 
 
 def test_at_most_one_loaded_alternating_requests_all_answered(tiny_phi3_dir, tiny_phi3_end_dir):
+    before = children_of(os.getpid())
     with serve_models(three(tiny_phi3_dir, tiny_phi3_end_dir, models_max=1)) as (url, _):
         for name in ("a", "end", "a", "end", "b"):
             status, body, _ = chat(url, name)
             assert status == 200 and body["model"] == name, body
             loaded = [n for n, card in cards(url).items() if card["state"] in ("loaded", "loading")]
             assert loaded == [name]
-        assert wait_for(lambda: len(children_of(os.getpid())) == 1)
+        assert wait_for(lambda: len(engine_processes(before)) == 1)
         assert cards(url)["a"]["loads"] == 2 and cards(url)["end"]["evictions"] == 2
 
 
