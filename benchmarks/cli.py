@@ -35,8 +35,8 @@ def setup_arg_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--backend", action="append", choices=BACKENDS,
                         help="repeatable (default: all; missing ones are reported as skipped)")
     parser.add_argument("--scenario", action="append", metavar="NAME",
-                        help="latency, chat, load, memory, concurrency, coldstart, server, starts, messages, models; "
-                             "repeatable")
+                        help="latency, chat, load, memory, concurrency, coldstart, server, starts, messages, remember, "
+                             "models; repeatable")
     parser.add_argument("--quick", action="store_true", help="the CI smoke profile: short prompts, few repetitions")
     parser.add_argument("--reps", type=int, help="repetitions of every measurement (after the warm-ups)")
     parser.add_argument("--warmup", type=int, help="warm-up runs before the repetitions")

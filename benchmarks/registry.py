@@ -9,8 +9,9 @@ from .coldstart_scenario import COLDSTART
 from .messages_scenario import MESSAGES
 from .models_scenario import MODELS
 from .scenarios import CHAT, CONCURRENCY, LATENCY, LOAD, MEMORY
+from .remember_scenario import REMEMBER
 from .server_scenario import SERVER
 from .starts_scenario import STARTS
 
 SCENARIOS = {scenario.name: scenario for scenario in (LATENCY, CHAT, LOAD, MEMORY, CONCURRENCY, COLDSTART, SERVER,
-                                                           STARTS, MESSAGES, MODELS)}
+                                                           STARTS, MESSAGES, REMEMBER, MODELS)}

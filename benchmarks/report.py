@@ -202,6 +202,22 @@ def coldstart_section(report: dict) -> list[str]:
     return ["## Process start to first token (issue 6, benchmarks/coldstart.py)", ""] + _table(header, rows) + [""]
 
 
+def remember_section(report: dict) -> list[str]:
+    rows = []
+    for e in _ok(report, "remember"):
+        s = e["data"]["summary"]
+        tokens = s["6th turn prompt tokens (chain / whole / cold)"]
+        rows.append([e["model"], e["backend"], _fmt(s["6th turn TTFT ms, previous_response_id"]),
+                     _fmt(s["6th turn TTFT ms, whole chat"]), _fmt(s["6th turn TTFT ms, whole chat never seen (cold)"]),
+                     _fmt(s["ratio (previous_response_id / whole)"], 2), _fmt(s["ratio (whole / cold)"], 2),
+                     " / ".join(str(t) for t in tokens[0]) if tokens else "–"])
+    if not rows:
+        return []
+    header = ["model", "backend", "6th turn TTFT ms, previous_response_id", "whole chat", "whole, never seen",
+              "ratio id / whole", "ratio whole / never seen", "prompt tokens (rep 1)"]
+    return ["## Responses that remember (issue 31, benchmarks/remember_scenario.py)", ""] + _table(header, rows) + [""]
+
+
 def skipped_section(report: dict) -> list[str]:
     """One row per (model, device, backend, reason), with the scenarios it covers."""
     groups: dict[tuple, list[str]] = {}
@@ -217,7 +233,7 @@ def skipped_section(report: dict) -> list[str]:
 def markdown(report: dict) -> str:
     lines = machine_section(report) + ratios_section(report) + roofline_section(report)
     for section in (latency_section, devices_section, chat_section, load_section, memory_section,
-                    concurrency_section, coldstart_section, server_section, skipped_section):
+                    concurrency_section, coldstart_section, server_section, remember_section, skipped_section):
         lines += section(report)
     return "\n".join(lines)
 

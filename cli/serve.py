@@ -67,6 +67,16 @@ def register(sub) -> None:
                         "docs/server.md")
     g.add_argument("--engine-process", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for scripts
     g.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    g = p.add_argument_group("stored responses (the Responses API's previous_response_id; docs/server.md)")
+    g.add_argument("--no-store", action="store_true",
+                   help="keep no responses: store defaults to false and store: true is a 400 (default: keep them, "
+                        "as OpenAI's API does)")
+    g.add_argument("--responses-db", metavar="PATH",
+                   help="the SQLite file of stored responses (default: $OVCHAT_CACHE/responses.sqlite)")
+    g.add_argument("--responses-max-count", type=int, default=10_000, metavar="N",
+                   help="keep at most N responses; the oldest go first (default: %(default)s)")
+    g.add_argument("--responses-max-age-days", type=float, default=30, metavar="DAYS",
+                   help="a response older than this is gone (default: %(default)s, as OpenAI's)")
     _add_ray_flags(p)
     p.set_defaults(func=cmd_serve)
 
@@ -132,7 +142,9 @@ def serve_settings(args):
         max_tokens=args.max_tokens or None, request_timeout_s=args.request_timeout or None,
         reasoning_format=args.reasoning_format,
         shutdown_grace_s=args.shutdown_grace, allowed_hosts=_names(args.allowed_hosts),
-        allowed_origins=_names(args.allowed_origins), log_level=args.log_level, ray=ray, models=models)
+        allowed_origins=_names(args.allowed_origins), log_level=args.log_level, store_responses=not args.no_store,
+        responses_db=args.responses_db, responses_max_count=args.responses_max_count,
+        responses_max_age_days=args.responses_max_age_days, ray=ray, models=models)
 
 
 def _names(flag: str) -> tuple[str, ...]:

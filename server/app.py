@@ -30,11 +30,12 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from ..engine.events import End, Text, ToolCallDelta
-from . import anthropic, model_routes, protocol, responses
+from . import anthropic, model_routes, protocol, responses, responses_stored
 from .drain import DrainBody
 from .guard import Door
 from .metrics import ServerMetrics
 from .protocol import SSE_DONE, APIError, Reply, sse, usage
+from .response_store import owner_of
 from .serving import ENGINE_RETRY_AFTER_S, Run, Serving
 from .settings import ServerSettings
 
@@ -55,6 +56,8 @@ class ServerState:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pool = None  # several models (config.models): a server/models.py ModelPool, made on the loop
         self.draining = False
+        self.store = config.response_store()  # the Responses API's memory, or None (responses_stored.py)
+        self.owner = owner_of(config.api_key)  # whose stored responses this server's requests see
 
     def load(self, load_engine: Callable, on_failure: Callable[[str], None] | None) -> None:
         try:
@@ -140,6 +143,8 @@ def create_app(load_engine: Callable, config: ServerSettings = ServerSettings(),
         for serving in state.pool.close() if many else [state.serving]:
             if serving is not None:
                 await anyio.to_thread.run_sync(serving.close)
+        if state.store is not None:
+            state.store.close()
 
     def api(endpoint: str, needs_engine: bool = True, error_shape: Callable = APIError.body):
         """The common path of every API route: key, readiness, errors (in `error_shape`), the request counter."""
@@ -180,8 +185,18 @@ def create_app(load_engine: Callable, config: ServerSettings = ServerSettings(),
 
     @api("responses")
     async def responses_route(request: Request, serving: Serving) -> Response:
-        parsed = responses.parse_responses(await _read_json(request, config.max_body_bytes), serving.max_concurrency)
-        return await _unless_client_leaves(request, _respond(serving, parsed))
+        parsed = await responses_stored.read_request(await _read_json(request, config.max_body_bytes),
+                                                     serving.max_concurrency, state.store, state.owner)
+        keep = responses_stored.keeper(state.store, state.owner, parsed)
+        return await _unless_client_leaves(request, _respond(serving, parsed, keep))
+
+    @api("responses", needs_engine=False)
+    async def stored_response(request: Request, serving: Serving | None) -> Response:
+        answer = responses_stored.delete if request.method == "DELETE" else responses_stored.retrieve
+        if request.url.path.endswith("/input_items"):
+            answer = responses_stored.input_items
+        return JSONResponse(await answer(state.store, state.owner, request.path_params["response_id"],
+                                         request.query_params))
 
     @api("messages", error_shape=anthropic.error_body)
     async def messages(request: Request, serving: Serving) -> Response:
@@ -245,6 +260,8 @@ def create_app(load_engine: Callable, config: ServerSettings = ServerSettings(),
         Route("/v1/responses", responses_route, methods=["POST"]),
         Route("/v1/messages", messages, methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+        Route("/v1/responses/{response_id}", stored_response, methods=["GET", "DELETE"]),
+        Route("/v1/responses/{response_id}/input_items", stored_response, methods=["GET"]),
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/models/{model:path}", models, methods=["GET"]),
         *([Route("/v1/models/{model:path}/load", load_model, methods=["POST"]),
@@ -276,12 +293,13 @@ async def _generate(serving: Serving, parsed, prompt, chat: bool) -> Response:
     return JSONResponse(reply.full(choices, run.prompt_tokens))
 
 
-async def _respond(serving: Serving, parsed: responses.ResponsesRequest) -> Response:
-    """The Responses API: the chat request it was rewritten as, answered as a Response."""
+async def _respond(serving: Serving, parsed: responses.ResponsesRequest, keep=None) -> Response:
+    """The Responses API: the chat request it was rewritten as, answered as a Response (kept by
+    `keep` when the request stores it)."""
     chat = parsed.chat
     if chat.model is not None and chat.model != serving.model_name:
         raise protocol.model_not_found(chat.model, serving.model_name)
-    builder = responses.ResponseBuilder(serving.model_name, parsed)
+    builder = responses.ResponseBuilder(serving.model_name, parsed, keep)
     run = await serving.open(chat.messages, chat.sampling, True)
     if chat.sampling.stream:
         return _EventStream(responses.stream(builder, run), run)
@@ -289,8 +307,9 @@ async def _respond(serving: Serving, parsed: responses.ResponsesRequest) -> Resp
         choice = (await run.collect())[0]
     finally:
         run.close()
-    return JSONResponse(builder.full(choice.text, choice.tool_calls, choice.tokens, choice.finish_reason,
-                                     run.prompt_tokens, choice.completion_tokens))
+    return JSONResponse(await builder.finished(builder.full(choice.text, choice.tool_calls, choice.tokens,
+                                                            choice.finish_reason, run.prompt_tokens,
+                                                            choice.completion_tokens)))
 
 
 async def _message(serving: Serving, parsed: anthropic.MessagesRequest) -> Response:

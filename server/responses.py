@@ -6,7 +6,8 @@ response.created, response.in_progress; per item output_item.added, then for a m
 content_part.added, output_text.delta..., output_text.done, content_part.done, and for a call
 function_call_arguments.delta..., function_call_arguments.done; output_item.done; last
 response.completed, or response.incomplete when max_output_tokens cut the answer.
-(responses_request.py reads the requests.)
+A finished Response (completed or incomplete) goes to the builder's `keep` when the request
+stores it (responses_stored.py). (responses_request.py reads the requests.)
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ def _id(prefix: str) -> str:
 class ResponseBuilder:
     """One response's ids, its Response object, and its stream of events."""
 
-    def __init__(self, model: str, request: ResponsesRequest):
+    def __init__(self, model: str, request: ResponsesRequest, keep=None):
         self.id = _id("resp")
+        self.keep = keep  # awaited with a finished Response object to store it (responses_stored.keeper), or None
         self.created_at = int(time.time())
         self.model = model
         self.request = request
@@ -46,7 +48,7 @@ class ResponseBuilder:
             "instructions": echo.get("instructions"), "max_output_tokens": echo.get("max_output_tokens"),
             "model": self.model, "output": output,
             "parallel_tool_calls": echo.get("parallel_tool_calls", True) is not False,
-            "previous_response_id": None, "store": False, "temperature": echo.get("temperature"),
+            "previous_response_id": self.request.previous_response_id, "store": self.request.store, "temperature": echo.get("temperature"),
             "text": echo.get("text") or {"format": {"type": "text"}}, "tool_choice": echo.get("tool_choice") or "auto",
             "tools": echo.get("tools") or [], "top_p": echo.get("top_p"), "truncation": "disabled",
             "metadata": echo.get("metadata") or {}, "user": echo.get("user"), "usage": usage,
@@ -76,6 +78,13 @@ class ResponseBuilder:
                                       "completed") for call in calls]
         return self.response(status, output, usage(prompt_tokens, completion_tokens), reason)
 
+    async def finished(self, response: dict) -> dict:
+        """The finished Response, once kept (when the request stores it): a client that continues
+        from it as soon as it has it finds it stored."""
+        if self.keep is not None and response["status"] in ("completed", "incomplete"):
+            await self.keep(response)
+        return response
+
     def event(self, kind: str, **fields) -> bytes:
         data = {"type": kind, "sequence_number": self._sequence, **fields}
         self._sequence += 1
@@ -104,6 +113,7 @@ class EventWriter:
         self.items: list[dict] = []
         self._message: dict | None = None       # the message being written: {"id", "text", "tokens"}
         self._calls: dict[int, dict] = {}        # call index -> its item being written
+        self.final: dict | None = None           # the finished Response object
 
     def start(self) -> list[bytes]:
         snapshot = self.builder.response("in_progress", [])
@@ -152,7 +162,7 @@ class EventWriter:
             events += [self.builder.event("response.function_call_arguments.done", item_id=item["id"],
                                           output_index=call["index"], arguments=item["arguments"]),
                        self.builder.event("response.output_item.done", output_index=call["index"], item=item)]
-        final = self.builder.response(status, self.items, usage(prompt_tokens, completion_tokens), reason)
+        final = self.final = self.builder.response(status, self.items, usage(prompt_tokens, completion_tokens), reason)
         kind = "response.completed" if status == "completed" else f"response.{status}"
         return events + [self.builder.event(kind, response=final)]
 
@@ -203,6 +213,7 @@ async def stream(builder: ResponseBuilder, run):
             else:  # End
                 result = event.result
                 events = writer.finish(result.finish_reason, result.input_tokens, result.output_tokens, pending)
+                await builder.finished(writer.final)  # stored before the client reads the last event
             for sse_event in events:
                 yield sse_event
     except APIError as error:

@@ -5,13 +5,16 @@ endpoints share one set of rules: `input` (a string, or message, function_call a
 function_call_output items) and `instructions` become messages, function `tools` and
 `tool_choice` become chat tools, `text.format` becomes `response_format`, `max_output_tokens`
 becomes `max_tokens`, `include: ["message.output_text.logprobs"]` becomes `logprobs`. A refusal
-names the Responses field (`input[2].content`, not `messages[3].content`). Nothing is stored:
-`store: true`, `previous_response_id` and `conversation` are a 400.
+names the Responses field (`input[2].content`, not `messages[3].content`). `store` and
+`previous_response_id` are read here; the earlier turns a previous response carries come in as
+`history` (server/responses_stored.py looks them up), before the request's `input`, after its
+`instructions` (which are not carried over, as OpenAI's). `conversation` is a 400.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass, field
 
 from .protocol import APIError, ChatRequest, bad_request, parse_chat, unsupported
@@ -19,7 +22,9 @@ from .protocol import APIError, ChatRequest, bad_request, parse_chat, unsupporte
 _INPUT_ROLES = ("user", "system", "developer", "assistant")
 _TEXT_PARTS = ("input_text", "output_text", "text")
 _LOGPROBS_INCLUDE = "message.output_text.logprobs"
-_STATELESS = " (this server keeps no state: send the whole conversation in 'input')"
+_NO_CONVERSATIONS = (" (the Conversations API is not served: continue a stored response with "
+                     "'previous_response_id', or send the whole conversation in 'input')")
+_ITEM_IDS = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
 # Responses fields that chat completions takes under the same name and meaning.
 _SAME_IN_CHAT = ("model", "temperature", "top_p", "stream", "user", "parallel_tool_calls", "top_logprobs",
                  "keep_alive")
@@ -31,10 +36,26 @@ _NO_OPS = ("safety_identifier", "prompt_cache_key")
 class ResponsesRequest:
     chat: ChatRequest               # the same request, as chat completions reads it
     echo: dict = field(default_factory=dict)  # request fields the Response object repeats back
+    store: bool = False             # keep the response (server/responses_stored.py)
+    previous_response_id: str | None = None
+    input_items: list = field(default_factory=list)  # the model's input as items: history, then `input`
 
 
-def parse_responses(body: dict, max_n: int) -> ResponsesRequest:
-    """A /v1/responses body, checked; raises APIError(400) naming the Responses field."""
+def read_store(body: dict, default: bool) -> tuple[bool, str | None]:
+    """The request's `store` (`default` when absent) and `previous_response_id`, checked."""
+    store, previous = body.get("store"), body.get("previous_response_id")
+    if store is not None and not isinstance(store, bool):
+        raise bad_request(f"'store' must be true or false, got {store!r}.", param="store")
+    if previous is not None and (not isinstance(previous, str) or not previous):
+        raise bad_request(f"'previous_response_id' must be a response's id (a string), got {previous!r}.",
+                          param="previous_response_id")
+    return default if store is None else store, previous
+
+
+def parse_responses(body: dict, max_n: int, history: list = (), store_default: bool = False) -> ResponsesRequest:
+    """A /v1/responses body, checked; raises APIError(400) naming the Responses field. `history`:
+    the items of the turns before it (a stored response's context), in Responses item form."""
+    store, previous = read_store(body, store_default)
     chat: dict = {}
     for name, value in body.items():
         if value is None:
@@ -53,11 +74,10 @@ def parse_responses(body: dict, max_n: int) -> ResponsesRequest:
             chat.update(_text(value))
         elif name == "include":
             chat["logprobs"] = _include(value)
-        elif name == "store":
-            if value is not False:
-                raise unsupported("store", _STATELESS)
-        elif name in ("previous_response_id", "conversation"):
-            raise unsupported(name, _STATELESS)
+        elif name in ("store", "previous_response_id"):
+            pass  # read_store, above
+        elif name == "conversation":
+            raise unsupported(name, _NO_CONVERSATIONS)
         elif name == "metadata":
             if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
                 raise bad_request("'metadata' must be an object of string values.", param="metadata")
@@ -76,7 +96,7 @@ def parse_responses(body: dict, max_n: int) -> ResponsesRequest:
         chat["logprobs"] = True  # alternatives asked for: the logprobs come with them
     elif not chat.get("logprobs"):
         chat.pop("top_logprobs", None)  # 0 (or null) without the include: nothing to give
-    messages, sources = _messages(body.get("input"), body.get("instructions"))
+    messages, sources = _messages(body.get("input"), body.get("instructions"), history)
     chat["messages"] = messages
     try:
         parsed = parse_chat(chat, max_n)
@@ -84,10 +104,29 @@ def parse_responses(body: dict, max_n: int) -> ResponsesRequest:
         raise _renamed(error, sources) from None
     echo = {key: body.get(key) for key in ("instructions", "max_output_tokens", "metadata", "temperature", "top_p",
                                            "tools", "tool_choice", "parallel_tool_calls", "text", "user")}
-    return ResponsesRequest(parsed, echo)
+    return ResponsesRequest(parsed, echo, store, previous, [*history, *_as_items(body.get("input"))])
 
 
-def _messages(items, instructions) -> tuple[list[dict], list[str]]:
+def _as_items(given) -> list[dict]:
+    """The (checked) `input` as stored items, as OpenAI's input_items lists them: each with an id,
+    a message's text as content parts."""
+    items = [{"role": "user", "content": given}] if isinstance(given, str) else given
+    stored = []
+    for item in items:
+        item = {"type": "message", **item}
+        item.setdefault("id", _new_id(_ITEM_IDS[item["type"]]))
+        if item["type"] == "message" and isinstance(item["content"], str):
+            kind = "output_text" if item["role"] == "assistant" else "input_text"
+            item["content"] = [{"type": kind, "text": item["content"]}]
+        stored.append(item)
+    return stored
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+def _messages(items, instructions, history: list = ()) -> tuple[list[dict], list[str]]:
     """Chat messages, and for each the Responses field it came from (for error messages)."""
     messages, sources = [], []
     if instructions is not None:
@@ -96,13 +135,14 @@ def _messages(items, instructions) -> tuple[list[dict], list[str]]:
         messages.append({"role": "system", "content": instructions})
         sources.append("instructions")
     if isinstance(items, str):
-        messages.append({"role": "user", "content": items})
-        sources.append("input")
-        return messages, sources
-    if not isinstance(items, list) or not items:
+        items = [{"role": "user", "content": items}]
+        named = ["input"]
+    elif not isinstance(items, list) or not items:
         raise bad_request("'input' must be a string or a non-empty list of items.", param="input")
-    for i, item in enumerate(items):
-        where = f"input[{i}]"
+    else:
+        named = [f"input[{i}]" for i in range(len(items))]
+    # A stored response's items were checked when they came in; a refusal there names the link.
+    for item, where in zip([*history, *items], ["previous_response_id"] * len(history) + named):
         if not isinstance(item, dict):
             raise bad_request(f"{where} must be an object (a message or a function_call/function_call_output item).",
                               param=where)

@@ -93,6 +93,11 @@ class ServerSettings:
     allowed_hosts: tuple[str, ...] = ()    # more Host names a keyless server answers (a proxy's)
     allowed_origins: tuple[str, ...] = ()  # web page origins allowed to call the API (CORS)
     log_level: str = "info"
+    # The Responses API's memory (server/response_store.py; docs/server.md, "Responses that remember")
+    store_responses: bool = True      # keep responses for previous_response_id (OpenAI's default: store true)
+    responses_db: str | None = None   # the SQLite file; None: $OVCHAT_CACHE/responses.sqlite
+    responses_max_count: int = 10_000  # the oldest beyond this many are pruned on each write
+    responses_max_age_days: float = 30  # older ones are gone (a 404), as OpenAI keeps them 30 days
     ray: RaySettings | None = None    # None: one process (uvicorn); set: a Ray Serve app
     models: ModelsSettings | None = None  # several models, loaded on demand (server/models.py); None: `model` alone
 
@@ -114,6 +119,8 @@ class ServerSettings:
         _require(self.reasoning_format in REASONING_FORMATS, "reasoning_format", "--reasoning-format",
                  f"must be one of {', '.join(REASONING_FORMATS)}")
         _require(self.log_level in LOG_LEVELS, "log_level", "--log-level", f"must be one of {', '.join(LOG_LEVELS)}")
+        _require(self.responses_max_count >= 1, "responses_max_count", "--responses-max-count", "must be >= 1")
+        _require(self.responses_max_age_days > 0, "responses_max_age_days", "--responses-max-age-days", "must be > 0")
         own = sorted(set(self.engine_options) & set(OWN_ENGINE_ARGUMENTS))
         _require(not own, "engine_options", None, f"may not set {', '.join(own)}: give the setting of that name instead")
 
@@ -126,6 +133,15 @@ class ServerSettings:
         """The engine's batching mode for these settings (an engine.BatchOptions)."""
         from ..engine import BatchOptions
         return BatchOptions(max_sequences=self.max_concurrency, kv_cache_gb=self.kv_cache_gb)
+
+    def response_store(self):
+        """The store of the Responses API's memory (a ResponseStore), or None when storing is off."""
+        if not self.store_responses:
+            return None
+        from ..engine.paths import cache_root
+        from .response_store import ResponseStore
+        path = self.responses_db or cache_root() / "responses.sqlite"
+        return ResponseStore(path, self.responses_max_count, self.responses_max_age_days * 86400)
 
     def engine_arguments(self) -> dict:
         """Engine.load's (and EngineProcess.load's) keyword arguments."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -23,11 +24,14 @@ from ovchat.engine.stream import Feed, Handle
 
 @contextmanager
 def running_server(load_engine, startup_timeout_s: float = 180, wait_ready: bool = True, **config):
-    """Serve create_app(load_engine, ServerSettings(**config)) on a thread; yield (url, app)."""
+    """Serve create_app(load_engine, ServerSettings(**config)) on a thread; yield (url, app).
+    Stored responses go to a file of their own, removed after, unless `responses_db` names one."""
     import uvicorn
     from ovchat.server.app import create_app
     from ovchat.server.settings import ServerSettings
 
+    scratch = tempfile.TemporaryDirectory(prefix="ovchat-responses-")
+    config.setdefault("responses_db", os.path.join(scratch.name, "responses.sqlite"))
     app = create_app(load_engine, ServerSettings(**config))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
                                            timeout_graceful_shutdown=5))
@@ -47,6 +51,7 @@ def running_server(load_engine, startup_timeout_s: float = 180, wait_ready: bool
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+        scratch.cleanup()
 
 
 def request(url: str, method: str, path: str, body=None, headers: dict | None = None, timeout_s: float = 60):
@@ -107,6 +112,7 @@ class FakeEngine:
         self.active = 0
         self.cancelled = 0
         self.seen_options = []
+        self.seen_prompts = []  # the prompts (a chat's messages) the engine was given
 
     def start(self, prompt, options, sink, handle=None):
         handle = handle or Handle()
@@ -116,6 +122,7 @@ class FakeEngine:
                                         f"{self.context_length}; shorten it (or start a new chat).")))
             return handle
         self.seen_options.append(options)
+        self.seen_prompts.append(prompt)
         # With tools: answers with a call of the first tool offered, in the Hermes format.
         accepted = Accepted(len(text.split()), tool_format="hermes" if options.offers_tools else None)
         thinking = self.thinks and options.thinking is not False

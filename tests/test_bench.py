@@ -47,7 +47,7 @@ def test_paired_takes_the_ratio_within_each_repetition():
 
 def test_the_registry_lists_every_scenario_once_in_the_order_they_run():
     assert list(SCENARIOS) == ["latency", "chat", "load", "memory", "concurrency", "coldstart", "server",
-                              "starts", "messages", "models"]
+                              "starts", "messages", "remember", "models"]
     assert [name for name, s in SCENARIOS.items() if s.by_name_only] == ["models"]  # not in the default suite
     assert all(name == scenario.name for name, scenario in SCENARIOS.items())
 
@@ -140,11 +140,11 @@ def test_an_extra_backend_runs_only_where_a_scenario_asks_for_it():
 
 
 def test_each_scenario_lists_only_backends_it_can_run():
-    # The worker-process scenarios run the in-process adapters; the server, starts, messages and coldstart
-    # scenarios own their special backends (llama-server, ovchat-single, ovchat-client).
+    # The worker-process scenarios run the in-process adapters; the server, starts, messages, remember and
+    # coldstart scenarios own their special backends (llama-server, ovchat-single, ovchat-client).
     special = {"llama-server", "ovchat-single", "ovchat-process", "ovchat-client"}
     for name, scenario in SCENARIOS.items():
-        if name not in ("server", "starts", "messages", "coldstart", "models"):
+        if name not in ("server", "starts", "messages", "remember", "coldstart", "models"):
             assert not special & set(scenario.backends), (name, scenario.backends)
     assert SCENARIOS["chat"].backends == MAIN_BACKENDS + ("genai-pa",)
 

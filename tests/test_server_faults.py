@@ -80,9 +80,9 @@ def stream_chat(url: str, question: str, hang_up_after: int | None) -> dict:
     return outcome
 
 
-def post_raw(url: str, raw: bytes, path: str = "/v1/chat/completions") -> dict:
+def post_raw(url: str, raw: bytes | None, path: str = "/v1/chat/completions", method: str = "POST") -> dict:
     try:
-        status, body, _ = request(url, "POST", path, raw, timeout_s=TIMEOUT_S)
+        status, body, _ = request(url, method, path, raw, timeout_s=TIMEOUT_S)
         return {"status": status, "body": body}
     except OSError as error:
         return {"exception": repr(error)}
@@ -120,6 +120,13 @@ def test_32_streams_with_hang_ups_bad_requests_and_a_killed_engine(default_model
     plan += [("messages", json.dumps({"max_tokens": 8, "messages": [{"role": "user", "content": [
         {"type": "image", "source": {"type": "url", "url": "http://127.0.0.1/x.png"}}]}]}).encode(),
               400, "invalid_request_error")] * 2
+    # Stored responses (issue 31): bad fields and unknown ids, a 400 or 404 naming them, never a 500.
+    plan += [("raw", json.dumps({"input": "hi", "store": "yes"}).encode(), 400, None, "/v1/responses", "POST"),
+             ("raw", json.dumps({"input": "hi", "previous_response_id": "resp_none"}).encode(), 404,
+              "response_not_found", "/v1/responses", "POST"),
+             ("raw", None, 400, None, "/v1/responses/resp_none/input_items?limit=0", "GET"),
+             ("raw", None, 400, "unsupported_parameter", "/v1/responses/resp_none?stream=true", "GET"),
+             ("raw", None, 404, "response_not_found", "/v1/responses/resp_none", "DELETE")]
     rng.shuffle(plan)
 
     with running_server(load, startup_timeout_s=TIMEOUT_S * 2, max_concurrency=16, max_queue=64,
@@ -131,8 +138,10 @@ def test_32_streams_with_hang_ups_bad_requests_and_a_killed_engine(default_model
         def run(i, item):
             if item[0] == "stream":
                 outcomes[i] = stream_chat_retrying(url, item[1], item[3])
+            elif item[0] == "messages":
+                outcomes[i] = post_raw(url, item[1], "/v1/messages")
             else:
-                outcomes[i] = post_raw(url, item[1], "/v1/messages" if item[0] == "messages" else "/v1/chat/completions")
+                outcomes[i] = post_raw(url, item[1], *item[4:])
         workers = [threading.Thread(target=run, args=(i, item), daemon=True) for i, item in enumerate(plan)]
         half = len(workers) // 2
         for worker in workers[:half]:
@@ -160,7 +169,7 @@ def test_32_streams_with_hang_ups_bad_requests_and_a_killed_engine(default_model
                 assert got in ((item[2], item[3]), (503, "overloaded_error")), outcome
                 continue
             if item[0] == "raw":
-                _, _, status, code = item
+                _, _, status, code = item[:4]
                 if "exception" in outcome:  # a client still sending its oversized body when the 413 comes
                     # may see the connection reset first (issue 21 point 4, fixed on the hardening branch)
                     assert status == 413 and "Connection reset" in outcome["exception"], outcome

@@ -1,6 +1,6 @@
 """The Responses API (/v1/responses) with a fake engine (no model, seconds): the request rewritten
 as a chat request, the Response object and the event stream as the official openai client reads
-them, and the 400s of a stateless server."""
+them, and its 400s. (Stored responses: test_server_responses_store.py.)"""
 
 import json
 
@@ -53,7 +53,7 @@ def test_input_and_instructions_become_the_chat_the_engine_is_sent():
 
 
 @pytest.mark.parametrize("body, param", [
-    ({"input": "hi", "store": True}, "store"), ({"input": "hi", "previous_response_id": "resp_1"}, "previous_response_id"),
+    ({"input": "hi", "store": "yes"}, "store"), ({"input": "hi", "previous_response_id": 5}, "previous_response_id"),
     ({"input": "hi", "conversation": "conv_1"}, "conversation"), ({"input": []}, "input"),
     ({"input": [{"role": "user", "content": "hi"}, {"role": "wizard", "content": "x"}]}, "input[1].role"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "input[0].content[0]"),
@@ -64,7 +64,7 @@ def test_input_and_instructions_become_the_chat_the_engine_is_sent():
     ({"input": "hi", "reasoning": {"effort": "low"}}, "reasoning"), ({"input": "hi", "include": ["file_search"]},
                                                                      "include[0]"),
 ])
-def test_what_a_stateless_server_cannot_do_is_a_400_naming_the_responses_field(body, param):
+def test_what_the_server_cannot_do_is_a_400_naming_the_responses_field(body, param):
     with pytest.raises(APIError) as caught:
         parse_responses(body, 4)
     assert caught.value.status == 400 and caught.value.param == param
@@ -114,8 +114,8 @@ def test_errors_reach_the_client_in_the_openai_shape(served):
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="gpt-4o", input="hi")
     with pytest.raises(openai.BadRequestError) as bad:
-        client.responses.create(model="fake-model", input="hi", store=True)
-    assert bad.value.body["param"] == "store" and "state" in bad.value.message
+        client.responses.create(model="fake-model", input="hi", conversation="conv_1")
+    assert bad.value.body["param"] == "conversation" and "previous_response_id" in bad.value.message
     status, body, _ = request(url, "POST", "/v1/responses", {"input": "hi", "temperature": "hot"})
     assert status == 400 and body["error"]["param"] == "temperature"
 

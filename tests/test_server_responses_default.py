@@ -129,3 +129,18 @@ def test_a_streamed_function_call_is_rebuilt_by_the_client(served):
     call = [item for item in final.output if item.type == "function_call"][0]
     assert call.name == "get_weather" and call.arguments == deltas
     jsonschema.validate(json.loads(call.arguments), WEATHER["parameters"])
+
+
+def test_a_chain_by_previous_response_id_is_the_whole_chat_sent_again(served):
+    """The model sees the stored turn: the same prompt (its token count) and, greedy, the same answer
+    as the conversation sent whole."""
+    client, model = served
+    asked = "What is the capital of France?"
+    first = client.responses.create(model=model, input=asked, temperature=0, max_output_tokens=24)
+    chained = client.responses.create(model=model, input="And of Italy?", previous_response_id=first.id,
+                                      temperature=0, max_output_tokens=24)
+    whole = client.responses.create(model=model, store=False, temperature=0, max_output_tokens=24, input=[
+        {"role": "user", "content": asked}, {"role": "assistant", "content": first.output_text},
+        {"role": "user", "content": "And of Italy?"}])
+    assert chained.usage.input_tokens == whole.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens
+    assert chained.output_text == whole.output_text and chained.previous_response_id == first.id

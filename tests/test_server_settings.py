@@ -53,6 +53,8 @@ def test_bad_serve_arguments_are_refused_with_what_to_do(args, message):
     ({"port": 70000}, r"port \(--port\) must be in 0..65535"),
     ({"max_tokens": 0}, r"max_tokens \(--max-tokens\) must be >= 1"),
     ({"log_level": "loud"}, "log_level .* must be one of"),
+    ({"responses_max_count": 0}, r"responses_max_count \(--responses-max-count\) must be >= 1"),
+    ({"responses_db": 5}, "responses_db must be str or None"),
     ({"ray": RaySettings(num_replicas=2, min_replicas=1, max_replicas=4)}, None),
 ])
 def test_settings_are_checked_on_construction(fields, message):
@@ -86,11 +88,19 @@ def test_serve_flags_become_one_settings_object_ray_flags_its_ray_part():
     assert on_ray.max_concurrency == 8
     with pytest.raises(OptionsError, match=r"--max-concurrency"):
         serve_settings(build_parser().parse_args(["serve", "--max-concurrency", "0"]))
+    assert (plain.store_responses, plain.responses_db, plain.responses_max_count) == (True, None, 10_000)
+    kept = serve_settings(build_parser().parse_args(["serve", "--no-store", "--responses-db", "r.sqlite",
+                                                     "--responses-max-count", "5", "--responses-max-age-days", "0.5"]))
+    assert (kept.store_responses, kept.responses_db, kept.responses_max_count, kept.responses_max_age_days) == (
+        False, "r.sqlite", 5, 0.5)
+    with pytest.raises(OptionsError, match=r"--responses-max-age-days"):
+        serve_settings(build_parser().parse_args(["serve", "--responses-max-age-days", "0"]))
 
 
 def test_create_app_reads_the_same_settings():
     from ovchat.server.app import create_app
 
-    app = create_app(lambda: None, ServerSettings(api_key="k", max_queue=3, host="0.0.0.0"))
+    app = create_app(lambda: None, ServerSettings(api_key="k", max_queue=3, host="0.0.0.0",
+                                                         store_responses=False))
     assert app.state.ovchat.config.max_queue == 3
     assert ServerSettings(host="0.0.0.0", api_key="k").door().keyed
