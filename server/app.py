@@ -309,7 +309,8 @@ async def _respond(serving: Serving, parsed: responses.ResponsesRequest, keep=No
         run.close()
     return JSONResponse(await builder.finished(builder.full(choice.text, choice.tool_calls, choice.tokens,
                                                             choice.finish_reason, run.prompt_tokens,
-                                                            choice.completion_tokens)))
+                                                            choice.completion_tokens, choice.reasoning,
+                                                            choice.reasoning_tokens)))
 
 
 async def _message(serving: Serving, parsed: anthropic.MessagesRequest) -> Response:

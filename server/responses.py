@@ -1,9 +1,11 @@
 """The Responses API's answers (`POST /v1/responses`): a Response object, or its stream of events.
 
-The answer leaves as output items: a `message` with one `output_text` part, and a `function_call`
-item per call. Streamed, as OpenAI sends them (each event with its `sequence_number`):
-response.created, response.in_progress; per item output_item.added, then for a message
-content_part.added, output_text.delta..., output_text.done, content_part.done, and for a call
+The answer leaves as output items: a thinking model's `reasoning` item first (its thinking as one
+`reasoning_text` content part, as vLLM gives an open model's), a `message` with one `output_text`
+part, and a `function_call` item per call. Streamed, as OpenAI sends them (each event with its
+`sequence_number`): response.created, response.in_progress; per item output_item.added, then for
+a reasoning item content_part.added, reasoning_text.delta..., reasoning_text.done,
+content_part.done, for a message content_part.added, output_text.delta..., output_text.done, content_part.done, and for a call
 function_call_arguments.delta..., function_call_arguments.done; output_item.done; last
 response.completed, or response.incomplete when max_output_tokens cut the answer.
 A finished Response (completed or incomplete) goes to the builder's `keep` when the request
@@ -65,18 +67,24 @@ class ResponseBuilder:
         return logprobs.responses(tokens, self.top_logprobs) if self.top_logprobs is not None else []
 
     @staticmethod
+    def reasoning(item_id: str, text: str, status: str) -> dict:
+        return {"type": "reasoning", "id": item_id, "summary": [], "status": status,
+                "content": [{"type": "reasoning_text", "text": text}] if status != "in_progress" else []}
+
+    @staticmethod
     def function_call(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict:
         return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
                 "status": status}
 
     def full(self, text: str, calls: list, tokens: tuple, finish_reason: str, prompt_tokens: int,
-             completion_tokens: int) -> dict:
-        """The non-streamed Response: a message (unless the answer is calls only), then its calls."""
+             completion_tokens: int, reasoning: str = "", reasoning_tokens: int = 0) -> dict:
+        """The non-streamed Response: its reasoning, a message (unless the answer is calls only), then its calls."""
         status, reason = _status(finish_reason)
-        output = [] if calls and not text else [self.message(_id("msg"), text, tokens, status)]
+        output = [self.reasoning(_id("rs"), reasoning, "completed")] if reasoning else []
+        output += [] if calls and not text else [self.message(_id("msg"), text, tokens, status)]
         output += [self.function_call(_id("fc"), call.id, call.name, json.dumps(call.arguments, ensure_ascii=False),
                                       "completed") for call in calls]
-        return self.response(status, output, usage(prompt_tokens, completion_tokens), reason)
+        return self.response(status, output, usage(prompt_tokens, completion_tokens, reasoning_tokens), reason)
 
     async def finished(self, response: dict) -> dict:
         """The finished Response, once kept (when the request stores it): a client that continues
@@ -99,9 +107,9 @@ def _status(finish_reason: str) -> tuple[str, str | None]:
     return "completed", None
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict:
+def usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int = 0) -> dict:
     return {"input_tokens": prompt_tokens, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-            "output_tokens": completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+            "output_tokens": completion_tokens, "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
             "total_tokens": prompt_tokens + completion_tokens}
 
 
@@ -112,6 +120,7 @@ class EventWriter:
         self.builder = builder
         self.items: list[dict] = []
         self._message: dict | None = None       # the message being written: {"id", "text", "tokens"}
+        self._thought: dict | None = None       # the reasoning item being written: {"id", "text", "index"}
         self._calls: dict[int, dict] = {}        # call index -> its item being written
         self.final: dict | None = None           # the finished Response object
 
@@ -120,8 +129,36 @@ class EventWriter:
         return [self.builder.event("response.created", response=snapshot),
                 self.builder.event("response.in_progress", response=snapshot)]
 
+    def reasoning(self, delta: str) -> list[bytes]:
+        events = []
+        if self._thought is None:
+            item = self.builder.reasoning(_id("rs"), "", "in_progress")
+            self._thought = {"id": item["id"], "text": "", "index": len(self.items)}
+            self.items.append(item)
+            events += [self.builder.event("response.output_item.added", output_index=self._thought["index"], item=item),
+                       self.builder.event("response.content_part.added", item_id=item["id"],
+                                          output_index=self._thought["index"], content_index=0,
+                                          part={"type": "reasoning_text", "text": ""})]
+        self._thought["text"] += delta
+        return events + [self.builder.event("response.reasoning_text.delta", item_id=self._thought["id"],
+                                            output_index=self._thought["index"], content_index=0, delta=delta)]
+
+    def _close_reasoning(self) -> list[bytes]:
+        thought, self._thought = self._thought, None
+        if thought is None:
+            return []
+        done = self.builder.reasoning(thought["id"], thought["text"], "completed")
+        self.items[thought["index"]] = done
+        index = thought["index"]
+        return [self.builder.event("response.reasoning_text.done", item_id=done["id"], output_index=index,
+                                   content_index=0, text=thought["text"]),
+                self.builder.event("response.content_part.done", item_id=done["id"], output_index=index,
+                                   content_index=0, part=done["content"][0]),
+                self.builder.event("response.output_item.done", output_index=index, item=done)]
+
     def text(self, delta: str, tokens: tuple) -> list[bytes]:
-        events = [] if self._message is not None else self._open_message()
+        events = self._close_reasoning()
+        events += [] if self._message is not None else self._open_message()
         message = self._message
         message["text"] += delta
         message["tokens"] += tokens
@@ -132,7 +169,7 @@ class EventWriter:
 
     def call(self, index: int, call_id: str | None, name: str | None, arguments: str) -> list[bytes]:
         """A call's first delta (its id and name) or a fragment of its arguments."""
-        events = []
+        events = self._close_reasoning()
         if index not in self._calls:
             events += self._close_message("completed")
             item = self.builder.function_call(_id("fc"), call_id, name, "", "in_progress")
@@ -146,12 +183,13 @@ class EventWriter:
                                              output_index=call["index"], delta=arguments))
         return events
 
-    def finish(self, finish_reason: str, prompt_tokens: int, completion_tokens: int, tokens: tuple = ()) -> list[bytes]:
+    def finish(self, finish_reason: str, prompt_tokens: int, completion_tokens: int, tokens: tuple = (),
+               reasoning_tokens: int = 0) -> list[bytes]:
         """The items' done events and the last event; `tokens`: logprob tokens with no text of
         their own (an end-of-turn token), kept in the message still open."""
         status, reason = _status(finish_reason)
-        events = []
-        if not self.items:  # no text, no call: still one (empty) message, as a non-streamed answer has
+        events = self._close_reasoning()
+        if not self._message and not self._calls:  # no text, no call: still one (empty) message, as a non-streamed answer has
             events += self._open_message()
         if self._message is not None:
             self._message["tokens"] += tokens
@@ -162,7 +200,8 @@ class EventWriter:
             events += [self.builder.event("response.function_call_arguments.done", item_id=item["id"],
                                           output_index=call["index"], arguments=item["arguments"]),
                        self.builder.event("response.output_item.done", output_index=call["index"], item=item)]
-        final = self.final = self.builder.response(status, self.items, usage(prompt_tokens, completion_tokens), reason)
+        final = self.final = self.builder.response(status, self.items, usage(prompt_tokens, completion_tokens,
+                                                                             reasoning_tokens), reason)
         kind = "response.completed" if status == "completed" else f"response.{status}"
         return events + [self.builder.event(kind, response=final)]
 
@@ -202,7 +241,9 @@ async def stream(builder: ResponseBuilder, run):
         yield event
     try:
         async for _, event in run.events():
-            if isinstance(event, Text):
+            if isinstance(event, Text) and event.reasoning:
+                events = writer.reasoning(event.text) if event.text else []
+            elif isinstance(event, Text):
                 pending += event.tokens
                 if event.text:
                     events, pending = writer.text(event.text, pending), ()
@@ -212,7 +253,8 @@ async def stream(builder: ResponseBuilder, run):
                 events = writer.call(event.index, event.id, event.name, event.arguments)
             else:  # End
                 result = event.result
-                events = writer.finish(result.finish_reason, result.input_tokens, result.output_tokens, pending)
+                events = writer.finish(result.finish_reason, result.input_tokens, result.output_tokens, pending,
+                                       result.reasoning_tokens)
                 await builder.finished(writer.final)  # stored before the client reads the last event
             for sse_event in events:
                 yield sse_event

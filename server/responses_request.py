@@ -24,7 +24,7 @@ _TEXT_PARTS = ("input_text", "output_text", "text")
 _LOGPROBS_INCLUDE = "message.output_text.logprobs"
 _NO_CONVERSATIONS = (" (the Conversations API is not served: continue a stored response with "
                      "'previous_response_id', or send the whole conversation in 'input')")
-_ITEM_IDS = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
+_ITEM_IDS = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
 # Responses fields that chat completions takes under the same name and meaning.
 _SAME_IN_CHAT = ("model", "temperature", "top_p", "stream", "user", "parallel_tool_calls", "top_logprobs",
                  "keep_alive")
@@ -78,6 +78,8 @@ def parse_responses(body: dict, max_n: int, history: list = (), store_default: b
             pass  # read_store, above
         elif name == "conversation":
             raise unsupported(name, _NO_CONVERSATIONS)
+        elif name == "reasoning":
+            chat.update(_reasoning(value))
         elif name == "metadata":
             if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
                 raise bad_request("'metadata' must be an object of string values.", param="metadata")
@@ -163,9 +165,32 @@ def _messages(items, instructions, history: list = ()) -> tuple[list[dict], list
         elif kind == "function_call_output":
             messages.append(_function_call_output(item, where))
             sources.append(where)
+        elif kind == "reasoning":  # an earlier answer's thinking: checked, left out (templates drop it too)
+            _reasoning_item(item, where)
         else:
-            raise unsupported(f"{where}.type", " (only message, function_call and function_call_output items are)")
+            raise unsupported(f"{where}.type", " (only message, reasoning, function_call and function_call_output "
+                                               "items are)")
     return messages, sources
+
+
+def _reasoning(value) -> dict:
+    """`reasoning: {"effort", "summary"}`: the effort is chat's reasoning_effort ("none" turns a
+    thinking model's thinking off); no summaries are written (the thinking comes whole), so any
+    `summary` setting is accepted and changes nothing."""
+    if not isinstance(value, dict):
+        raise bad_request("'reasoning' must be an object: {'effort': ..., 'summary': ...}.", param="reasoning")
+    _only_keys(value, "reasoning", ("effort", "summary", "generate_summary"))
+    for key in ("summary", "generate_summary"):
+        if value.get(key) not in (None, "auto", "concise", "detailed"):
+            raise bad_request(f"'reasoning.{key}' must be 'auto', 'concise' or 'detailed'.", param=f"reasoning.{key}")
+    return {"reasoning_effort": value["effort"]} if value.get("effort") is not None else {}
+
+
+def _reasoning_item(item: dict, where: str) -> None:
+    _only_keys(item, where, ("type", "id", "summary", "content", "encrypted_content", "status"))
+    for key in ("summary", "content"):
+        if not isinstance(item.get(key, []), list):
+            raise bad_request(f"'{where}.{key}' must be a list of parts.", param=f"{where}.{key}")
 
 
 def _message(item: dict, where: str) -> dict:
@@ -261,7 +286,8 @@ def _include(include) -> bool:
 _RENAMES = ((re.compile(r"\bmax_tokens\b"), "max_output_tokens"),
             (re.compile(r"\bresponse_format\.json_schema\b"), "text.format"),
             (re.compile(r"\bresponse_format\b"), "text.format"),
-            (re.compile(r"\btools\[(\d+)\]\.function\b"), r"tools[\1]"))
+            (re.compile(r"\btools\[(\d+)\]\.function\b"), r"tools[\1]"),
+            (re.compile(r"\breasoning_effort\b"), "reasoning.effort"))
 
 
 def _renamed(error: APIError, sources: list[str]) -> APIError:

@@ -163,3 +163,51 @@ def test_anthropic_messages_carry_the_thinking_as_its_own_block(thinker):
     assert [block.type for block in omitted.content] == ["text"]
     disabled = client.messages.create(model="fake-model", max_tokens=64, messages=hi, thinking={"type": "disabled"})
     assert engine.seen_options[-1].thinking is False and [block.type for block in disabled.content] == ["text"]
+
+
+# ---- the Responses API: reasoning items -------------------------------------------------------------
+
+def test_responses_carry_a_reasoning_item_first_and_chain_past_it(thinker):
+    openai = pytest.importorskip("openai")
+    url, engine = thinker
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=30)
+    first = client.responses.create(model="fake-model", input="Hi")
+    assert [item.type for item in first.output] == ["reasoning", "message"]
+    assert first.output[0].content[0].text == "The user wants a greeting." and first.output_text == "Hello, world."
+    assert first.usage.output_tokens_details.reasoning_tokens == 4
+    # The next turn carries it (stored); the reasoning item stays out of the model's prompt.
+    second = client.responses.create(model="fake-model", input="Again", previous_response_id=first.id)
+    prompt = json.dumps(engine.seen_prompts[-1])
+    assert second.output_text == "Hello, world." and "Hello, world." in prompt and "wants a greeting" not in prompt
+    sent_back = client.responses.create(model="fake-model", input=[
+        {"role": "user", "content": "Hi"}, first.output[0].model_dump(exclude_none=True),
+        {"role": "assistant", "content": "Hello, world."}, {"role": "user", "content": "Again"}])
+    assert sent_back.status == "completed"
+
+
+def test_a_streamed_response_sends_the_reasoning_events_before_the_text(thinker):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=thinker[0] + "/v1", api_key="unused", max_retries=0, timeout=30)
+    kinds = [event.type for event in client.responses.create(model="fake-model", input="Hi", stream=True)]
+    assert kinds.index("response.reasoning_text.done") < kinds.index("response.output_text.delta")
+    assert "response.reasoning_text.delta" in kinds and kinds[-1] == "response.completed"
+    with client.responses.stream(model="fake-model", input="Hi") as stream:
+        final = stream.get_final_response()
+    assert [item.type for item in final.output] == ["reasoning", "message"]
+    assert final.usage.output_tokens_details.reasoning_tokens == 4
+
+
+@pytest.mark.parametrize("reasoning, thinking", [({"effort": "none"}, False), ({"effort": "low", "summary": "auto"}, True),
+                                                 ({"summary": "detailed"}, None)])
+def test_the_responses_reasoning_field_is_the_switch(thinker, reasoning, thinking):
+    url, engine = thinker
+    status, body, _ = request(url, "POST", "/v1/responses", {"input": "Hi", "reasoning": reasoning, "store": False})
+    assert status == 200 and engine.seen_options[-1].thinking is thinking
+
+
+@pytest.mark.parametrize("reasoning, param", [({"effort": "huge"}, "reasoning.effort"), ("high", "reasoning"),
+                                              ({"summary": "all"}, "reasoning.summary"),
+                                              ({"effort": "low", "budget": 5}, "reasoning.budget")])
+def test_a_bad_responses_reasoning_field_is_a_400_naming_it(thinker, reasoning, param):
+    status, body, _ = request(thinker[0], "POST", "/v1/responses", {"input": "Hi", "reasoning": reasoning})
+    assert status == 400 and body["error"]["param"] == param

@@ -57,11 +57,11 @@ def test_input_and_instructions_become_the_chat_the_engine_is_sent():
     ({"input": "hi", "conversation": "conv_1"}, "conversation"), ({"input": []}, "input"),
     ({"input": [{"role": "user", "content": "hi"}, {"role": "wizard", "content": "x"}]}, "input[1].role"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "input[0].content[0]"),
-    ({"input": [{"type": "reasoning", "summary": []}]}, "input[0].type"),
+    ({"input": [{"type": "file_search_call", "id": "fs_1"}]}, "input[0].type"),
     ({"input": "hi", "max_output_tokens": 0}, "max_output_tokens"), ({"input": "hi", "tools": [{"type": "web_search"}]},
                                                                      "tools[0]"),
     ({"input": "hi", "text": {"format": {"type": "json_schema", "name": "x"}}}, "text.format"),
-    ({"input": "hi", "reasoning": {"effort": "low"}}, "reasoning"), ({"input": "hi", "include": ["file_search"]},
+    ({"input": "hi", "reasoning": {"effort": "low", "budget": 1}}, "reasoning.budget"), ({"input": "hi", "include": ["file_search"]},
                                                                      "include[0]"),
 ])
 def test_what_the_server_cannot_do_is_a_400_naming_the_responses_field(body, param):
