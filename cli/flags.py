@@ -4,8 +4,9 @@ Model flags (-m, -d, --hint, -P KEY=VALUE...) become Engine.load's keyword argum
 (`load_arguments`); generation flags (-n, --sample/--greedy, --temperature, structured output,
 --tools...) become a GenerationOptions (`generation_options`). Without decoding flags, answers
 use the model's recommended settings (`ModelInfo.generation_defaults`: its
-generation_config.json, else measured repetition and frequency penalties); `--greedy` gives plain
-greedy decoding, as `GenerationOptions()` does. Parsing imports no OpenVINO.
+generation_config.json, else measured penalties on the answer's own tokens; none inside
+structured output or tool calls: engine/decoding.py); `--greedy` gives plain greedy decoding, as
+`GenerationOptions()` does. Parsing imports no OpenVINO.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def add_model_flags(p, many: bool = False) -> None:
 def add_generation_flags(p) -> None:
     # No defaults here: a decoding flag left out takes the model's recommended value
     # (ModelInfo.generation_defaults), any other flag GenerationOptions' default.
-    from ..engine.model import DEFAULT_DECODING
+    from ..engine.decoding import DEFAULT_DECODING
     g = p.add_argument_group("generation (default: the model's generation_config.json, else greedy with "
                              + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in DEFAULT_DECODING.items()) + ")")
     g.add_argument("-n", "--max-new-tokens", type=int, help="default: 256")
@@ -85,17 +86,18 @@ def load_arguments(args) -> dict:
 
 def generation_options(args, info=None, **overrides):
     """The flags' GenerationOptions; with a ModelInfo, decoding flags left out take its
-    recommended values (unless --greedy). Called once before the load to check the flags."""
-    from ..engine import GenerationOptions
+    recommended values (unless --greedy) by the engine's rule (engine/decoding.py: none of its
+    penalties with --json-schema, --json-object, --regex, --grammar or --tools). Called once
+    before the load to check the flags."""
+    from ..engine.decoding import recommended_options
+    defaults = info.generation_defaults if info is not None and not args.greedy else {}
     given = dict(max_new_tokens=args.max_new_tokens, do_sample=args.sample, temperature=args.temperature,
-                 top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
-    values = dict(info.generation_defaults) if info is not None and not args.greedy else {}
-    values.update({key: value for key, value in given.items() if value is not None})
-    values.update(stop=tuple(args.stop), json_object=args.json_object, regex=args.regex,
-                  json_schema=_read_flag_file(args.json_schema, "--json-schema"),
-                  grammar=_read_flag_file(args.grammar, "--grammar"), **_tool_flags(args),
-                  thinking=False if getattr(args, "thinking", "show") == "off" else None, **overrides)
-    return GenerationOptions(**values)
+                 top_p=args.top_p, top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed,
+                 stop=tuple(args.stop), json_object=args.json_object, regex=args.regex,
+                 json_schema=_read_flag_file(args.json_schema, "--json-schema"),
+                 grammar=_read_flag_file(args.grammar, "--grammar"), **_tool_flags(args),
+                 thinking=False if getattr(args, "thinking", "show") == "off" else None)
+    return recommended_options(defaults, **{**given, **overrides})
 
 
 def _tool_flags(args) -> dict:

@@ -43,7 +43,7 @@ def request_body(args) -> dict:
             if getattr(args, flag) is not None:
                 body[field] = getattr(args, flag)
     elif getattr(args, "greedy", False):
-        body.update(temperature=0, repetition_penalty=1.0, frequency_penalty=0.0)
+        body.update(temperature=0, repetition_penalty=1.0, frequency_penalty=0.0, presence_penalty=0.0)
     if args.repetition_penalty is not None:
         body["repetition_penalty"] = args.repetition_penalty
     if args.stop:

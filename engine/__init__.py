@@ -27,7 +27,7 @@ _EXPORTS = {
     "ChatSession": "chat", "Engine": "engine", "EngineProcess": "process", "EngineStats": "engine", "ModelInfo": "model",
     "GeneratedToken": "results", "GenerationResult": "results", "LoadMetrics": "results", "Metrics": "results",
     "Handle": "stream", "TextStream": "stream", "Tokenizer": "tokenizer", "Tool": "tool_calls", "ToolCall": "tool_calls",
-    "available_devices": "devices",
+    "available_devices": "devices", "recommended_options": "decoding",
     "cache_root": "paths", "default_model_dir": "paths",
 }
 __all__ = [  # written out, so linters and editors read it (a test checks it matches _EXPORTS)
@@ -35,7 +35,7 @@ __all__ = [  # written out, so linters and editors read it (a test checks it mat
     "EngineStoppedError", "GeneratedToken", "GenerationOptions", "GenerationResult", "Handle", "LoadMetrics", "LoadOptions",
     "Metrics",
     "ModelError", "ModelInfo", "OptionsError", "PromptError", "TextStream", "Tokenizer", "Tool", "ToolCall",
-    "available_devices", "cache_root", "default_model_dir", "load",
+    "available_devices", "cache_root", "default_model_dir", "load", "recommended_options",
 ]
 
 
@@ -55,6 +55,7 @@ def __dir__():
 
 if TYPE_CHECKING:  # what editors and type checkers see
     from .chat import ChatSession
+    from .decoding import recommended_options
     from .devices import available_devices
     from .engine import Engine, EngineStats
     from .errors import (BusyError, DeviceError, EngineError, EngineStoppedError, ModelError, OptionsError,

@@ -16,6 +16,7 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .decoding import DEFAULT_DECODING
 from .errors import ModelError
 from .gguf_meta import read_metadata, stop_token_ids
 from .paths import default_model_dir
@@ -24,14 +25,6 @@ REQUIRED_FILES = ("openvino_model.xml", "openvino_model.bin", "openvino_tokenize
 MANIFEST = "ovchat.json"
 # The decoding settings of generation_config.json that GenerationOptions takes.
 DECODING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
-# For a model whose generation_config.json states none of them (the default model, any GGUF).
-# Measured on the default model (studies/decoding_defaults.py, its results in studies/results/):
-# answers to 20 everyday prompts ending in a loop, greedy 9/20, repetition penalty 1.1 alone 1/20,
-# this 0/20 (and 0/20 on 20 more short questions, greedy 5/20); 4/20 run to the token limit
-# (greedy 13/20); questions answered right in the first sentence 19/28 as greedy, Paris kept.
-# The frequency penalty counts only the answer's tokens, so it breaks a loop without penalising
-# the question's words. Greedy stays deterministic.
-DEFAULT_DECODING = {"repetition_penalty": 1.1, "frequency_penalty": 0.2}
 
 
 @dataclass(frozen=True)
@@ -49,7 +42,8 @@ class ModelInfo:
     def generation_defaults(self) -> dict:
         """GenerationOptions fields for answers that read well: the model's own decoding settings
         (generation_config.json) if it states any, else DEFAULT_DECODING. `GenerationOptions()`
-        itself stays plain greedy; use `GenerationOptions(**info.generation_defaults, ...)`."""
+        itself stays plain greedy; `decoding.recommended_options(info.generation_defaults, ...)`
+        fills in what a request leaves out (no penalties inside structured output or tool calls)."""
         return dict(self.decoding or DEFAULT_DECODING)
 
 

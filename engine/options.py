@@ -258,6 +258,12 @@ class GenerationOptions:
         _check(isinstance(self.json_object, bool), "json_object must be True or False.")
 
     @property
+    def shaped(self) -> bool:
+        """Whether the answer is held to a shape: structured output, or tools offered (their calls'
+        arguments). Penalties a request leaves out stay off then (decoding.recommended_options)."""
+        return self.structure is not None or self.offers_tools
+
+    @property
     def greedy(self) -> bool:
         return not self.do_sample or self.temperature == 0
 

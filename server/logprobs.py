@@ -25,8 +25,8 @@ def unknown_alternatives(top_logprobs: int, options: GenerationOptions) -> str |
     if top_logprobs == 1 and not options.picks_most_likely:
         return ("1 needs greedy decoding (temperature 0) with no penalties, response_format or tools: only "
                 "then is the chosen token, whose log-probability is all the engine reports, the most likely "
-                "one (penalties a request leaves out are the model's recommended ones: send repetition_penalty 1 "
-                "and frequency_penalty 0). Ask for 0 alternatives otherwise.")
+                "one (penalties a request leaves out are the model's recommended ones: send repetition_penalty 1, "
+                "frequency_penalty 0 and presence_penalty 0). Ask for 0 alternatives otherwise.")
     return None
 
 

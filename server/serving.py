@@ -27,7 +27,7 @@ import time
 from collections import deque
 from typing import Callable
 
-from ..engine import EngineStats, GenerationOptions
+from ..engine import EngineStats, GenerationOptions, recommended_options
 from ..engine.errors import EngineError, EngineStoppedError, OptionsError, PromptError
 from ..engine.events import Accepted, Batch, End, Failed, Text, is_last
 from ..engine.results import GenerationResult, Metrics
@@ -91,24 +91,23 @@ def generation_options(sampling: Sampling, defaults: dict, max_tokens: int, chat
                        separate_reasoning: bool = True) -> GenerationOptions:
     """The engine's options for choice `index` of a request. A decoding field the request leaves
     out takes the model's recommended value (`defaults`: ModelInfo.generation_defaults, what
-    `ovchat generate` uses), so one model decodes one way through the CLI and the server.
-    Sampling follows the request's temperature when it gives one (0: greedy); without one it
-    follows the model's default, unless the request narrows top_p (< 1) or top_k (> 0), which
-    asks for sampling (OpenAI's default temperature is 1). top_p 1 and top_k 0 mean off.
-    A seed is offset per choice, so n sampled choices differ."""
-    values = dict(defaults)
+    `ovchat generate` uses) by the engine's one rule (engine/decoding.py: no penalty left out
+    applies inside response_format or tool calls), so one model decodes one way through the CLI
+    and the server. Sampling follows the request's temperature when it gives one (0: greedy);
+    without one it follows the model's default, unless the request narrows top_p (< 1) or top_k
+    (> 0), which asks for sampling (OpenAI's default temperature is 1). top_p 1 and top_k 0 mean
+    off. A seed is offset per choice, so n sampled choices differ."""
     given = {"top_p": sampling.top_p, "top_k": sampling.top_k, "repetition_penalty": sampling.repetition_penalty,
              "presence_penalty": sampling.presence_penalty, "frequency_penalty": sampling.frequency_penalty}
-    values.update({name: value for name, value in given.items() if value is not None})
     if sampling.temperature is not None:
-        values["do_sample"] = sampling.temperature > 0
+        given["do_sample"] = sampling.temperature > 0
         if sampling.temperature > 0:
-            values["temperature"] = sampling.temperature
+            given["temperature"] = sampling.temperature
     elif (sampling.top_p or 1.0) < 1 or (sampling.top_k or 0) > 0:
-        values["do_sample"] = True
+        given["do_sample"] = True
     try:
-        options = GenerationOptions(
-            **values, max_new_tokens=max_tokens, seed=None if sampling.seed is None else sampling.seed + index,
+        options = recommended_options(
+            defaults, **given, max_new_tokens=max_tokens, seed=None if sampling.seed is None else sampling.seed + index,
             stop=sampling.stop, apply_chat_template=chat, json_schema=sampling.json_schema,
             json_object=sampling.json_object, ignore_eos=sampling.ignore_eos, tools=sampling.tools,
             tool_choice=sampling.tool_choice, parallel_tool_calls=sampling.parallel_tool_calls,

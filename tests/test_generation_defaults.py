@@ -55,7 +55,7 @@ def test_the_measured_default_reaches_the_generation_config(tmp_path):
     import openvino_genai as ov_genai
     config = options_for(model_folder(tmp_path, {})).apply_to(ov_genai.GenerationConfig())
     assert not config.do_sample
-    assert (config.repetition_penalty, config.frequency_penalty, config.presence_penalty) == pytest.approx((1.1, 0.2, 0))
+    assert (config.repetition_penalty, config.frequency_penalty, config.presence_penalty) == pytest.approx((1.0, 0.5, 0.5))
 
 
 def test_the_engine_default_stays_plain_greedy():
@@ -91,7 +91,7 @@ def test_the_demo_reads_well_and_says_how_it_decoded(default_model_dir):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     answer = run.stdout.split("[assistant] ", 1)[1].split("\nmodel ", 1)[0]
-    assert "decoding greedy, repetition penalty 1.1, frequency penalty 0.2 (--greedy" in run.stdout
+    assert "decoding greedy, frequency penalty 0.5, presence penalty 0.5 (--greedy" in run.stdout
     assert not ends_in_loop(answer, cut_off="(length)" in run.stdout), answer
 
 

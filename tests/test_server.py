@@ -31,7 +31,7 @@ QUESTIONS = [  # each answer must hold its own word, also when all 16 run at onc
 ]
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 # The seed's plain greedy decoding (a request that leaves these out gets the model's recommended penalties).
-PLAIN = dict(temperature=0, frequency_penalty=0, extra_body={"repetition_penalty": 1.0})
+PLAIN = dict(temperature=0, frequency_penalty=0, presence_penalty=0, extra_body={"repetition_penalty": 1.0})
 LONG_TASK = [{"role": "user", "content": "Count from 1 to 500, one number per line."}]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -78,13 +78,13 @@ def test_a_request_that_leaves_decoding_out_gets_the_models_recommended_decoding
     from ovchat.engine.model import resolve
 
     recommended = resolve(default_model_dir).generation_defaults  # what `ovchat generate` decodes with
-    assert recommended == {"repetition_penalty": 1.1, "frequency_penalty": 0.2}
+    assert recommended == {"frequency_penalty": 0.5, "presence_penalty": 0.5}
     story = [{"role": "user", "content": "Write a short poem about the sea."}]
     plain = client.chat.completions.create(model=served[1], messages=story, max_tokens=48)
     explicit = client.chat.completions.create(model=served[1], messages=story, max_tokens=48, temperature=0,
-                                              frequency_penalty=0.2, extra_body={"repetition_penalty": 1.1})
+                                              frequency_penalty=0.5, presence_penalty=0.5)
     seed_greedy = client.chat.completions.create(model=served[1], messages=story, max_tokens=48, temperature=0,
-                                                 frequency_penalty=0, extra_body={"repetition_penalty": 1.0, "top_k": 0})
+                                                 frequency_penalty=0, presence_penalty=0, extra_body={"repetition_penalty": 1.0, "top_k": 0})
     assert plain.choices[0].message.content == explicit.choices[0].message.content
     assert plain.choices[0].message.content != seed_greedy.choices[0].message.content  # the penalties changed it
 
@@ -141,6 +141,18 @@ def test_response_format_gives_json_that_parses_and_validates(served, client):
         client.chat.completions.create(model=served[1], messages=FRANCE, max_tokens=8, response_format={
             "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "minProperties": "two"}}})
     assert bad.value.status_code == 400
+
+
+def test_json_object_keeps_the_prompts_words_when_the_penalties_are_left_out(served, client):
+    # Issue 31: the old defaults (a repetition penalty, which genai applies to the prompt's tokens
+    # too) gave {"name": "", "country": {"type": "json", ...} cut at 64 tokens. A shaped answer now
+    # gets no penalty it did not ask for (engine/decoding.py).
+    ask = [{"role": "user", "content": "Return a JSON object with keys name and country for the city of Paris."}]
+    reply = client.chat.completions.create(model=served[1], messages=ask, max_tokens=64, temperature=0,
+                                           response_format={"type": "json_object"})
+    answer = json.loads(reply.choices[0].message.content)
+    assert isinstance(answer, dict) and "Paris" in json.dumps(answer), answer
+    assert reply.choices[0].finish_reason == "stop"
 
 
 @pytest.mark.parametrize("body, status", [

@@ -141,7 +141,7 @@ def test_bad_json_is_a_400_in_the_openai_shape():
         assert caught.value.status == 400 and caught.value.code == "invalid_json"
 
 
-RECOMMENDED = {"repetition_penalty": 1.1, "frequency_penalty": 0.2}  # DEFAULT_DECODING: greedy with penalties
+RECOMMENDED = {"repetition_penalty": 1.1, "frequency_penalty": 0.2}  # a model recommending greedy with penalties
 SAMPLING_MODEL = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "top_k": 50}  # a generation_config.json that samples
 
 
@@ -208,7 +208,8 @@ def test_cli_flags_become_the_same_request_as_without_a_server():
     assert request_body(args) == {"max_tokens": 256, "stop": ["\n\n"]}  # the server applies the model's decoding
     args.greedy = True
     assert request_body(args) == {"max_tokens": 256, "temperature": 0, "repetition_penalty": 1.0,
-                                  "frequency_penalty": 0.0, "stop": ["\n\n"]}  # plain greedy, as GenerationOptions()
+                                  "frequency_penalty": 0.0, "presence_penalty": 0.0,
+                                  "stop": ["\n\n"]}  # plain greedy, as GenerationOptions()
     args.greedy, args.sample, args.model = False, True, "m"
     assert request_body(args) == {"max_tokens": 256, "model": "m", "temperature": 0.9, "top_p": 0.5, "seed": 3,
                                   "stop": ["\n\n"]}

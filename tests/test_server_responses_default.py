@@ -15,7 +15,7 @@ pytestmark = pytest.mark.default_model
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 # Plain greedy: a request that leaves the penalties out gets the model's, and top_logprobs 1 needs none.
-PLAIN = dict(temperature=0, frequency_penalty=0, extra_body={"repetition_penalty": 1.0})
+PLAIN = dict(temperature=0, frequency_penalty=0, presence_penalty=0, extra_body={"repetition_penalty": 1.0})
 WEATHER = {"type": "function", "name": "get_weather", "description": "Get the current weather in a city.",
            "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40}},
                           "required": ["city"], "additionalProperties": False}}
