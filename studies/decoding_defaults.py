@@ -83,7 +83,8 @@ GRID = (  # (repetition, frequency, presence penalty), each greedy
     (1.1, 0.05, 0), (1.1, 0.1, 0), (1.1, 0.15, 0), (1.1, 0.2, 0), (1.1, 0, 0.3), (1.1, 0, 0.6),
     (1.12, 0.05, 0), (1.12, 0.1, 0), (1.15, 0.05, 0), (1.15, 0.1, 0), (1.2, 0.1, 0),
     # Issue 31: penalties on the answer's tokens only (none on the prompt's), for the default that
-    # replaced repetition 1.1 + frequency 0.2 (measured 2026-12-07).
+    # replaced repetition 1.1 + frequency 0.2. Measured 2026-12-07 (docs/decoding.md): frequency
+    # 0.6, frequency 0.3 + presence 0.6, frequency 0.5 + presence 0.5 (chosen); the others not yet.
     (1.0, 0.4, 0), (1.0, 0.6, 0), (1.0, 0.8, 0), (1.0, 1.0, 0), (1.0, 0, 1.0),
     (1.0, 0.3, 0.3), (1.0, 0.3, 0.6), (1.0, 0.5, 0.5), (1.0, 0.3, 1.0),
 )
