@@ -14,7 +14,7 @@ import statistics
 
 PAIRS = (("ovchat", "genai"), ("ovchat", "llamacpp"), ("ovchat", "optimum"), ("ovchat", "genai-pa"),
          ("ovchat", "llama-server"), ("ovchat", "ovchat-single"), ("ovchat", "ovchat-process"),
-         ("ovchat-client", "llamacpp"))
+         ("ovchat-client", "llamacpp"), ("ovchat-process", "llama-server"))
 
 
 def rotation(backends: list[str], rep: int) -> list[str]:

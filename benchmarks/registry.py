@@ -5,6 +5,7 @@ and one entry here."""
 
 from __future__ import annotations
 
+from .agent_loop_scenario import AGENT_LOOP
 from .coldstart_scenario import COLDSTART
 from .messages_scenario import MESSAGES
 from .models_scenario import MODELS
@@ -14,4 +15,4 @@ from .server_scenario import SERVER
 from .starts_scenario import STARTS
 
 SCENARIOS = {scenario.name: scenario for scenario in (LATENCY, CHAT, LOAD, MEMORY, CONCURRENCY, COLDSTART, SERVER,
-                                                           STARTS, MESSAGES, REMEMBER, MODELS)}
+                                                           STARTS, MESSAGES, REMEMBER, MODELS, AGENT_LOOP)}

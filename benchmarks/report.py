@@ -218,6 +218,20 @@ def remember_section(report: dict) -> list[str]:
     return ["## Responses that remember (issue 31, benchmarks/remember_scenario.py)", ""] + _table(header, rows) + [""]
 
 
+def agent_loop_section(report: dict) -> list[str]:
+    rows = []
+    for e in _ok(report, "agent-loop"):
+        s, reps = e["data"]["summary"], e["data"]["reps"]
+        rows.append([e["model"], e["backend"], _fmt(s["loop ms"]), _fmt(s["turn 1 TTFT ms"]),
+                     *(_fmt(s[f"turn {k} TTFT ms"]) for k in range(2, 7)),
+                     " → ".join(str(t) for t in (reps[0]["prompt_tokens"][0], reps[0]["prompt_tokens"][-1]))])
+    if not rows:
+        return []
+    header = ["model", "backend", "6-turn loop ms", "turn 1 TTFT ms", *(f"turn {k}" for k in range(2, 7)),
+              "prompt tokens, turn 1 → 6"]
+    return ["## Agent loop (issue 31, benchmarks/agent_loop_scenario.py)", ""] + _table(header, rows) + [""]
+
+
 def skipped_section(report: dict) -> list[str]:
     """One row per (model, device, backend, reason), with the scenarios it covers."""
     groups: dict[tuple, list[str]] = {}
@@ -233,7 +247,8 @@ def skipped_section(report: dict) -> list[str]:
 def markdown(report: dict) -> str:
     lines = machine_section(report) + ratios_section(report) + roofline_section(report)
     for section in (latency_section, devices_section, chat_section, load_section, memory_section,
-                    concurrency_section, coldstart_section, server_section, remember_section, skipped_section):
+                    concurrency_section, coldstart_section, server_section, remember_section, agent_loop_section,
+                    skipped_section):
         lines += section(report)
     return "\n".join(lines)
 

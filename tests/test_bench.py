@@ -47,8 +47,8 @@ def test_paired_takes_the_ratio_within_each_repetition():
 
 def test_the_registry_lists_every_scenario_once_in_the_order_they_run():
     assert list(SCENARIOS) == ["latency", "chat", "load", "memory", "concurrency", "coldstart", "server",
-                              "starts", "messages", "remember", "models"]
-    assert [name for name, s in SCENARIOS.items() if s.by_name_only] == ["models"]  # not in the default suite
+                              "starts", "messages", "remember", "models", "agent-loop"]
+    assert [name for name, s in SCENARIOS.items() if s.by_name_only] == ["models", "agent-loop"]  # not in the default suite
     assert all(name == scenario.name for name, scenario in SCENARIOS.items())
 
 
@@ -144,7 +144,7 @@ def test_each_scenario_lists_only_backends_it_can_run():
     # coldstart scenarios own their special backends (llama-server, ovchat-single, ovchat-client).
     special = {"llama-server", "ovchat-single", "ovchat-process", "ovchat-client"}
     for name, scenario in SCENARIOS.items():
-        if name not in ("server", "starts", "messages", "remember", "coldstart", "models"):
+        if name not in ("server", "starts", "messages", "remember", "coldstart", "models", "agent-loop"):
             assert not special & set(scenario.backends), (name, scenario.backends)
     assert SCENARIOS["chat"].backends == MAIN_BACKENDS + ("genai-pa",)
 
@@ -220,3 +220,20 @@ def test_quick_run_writes_the_report_structure(tmp_path, tiny_phi3_dir):
     assert "latency_ratios" in last
     text = (out / "bench.md").read_text()
     assert "## Ratios, paired per repetition" in text and "## Generation latency" in text
+
+
+def test_the_agent_loop_grows_by_one_call_and_result_a_turn_and_gives_llama_server_tools():
+    from types import SimpleNamespace
+
+    from ovchat.benchmarks import agent_loop_scenario as loop
+
+    first, sixth = loop.conversation("S", 1), loop.conversation("S", 6)
+    assert [m["role"] for m in first] == ["system", "user"] and sixth[:2] == first
+    assert [m["role"] for m in sixth[2:]] == ["assistant", "tool"] * 5
+    assert all(m["tool_calls"][0]["id"] == t["tool_call_id"] for m, t in zip(sixth[2::2], sixth[3::2]))
+    assert len(loop.tools()) == 6 and len({t["function"]["name"] for t in loop.tools()}) == 6
+    profile = SimpleNamespace(server_prompts=[32], server_new_tokens=64, timeout_s=60, ovchat_serve_cmd="")
+    files = SimpleNamespace(ir="/m", gguf="/m.gguf")
+    command = loop._spec("llama-server", files, profile).command
+    assert "--jinja" in command and command[command.index("-c") + 1] == str(loop.CONTEXT)
+    assert "--jinja" not in loop._spec("ovchat-process", files, profile).command
