@@ -22,12 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..engine import EngineError
 
-from . import fidelity, gguf_convert, recipe as recipes
+from . import fidelity, gguf_convert, gguf_native, recipe as recipes
 
 MANIFEST = "ovchat.json"
 MANIFEST_VERSION = 2  # 2: "files" records every output file's size and sha256
@@ -257,6 +257,8 @@ def _build(source: Source, staging: Path, recipe: recipes.Recipe, check: bool, a
     manifest = {"format_version": MANIFEST_VERSION,
                 "source": {"kind": source.kind, "path": str(source.path), "sha256": sha256(source.path)}}
     float_dir = source.path
+    if recipe.keep_gguf:
+        _check_keepable(source.path)
     if source.path.is_file():
         progress(f"converting GGUF {source.path.name} to a float model (weights dequantized, tokenizer rebuilt)")
         float_dir = work / "float"
@@ -264,7 +266,10 @@ def _build(source: Source, staging: Path, recipe: recipes.Recipe, check: bool, a
     used = recipes.fitted(recipe, float_dir)
     _say_group_size(recipe, used)
     progress(_describe(used))
-    if used.data_aware:
+    if used.keep_gguf:  # the graph from an fp16 export, then the file's own blocks put back into it
+        run_optimum(replace(used, weight_format="fp16").optimum_cli_args(float_dir, model_dir), work / "optimum.log")
+        manifest["source"]["gguf"]["kept_blocks"] = gguf_native.keep_blocks(source.path, model_dir)
+    elif used.data_aware:
         run_calibrated(used, float_dir, model_dir, work / "optimum.log")
     else:
         run_optimum(used.optimum_cli_args(float_dir, model_dir), work / "optimum.log")
@@ -280,6 +285,16 @@ def _build(source: Source, staging: Path, recipe: recipes.Recipe, check: bool, a
     return manifest
 
 
+def _check_keepable(src: Path) -> None:
+    if not src.is_file():
+        raise ExportError(f"--preset gguf keeps a GGUF file's own quantization; {src} is a Hugging Face folder: "
+                          "use another preset (the default is the seed's recipe)")
+    why = gguf_native.problem(src)
+    if why:
+        raise ExportError(f"--preset gguf cannot keep {src.name}'s quantization: its {why}; export it with "
+                          "--preset seed (dequantized, then quantized with the recipe)")
+
+
 def _say_group_size(requested: recipes.Recipe, used: recipes.Recipe) -> None:
     if used.group_size != requested.group_size:
         print(f"note: group size {requested.group_size} does not divide every layer's input channels; "
@@ -287,6 +302,8 @@ def _say_group_size(requested: recipes.Recipe, used: recipes.Recipe) -> None:
 
 
 def _describe(r: recipes.Recipe) -> str:
+    if r.keep_gguf:
+        return "exporting with optimum-intel (fp16), then putting the GGUF's own Q4_0/Q4_1/Q8_0 blocks back (no second quantization)"
     if not r.is_int4:
         return f"exporting with optimum-intel, weights {r.weight_format}"
     group = "per-channel" if r.group_size == -1 else f"group {r.group_size}"
