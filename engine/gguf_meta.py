@@ -61,8 +61,9 @@ def read_header(path: Path) -> tuple[dict, dict]:
                 name = GGML_TYPES.get(kind, f"type {kind}")
                 types[name] = types.get(name, 0) + 1
             return metadata, types
-    except (OSError, struct.error) as error:
-        raise ModelError(f"Cannot read the GGUF header of {path}: {error}. Check the file is complete.") from None
+    except (OSError, struct.error, MemoryError, OverflowError) as error:  # garbage lengths in a corrupt header
+        raise ModelError(f"Cannot read the GGUF header of {path}: {error or type(error).__name__}. "
+                         "Check the file is complete.") from None
 
 
 def direct_load_problem(metadata: dict, tensor_types) -> str | None:
@@ -107,6 +108,8 @@ def _read_value(f, kind):
 
 def _read_string(f) -> str:
     (n,) = struct.unpack("<Q", f.read(8))
+    if n > 1 << 30:
+        raise struct.error(f"a string of {n} bytes: the header is corrupt")
     data = f.read(n)
     if len(data) != n:
         raise struct.error("the file ends inside a string")

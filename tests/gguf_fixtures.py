@@ -218,6 +218,9 @@ def _add_vocab(writer, family: Family, vocab: dict) -> None:
 
 # The matrix types openvino_genai's own GGUF reader takes (engine/gguf_meta.py): files for direct load.
 DIRECT_TYPES = ("Q4_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "F16")
+# The types `ovchat export --preset gguf` keeps as they are (tools/gguf_native.py), and F16.
+KEPT_TYPES = ("Q4_0", "Q4_1", "Q8_0", "F16")
+SUBSETS = {"direct": DIRECT_TYPES, "kept": KEPT_TYPES}
 
 
 def write(name: str, path: Path, default_gguf: Path | None = None, seed: int = 0, types: tuple = MATRIX_TYPES) -> Path:
@@ -233,7 +236,7 @@ def write(name: str, path: Path, default_gguf: Path | None = None, seed: int = 0
     for key, value in family.sampling:
         (writer.add_int32 if isinstance(value, int) else writer.add_float32)(f"general.sampling.{key}", value)
     _add_hparams(writer, family)
-    if types == DIRECT_TYPES:  # openvino_genai's reader looks these up (a missing one: "unordered_map::at")
+    if types != MATRIX_TYPES:  # openvino_genai's reader looks these up (a missing one: "unordered_map::at")
         writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_1)
         writer.add_vocab_size(len(vocab["tokens"]))
     _add_vocab(writer, family, vocab)
@@ -274,11 +277,11 @@ def _staged(final: Path, build) -> Path:
     return final
 
 
-def cached_gguf(name: str, root: Path, default_gguf: Path | None, direct: bool = False) -> Path:
-    """Family `name`'s GGUF under `root`, written once; `direct`: only the types of DIRECT_TYPES."""
-    if direct:
-        return _staged(root / f"gguf-{name}-direct-{VERSION}.gguf",
-                       lambda path: write(name, path, default_gguf, types=DIRECT_TYPES))
+def cached_gguf(name: str, root: Path, default_gguf: Path | None, subset: str | None = None) -> Path:
+    """Family `name`'s GGUF under `root`, written once; `subset` ("direct", "kept"): only those types."""
+    if subset:
+        return _staged(root / f"gguf-{name}-{subset}-{VERSION}.gguf",
+                       lambda path: write(name, path, default_gguf, types=SUBSETS[subset]))
     return _staged(root / f"gguf-{name}-{VERSION}.gguf", lambda path: write(name, path, default_gguf))
 
 

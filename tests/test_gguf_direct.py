@@ -24,7 +24,7 @@ def _gguf(name: str) -> Path:
 
     bpe = gguf_fixtures.FAMILIES[name].vocab == "bpe"
     return gguf_fixtures.cached_gguf(name, cache_root() / "test-models", default_model.fetch_gguf() if bpe else None,
-                                     direct=True)
+                                     subset="direct")
 
 
 def _different(tokenizer_encode, gguf: Path) -> list:

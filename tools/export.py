@@ -103,6 +103,7 @@ def _check_hf_folder(src: Path) -> None:
     if not _is_causal_lm(config):
         arch = ", ".join(config.get("architectures") or [config.get("model_type", "unknown")])
         raise ExportError(f"{src} holds a {arch}, not a causal language model; ovchat exports chat LLMs only")
+
     if not any(src.glob("*.safetensors")) and not any(src.glob("*.bin")):
         raise ExportError(f"{src} has no weights (*.safetensors or *.bin)")
 
@@ -218,6 +219,8 @@ def export(
     src, out = Path(src).expanduser().resolve(), Path(out).expanduser().resolve()
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; pass --force to replace it")
+    if recipe.keep_gguf:  # from the header alone, before any slow step
+        _check_keepable(src)
     source = check_source(src, kind)
     progress = Progress(total=3 + src.is_file() + check + bool(answer_checks))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -257,8 +260,6 @@ def _build(source: Source, staging: Path, recipe: recipes.Recipe, check: bool, a
     manifest = {"format_version": MANIFEST_VERSION,
                 "source": {"kind": source.kind, "path": str(source.path), "sha256": sha256(source.path)}}
     float_dir = source.path
-    if recipe.keep_gguf:
-        _check_keepable(source.path)
     if source.path.is_file():
         progress(f"converting GGUF {source.path.name} to a float model (weights dequantized, tokenizer rebuilt)")
         float_dir = work / "float"
@@ -272,7 +273,10 @@ def _build(source: Source, staging: Path, recipe: recipes.Recipe, check: bool, a
     elif used.data_aware:
         run_calibrated(used, float_dir, model_dir, work / "optimum.log")
     else:
-        run_optimum(used.optimum_cli_args(float_dir, model_dir), work / "optimum.log")
+        try:
+            run_optimum(used.optimum_cli_args(float_dir, model_dir), work / "optimum.log")
+        except ExportError as error:
+            raise _refused_family(float_dir) or error from error
     manifest["recipe"] = used.to_manifest(recipe.group_size)
     manifest["versions"] = tool_versions()
     manifest["fidelity"] = {"skipped": True}
@@ -285,7 +289,18 @@ def _build(source: Source, staging: Path, recipe: recipes.Recipe, check: bool, a
     return manifest
 
 
+def _refused_family(model_dir: Path) -> ExportError | None:
+    """optimum-intel's own words when it refuses a model type with the installed transformers are a
+    traceback's last line; this says which versions it takes (asked only once it failed: the
+    question imports optimum-intel's export configs, a minute on a busy machine)."""
+    model_type = json.loads((model_dir / "config.json").read_text()).get("model_type")
+    why = gguf_convert.model_type_unexportable(model_type) if model_type else None
+    return ExportError(f"{model_dir.name}: {why}") if why else None
+
+
 def _check_keepable(src: Path) -> None:
+    if not src.exists():
+        return  # check_source says so
     if not src.is_file():
         raise ExportError(f"--preset gguf keeps a GGUF file's own quantization; {src} is a Hugging Face folder: "
                           "use another preset (the default is the seed's recipe)")
