@@ -58,6 +58,9 @@ def test_a_gguf_of_kept_types_defaults_to_the_gguf_preset_anything_else_to_the_s
     (tmp_path / "k").mkdir()
     assert default_preset(_header(tmp_path / "k", Q4_1, Q5_K), {}) == "seed"
     assert default_preset(tmp_path, {}) == "seed" and default_preset(None, {}) == "seed"
+    phi3 = tmp_path / "phi3.gguf"
+    phi3.write_bytes(gguf_bytes({"general.architecture": (8, "phi3")}, [("t.weight", Q4_1)]))
+    assert default_preset(phi3, {}) == "seed"
 
 
 def test_what_the_preset_cannot_keep_is_refused_in_one_line(tmp_path):
@@ -78,7 +81,7 @@ def test_the_manifest_says_nothing_was_quantized():
 
 @pytest.mark.slow
 @pytest.mark.default_model
-@pytest.mark.parametrize("name", ["llama-smollm", "qwen2"])
+@pytest.mark.parametrize("name", ["llama-smollm", "qwen2", "qwen3"])
 def test_a_kept_export_computes_what_llama_cpp_computes_on_the_same_file(name):
     """The file's blocks kept: the exported model's logits are llama.cpp's (cosine > 0.999 at every
     position, as the float conversion's), where quantizing again moves them."""

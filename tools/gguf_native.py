@@ -24,6 +24,9 @@ import numpy as np
 from ..engine.gguf_meta import read_header
 
 KEPT_TYPES = ("Q4_0", "Q4_1", "Q8_0")
+# Where the kept blocks are checked against llama.cpp (tests/test_gguf_kept.py); phi3's fused
+# qkv/gate-up layout and the gemmas' are not yet.
+KEPT_ARCHITECTURES = ("llama", "qwen2", "qwen3")
 PLAIN_TYPES = ("F32", "F16", "BF16")
 BLOCK = 32
 # Architectures whose GGUF converter permutes the rows of attn_q/attn_k (llama.cpp's rotary layout);
@@ -33,7 +36,10 @@ _PERMUTED = ("llama",)
 
 def problem(gguf_path: Path) -> str | None:
     """Why this file's blocks cannot be kept, as a phrase; None when they can."""
-    _, types = read_header(gguf_path)
+    metadata, types = read_header(gguf_path)
+    arch = metadata.get("general.architecture")
+    if arch not in KEPT_ARCHITECTURES:
+        return f"architecture '{arch}' (it keeps the blocks of {', '.join(KEPT_ARCHITECTURES)})"
     odd = sorted(set(types) - set(KEPT_TYPES) - set(PLAIN_TYPES))
     if odd:
         return f"tensor type {', '.join(odd)} (it keeps {', '.join(KEPT_TYPES)}; {', '.join(PLAIN_TYPES)} go as fp16)"
