@@ -108,7 +108,9 @@ def cmd_serve(args) -> int:
         from ..server.ray_launch import serve_on_ray
         serve_on_ray(settings, address=args.ray_address, report=progress)
     else:
+        from ..engine.model import loadable
         from ..server.launch import serve_http
+        loadable(settings.model)  # a model that cannot load (a GGUF genai's reader refuses) fails here, before the port opens
         logging.basicConfig(format="%(levelname)s:     %(message)s", level=settings.log_level.upper())
         serve_http(settings, report=progress)
     return 0

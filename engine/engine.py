@@ -31,7 +31,7 @@ from .devices import check_device
 from .errors import EngineError, EngineStoppedError, ModelError, OptionsError, reason
 from .events import Accepted
 from .memory import releasing_mapped_weights
-from .model import ModelInfo, damaged_files_message, resolve
+from .model import ModelInfo, damaged_files_message, loadable
 from .options import BatchOptions, GenerationOptions, LoadOptions
 from .preparer import Preparer
 from .prompt import PreparedPrompt, prepare
@@ -95,7 +95,7 @@ class Engine:
         loads faster but slows every turn (2x by the 6th at Phi-3 scale; docs/performance.md).
         An ATTENTION_BACKEND property still wins; the batching mode always runs on PA.
         """
-        info = resolve(model)
+        info = loadable(model)
         batch = BatchOptions() if batching is True else (batching or None)
         options = LoadOptions(check_device(device), performance_hint, num_streams, cache_dir, warmup, ov_properties, batch,
                               prompt_lookup, draft_model, num_assistant_tokens, max_ngram_size, deterministic,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .decoding import DEFAULT_DECODING
 from .errors import ModelError
-from .gguf_meta import read_metadata, stop_token_ids
+from .gguf_meta import direct_load_problem, read_header, read_metadata, stop_token_ids
 from .paths import default_model_dir
 
 REQUIRED_FILES = ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_detokenizer.xml")
@@ -87,6 +87,19 @@ def _describe_folder(path: Path) -> ModelInfo:
         manifest=_read_json(path / MANIFEST) or None,
         decoding={key: generation[key] for key in DECODING_KEYS if generation.get(key) is not None},
     )
+
+
+def loadable(model: str | Path | None) -> ModelInfo:
+    """resolve(model), and for a GGUF a ModelError unless openvino_genai's reader runs it as llama.cpp
+    does (gguf_meta.direct_load_problem): before the reader fails deep inside with a message that says
+    nothing, or runs with a tokenizer that is not the file's."""
+    info = resolve(model)
+    if info.format == "gguf":
+        problem = direct_load_problem(*read_header(info.path))
+        if problem:
+            raise ModelError(f"{info.path.name} cannot run directly: openvino_genai's GGUF reader does not take its "
+                             f"{problem}. Export it first, which does: `ovchat export {info.path} OUT`, then load OUT.")
+    return info
 
 
 def _describe_gguf(path: Path) -> ModelInfo:

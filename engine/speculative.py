@@ -12,7 +12,7 @@ from __future__ import annotations
 import openvino_genai as ov_genai
 
 from .errors import ModelError
-from .model import ModelInfo, resolve
+from .model import ModelInfo, loadable
 from .options import LoadOptions
 
 
@@ -22,7 +22,7 @@ def speculative_properties(options: LoadOptions, main: ModelInfo) -> dict:
         return {"prompt_lookup": True}
     if not options.draft_model:
         return {}
-    draft = resolve(options.draft_model)
+    draft = loadable(options.draft_model)
     check_same_tokenizer(main, ov_genai.Tokenizer(str(main.path)), draft, ov_genai.Tokenizer(str(draft.path)))
     draft_properties = {k: v for k, v in options.to_properties().items() if k != "ATTENTION_BACKEND"}
     return {"draft_model": ov_genai.draft_model(str(draft.path), options.device, **draft_properties)}

@@ -216,8 +216,16 @@ def _add_vocab(writer, family: Family, vocab: dict) -> None:
     writer.add_chat_template(family.template)
 
 
-def write(name: str, path: Path, default_gguf: Path | None = None, seed: int = 0) -> Path:
-    """Write family `name`'s tiny GGUF at `path` (byte-level BPE families need `default_gguf`)."""
+# The matrix types openvino_genai's own GGUF reader takes (engine/gguf_meta.py): files for direct load.
+DIRECT_TYPES = ("Q4_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "F16")
+# The types `ovchat export --preset gguf` keeps as they are (tools/gguf_native.py), and F16.
+KEPT_TYPES = ("Q4_0", "Q4_1", "Q8_0", "F16")
+SUBSETS = {"direct": DIRECT_TYPES, "kept": KEPT_TYPES}
+
+
+def write(name: str, path: Path, default_gguf: Path | None = None, seed: int = 0, types: tuple = MATRIX_TYPES) -> Path:
+    """Write family `name`'s tiny GGUF at `path` (byte-level BPE families need `default_gguf`), its
+    matrices in `types` by turns (the embedding Q8_0)."""
     import gguf
 
     family = FAMILIES[name]
@@ -228,8 +236,11 @@ def write(name: str, path: Path, default_gguf: Path | None = None, seed: int = 0
     for key, value in family.sampling:
         (writer.add_int32 if isinstance(value, int) else writer.add_float32)(f"general.sampling.{key}", value)
     _add_hparams(writer, family)
+    if types != MATRIX_TYPES:  # openvino_genai's reader looks these up (a missing one: "unordered_map::at")
+        writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_1)
+        writer.add_vocab_size(len(vocab["tokens"]))
     _add_vocab(writer, family, vocab)
-    kinds = iter(MATRIX_TYPES * 8)
+    kinds = iter(types * 8)
     for tensor, shape in _tensors(family, len(vocab["tokens"])):
         if isinstance(shape, int):
             writer.add_tensor(tensor, np.ones(shape, dtype=np.float32) if tensor.endswith("weight")
@@ -266,8 +277,11 @@ def _staged(final: Path, build) -> Path:
     return final
 
 
-def cached_gguf(name: str, root: Path, default_gguf: Path | None) -> Path:
-    """Family `name`'s GGUF under `root`, written once."""
+def cached_gguf(name: str, root: Path, default_gguf: Path | None, subset: str | None = None) -> Path:
+    """Family `name`'s GGUF under `root`, written once; `subset` ("direct", "kept"): only those types."""
+    if subset:
+        return _staged(root / f"gguf-{name}-{subset}-{VERSION}.gguf",
+                       lambda path: write(name, path, default_gguf, types=SUBSETS[subset]))
     return _staged(root / f"gguf-{name}-{VERSION}.gguf", lambda path: write(name, path, default_gguf))
 
 

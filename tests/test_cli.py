@@ -119,3 +119,15 @@ def test_a_model_without_a_chat_template_completes_raw_text_and_says_so_once(tin
     assert run.stderr.count("no chat template") == 1 and "raw text" in run.stderr
     refused = ovchat("generate", "-m", bare, "-n", "4", "--no-warmup", "--system", "Be brief.", "Once upon a time")
     assert refused.returncode == 1 and "drop --system" in refused.stderr
+
+
+def test_serve_refuses_a_gguf_genai_cannot_run_before_opening_its_port(tmp_path):
+    from test_model_files import gguf_bytes
+
+    path = tmp_path / "phi.gguf"
+    path.write_bytes(gguf_bytes({"general.architecture": (8, "phi3")}, [("blk.0.attn_qkv.weight", 3)]))
+    run = ovchat("serve", "-m", path, "--port", "1", timeout=120)  # port 1: it must fail before binding
+    assert run.returncode == 1 and "Uvicorn running" not in run.stderr
+    assert run.stderr.strip().splitlines() == [
+        f"ovchat: phi.gguf cannot run directly: openvino_genai's GGUF reader does not take its architecture 'phi3' "
+        f"(it runs llama, qwen2, qwen3). Export it first, which does: `ovchat export {path} OUT`, then load OUT."]

@@ -6,11 +6,12 @@ import struct
 import pytest
 
 from ovchat.engine import Engine, ModelError
-from ovchat.engine.gguf_meta import read_metadata
+from ovchat.engine.gguf_meta import read_header, read_metadata
 from ovchat.engine.model import resolve
 
 
-def gguf_bytes(pairs):
+def gguf_bytes(pairs, tensors=()):
+    """A GGUF header: `pairs` {key: (value type, value)}, `tensors` (name, ggml type id) infos (no data)."""
     def string(s):
         b = s.encode()
         return struct.pack("<Q", len(b)) + b
@@ -23,7 +24,9 @@ def gguf_bytes(pairs):
             body += struct.pack("<IQ", 8, len(value)) + b"".join(string(v) for v in value)
         else:
             body += struct.pack({4: "<I", 6: "<f", 7: "<?"}[kind], value)
-    return b"GGUF" + struct.pack("<IQQ", 3, 0, len(pairs)) + body
+    for i, (name, kind) in enumerate(tensors):
+        body += string(name) + struct.pack("<I2QIQ", 2, 32, 4, kind, 64 * i)
+    return b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(pairs)) + body
 
 
 def test_gguf_header_values_are_read_and_arrays_skipped(tmp_path):
@@ -37,6 +40,39 @@ def test_gguf_header_values_are_read_and_arrays_skipped(tmp_path):
     assert read_metadata(path)["tokenizer.ggml.tokens"] == 3
     info = resolve(path)
     assert (info.format, info.architecture, info.context_length, info.eos_token_ids) == ("gguf", "llama", 2048, (2,))
+
+
+Q4_1, Q8_0, Q5_K, F32, BF16 = 3, 8, 13, 0, 30
+
+
+def test_the_tensor_types_are_counted_from_the_header(tmp_path):
+    path = tmp_path / "m.gguf"
+    path.write_bytes(gguf_bytes({"general.architecture": (8, "qwen3"), "tokenizer.ggml.model": (8, "gpt2"),
+                                 "tokenizer.ggml.pre": (8, "qwen2")},
+                                [("token_embd.weight", Q8_0), ("blk.0.attn_q.weight", Q4_1), ("blk.0.ffn_up.weight", Q4_1),
+                                 ("output_norm.weight", F32)]))
+    metadata, types = read_header(path)
+    assert metadata["general.architecture"] == "qwen3" and types == {"Q8_0": 1, "Q4_1": 2, "F32": 1}
+    assert resolve(path).format == "gguf"  # every one of them genai's reader takes
+
+
+@pytest.mark.parametrize("arch, vocab, kinds, named", [
+    ("phi3", ("llama", ""), [Q4_1], "architecture 'phi3' (it runs llama, qwen2, qwen3)"),
+    ("gemma3", ("llama", ""), [Q8_0], "architecture 'gemma3'"),
+    ("llama", ("gpt2", "smollm"), [Q4_1, Q5_K, BF16],
+     "tensor type BF16, Q5_K (it reads F32, F16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K)"),
+    ("llama", ("gpt2", "llama-bpe"), [Q4_1], "byte-level BPE vocabulary with the 'llama-bpe' pre-tokenizer as llama.cpp"),
+    ("llama", ("llama", ""), [Q4_1], "'llama' vocabulary as llama.cpp tokenizes it"),
+])
+def test_a_gguf_genai_cannot_run_is_refused_in_one_line_naming_the_export(tmp_path, arch, vocab, kinds, named):
+    path = tmp_path / "m.gguf"
+    path.write_bytes(gguf_bytes({"general.architecture": (8, arch), "tokenizer.ggml.model": (8, vocab[0]),
+                                 "tokenizer.ggml.pre": (8, vocab[1])}, [(f"t{i}.weight", k) for i, k in enumerate(kinds)]))
+    with pytest.raises(ModelError) as error:
+        Engine.load(path)
+    message = str(error.value)
+    assert "\n" not in message and named in message
+    assert f"`ovchat export {path} OUT`" in message
 
 
 def test_a_gguf_run_directly_stops_on_the_ids_its_export_would(tmp_path):

@@ -22,12 +22,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..engine import EngineError
 
-from . import fidelity, gguf_convert, recipe as recipes
+from . import fidelity, gguf_convert, gguf_native, recipe as recipes
 
 MANIFEST = "ovchat.json"
 MANIFEST_VERSION = 2  # 2: "files" records every output file's size and sha256
@@ -103,6 +103,7 @@ def _check_hf_folder(src: Path) -> None:
     if not _is_causal_lm(config):
         arch = ", ".join(config.get("architectures") or [config.get("model_type", "unknown")])
         raise ExportError(f"{src} holds a {arch}, not a causal language model; ovchat exports chat LLMs only")
+
     if not any(src.glob("*.safetensors")) and not any(src.glob("*.bin")):
         raise ExportError(f"{src} has no weights (*.safetensors or *.bin)")
 
@@ -218,6 +219,8 @@ def export(
     src, out = Path(src).expanduser().resolve(), Path(out).expanduser().resolve()
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; pass --force to replace it")
+    if recipe.keep_gguf:  # from the header alone, before any slow step
+        _check_keepable(src)
     source = check_source(src, kind)
     progress = Progress(total=3 + src.is_file() + check + bool(answer_checks))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -264,10 +267,16 @@ def _build(source: Source, staging: Path, recipe: recipes.Recipe, check: bool, a
     used = recipes.fitted(recipe, float_dir)
     _say_group_size(recipe, used)
     progress(_describe(used))
-    if used.data_aware:
+    if used.keep_gguf:  # the graph from an fp16 export, then the file's own blocks put back into it
+        run_optimum(replace(used, weight_format="fp16").optimum_cli_args(float_dir, model_dir), work / "optimum.log")
+        manifest["source"]["gguf"]["kept_blocks"] = gguf_native.keep_blocks(source.path, model_dir)
+    elif used.data_aware:
         run_calibrated(used, float_dir, model_dir, work / "optimum.log")
     else:
-        run_optimum(used.optimum_cli_args(float_dir, model_dir), work / "optimum.log")
+        try:
+            run_optimum(used.optimum_cli_args(float_dir, model_dir), work / "optimum.log")
+        except ExportError as error:
+            raise _refused_family(float_dir) or error from error
     manifest["recipe"] = used.to_manifest(recipe.group_size)
     manifest["versions"] = tool_versions()
     manifest["fidelity"] = {"skipped": True}
@@ -280,6 +289,27 @@ def _build(source: Source, staging: Path, recipe: recipes.Recipe, check: bool, a
     return manifest
 
 
+def _refused_family(model_dir: Path) -> ExportError | None:
+    """optimum-intel's own words when it refuses a model type with the installed transformers are a
+    traceback's last line; this says which versions it takes (asked only once it failed: the
+    question imports optimum-intel's export configs, a minute on a busy machine)."""
+    model_type = json.loads((model_dir / "config.json").read_text()).get("model_type")
+    why = gguf_convert.model_type_unexportable(model_type) if model_type else None
+    return ExportError(f"{model_dir.name}: {why}") if why else None
+
+
+def _check_keepable(src: Path) -> None:
+    if not src.exists():
+        return  # check_source says so
+    if not src.is_file():
+        raise ExportError(f"--preset gguf keeps a GGUF file's own quantization; {src} is a Hugging Face folder: "
+                          "use another preset (the default is the seed's recipe)")
+    why = gguf_native.problem(src)
+    if why:
+        raise ExportError(f"--preset gguf cannot keep {src.name}'s quantization: its {why}; export it with "
+                          "--preset seed (dequantized, then quantized with the recipe)")
+
+
 def _say_group_size(requested: recipes.Recipe, used: recipes.Recipe) -> None:
     if used.group_size != requested.group_size:
         print(f"note: group size {requested.group_size} does not divide every layer's input channels; "
@@ -287,6 +317,8 @@ def _say_group_size(requested: recipes.Recipe, used: recipes.Recipe) -> None:
 
 
 def _describe(r: recipes.Recipe) -> str:
+    if r.keep_gguf:
+        return "exporting with optimum-intel (fp16), then putting the GGUF's own Q4_0/Q4_1/Q8_0 blocks back (no second quantization)"
     if not r.is_int4:
         return f"exporting with optimum-intel, weights {r.weight_format}"
     group = "per-channel" if r.group_size == -1 else f"group {r.group_size}"

@@ -104,25 +104,33 @@ def check_exportable(reader, path: Path) -> None:
 
 
 def unexportable(arch: str) -> str | None:
-    """Why optimum-intel will not export llama.cpp architecture `arch` here, or None. Its export
-    configs carry the transformers versions they accept (Gemma 2 and 3 stop at 5.0 in 2.2)."""
+    """Why optimum-intel will not export llama.cpp architecture `arch` here, or None."""
+    model_type = HF_MODEL_TYPES.get(arch, arch)
+    why = model_type_unexportable(model_type)
+    return f"GGUF architecture '{arch}' converts, but {why}" if why else None
+
+
+def model_type_unexportable(model_type: str) -> str | None:
+    """Why optimum-intel will not export transformers' `model_type` here, or None. Its export configs
+    carry the transformers versions they accept (Gemma 2 and 3 stop at 5.0 in 2.2)."""
     from importlib.metadata import version
 
     from optimum.exporters.openvino import model_configs  # noqa: F401  (registers the OpenVINO export configs)
     from optimum.exporters.tasks import TasksManager
     from packaging.version import Version
 
-    model_type = HF_MODEL_TYPES.get(arch, arch)
-    config = TasksManager.get_exporter_config_constructor(
-        exporter="openvino", model_type=model_type, task="text-generation-with-past", library_name="transformers")
+    try:
+        config = TasksManager.get_exporter_config_constructor(
+            exporter="openvino", model_type=model_type, task="text-generation-with-past", library_name="transformers")
+    except (KeyError, ValueError):
+        return f"optimum-intel {version('optimum-intel')} has no OpenVINO export for '{model_type}'"
     config = getattr(config, "func", config)
     low, high = getattr(config, "MIN_TRANSFORMERS_VERSION", None), getattr(config, "MAX_TRANSFORMERS_VERSION", None)
     installed = Version(version("transformers"))
     if (high and installed > Version(str(high))) or (low and installed < Version(str(low))):
         accepted = " and ".join(f"{op} {v}" for op, v in ((">=", low), ("<=", high)) if v)
-        return (f"GGUF architecture '{arch}' converts, but optimum-intel {version('optimum-intel')} exports "
-                f"'{model_type}' only with transformers {accepted} (installed: {installed}); it cannot be exported "
-                "with this install")
+        return (f"optimum-intel {version('optimum-intel')} exports '{model_type}' only with transformers {accepted} "
+                f"(installed: {installed}); it cannot be exported with this install")
     return None
 
 

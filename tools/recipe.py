@@ -13,6 +13,8 @@ Every field can be changed from `ovchat export`'s flags. PRESETS holds named alt
               calibrated on tools/calibration.py's shipped text             0.782 / 1.139,  85 MB
   int4-awq-all  int4-awq with the embedding and output layers int4 too
               (NNCF's all_layers; SmolLM2 ties them: one table)             0.716 / 1.298,  72 MB
+  gguf        a GGUF source's own quantized blocks kept as they are (tools/gguf_native.py): no
+              second quantization; for the files openvino_genai's GGUF reader builds
 With ratio 1.0 NNCF still keeps the embedding table and the output layer in int8 unless
 `all_layers` is set.
 """
@@ -50,6 +52,7 @@ class Recipe:
     awq: bool = False               # data-aware activation-aware scaling
     scale_estimation: bool = False  # data-aware scales minimizing each layer's output error
     gptq: bool = False              # data-aware layer-wise weight correction
+    keep_gguf: bool = False         # a GGUF's own blocks kept (tools/gguf_native.py); NNCF not run
     preset: str = "seed"            # the PRESETS entry this recipe started from (recorded only)
 
     def __post_init__(self):
@@ -98,6 +101,9 @@ class Recipe:
 
     def to_manifest(self, group_size_requested: int) -> dict:
         data = asdict(self)
+        if self.keep_gguf:  # nothing was quantized: the file's blocks say what the weights are
+            return {"preset": self.preset, "keep_gguf": True, "task": self.task,
+                    "weights": "the GGUF's own blocks, group 32 (Q4_0/Q4_1 as u4, Q8_0 as i8, f16 scales); F32/F16 as fp16"}
         if self.data_aware:
             data["calibration"] = "tools/calibration.py"
         if not self.is_int4:  # group size and ratio mean nothing for int8/fp16/fp32
@@ -138,7 +144,7 @@ def fit_group_size(requested: int, widths: set) -> int:
 
 def fitted(recipe: Recipe, model_dir: Path) -> Recipe:
     """The recipe with a group size that works for the model in `model_dir`."""
-    if not recipe.is_int4:
+    if not recipe.is_int4 or recipe.keep_gguf:
         return recipe
     config = json.loads((model_dir / "config.json").read_text())
     return replace(recipe, group_size=fit_group_size(recipe.group_size, input_channels(config)))
@@ -149,4 +155,5 @@ PRESETS = {
     "int4": Recipe(ratio=1.0, preset="int4"),
     "int4-awq": Recipe(ratio=1.0, awq=True, scale_estimation=True, preset="int4-awq"),
     "int4-awq-all": Recipe(ratio=1.0, awq=True, scale_estimation=True, all_layers=True, preset="int4-awq-all"),
+    "gguf": Recipe(keep_gguf=True, preset="gguf"),
 }
