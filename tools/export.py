@@ -203,6 +203,13 @@ def _run_logged(command: list, log_path: Path, what: str) -> None:
         raise ExportError(f"{what} failed: {last} (full log: {kept})")
 
 
+def check_out(out: Path | str, force: bool) -> None:
+    """Refuse an existing `out` (unless `force`), before any work or message."""
+    out = Path(out).expanduser().resolve()
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists; pass --force to replace it")
+
+
 def export(
     src: Path,
     out: Path,
@@ -217,8 +224,7 @@ def export(
 
     `answer_checks`: (question, expected substring) pairs the exported model must answer."""
     src, out = Path(src).expanduser().resolve(), Path(out).expanduser().resolve()
-    if out.exists() and not force:
-        raise ExportError(f"{out} already exists; pass --force to replace it")
+    check_out(out, force)
     if recipe.keep_gguf:  # from the header alone, before any slow step
         _check_keepable(src)
     source = check_source(src, kind)

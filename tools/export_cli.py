@@ -60,8 +60,10 @@ EXPORT_MODULES = ("torch", "transformers", "optimum.intel", "nncf", "gguf", "tok
 def handler(args: argparse.Namespace) -> int:
     _require_export_extra()
     from . import default_model, named_models
-    from .export import ExportError, export
+    from .export import ExportError, check_out, export
 
+    if args.out is not None:
+        check_out(args.out, args.force)  # before the preset's note: a refusal is the one line
     recipe = recipe_from_args(args, Path(args.src) if args.src not in ("default", *named_models.NAMED) else None)
     if args.src == "default":
         if args.out is None:
