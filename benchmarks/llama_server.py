@@ -50,6 +50,11 @@ def binary_path(llama_cpp_python_version: str | None = None) -> Path:
 
 
 BUILD_COMMAND = "python -m ovchat.benchmarks.llama_server build"
+# Measured 2026-12-07 on this project's machines (a VM of an Intel Xeon with AMX): the build's AMX
+# kernels crash the server at its first computation (SIGSEGV in ggml_backend_amx_mul_mat), and
+# --no-repack, which keeps weights in the file's layout, is what avoids them. For the Q4_1 default
+# model AMX was the only repack on offer; other quant types lose their AVX repack too.
+RUNTIME_FLAGS = ("--no-repack",)
 
 
 def missing_reason() -> str | None:

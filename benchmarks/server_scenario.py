@@ -98,7 +98,7 @@ def server_spec(backend: str, files, concurrency: int, profile) -> ServerSpec:
     return ServerSpec(f"llama-server --parallel {concurrency}",
                       [str(llama_server.binary_path()), "-m", files.gguf, "--host", "127.0.0.1", "--port", "{port}",
                        "--parallel", str(concurrency), "-c", str(concurrency * per_request_context(profile)),
-                       "-t", THREADS, "-tb", THREADS], ready_timeout_s=profile.timeout_s)
+                       "-t", THREADS, "-tb", THREADS, *llama_server.RUNTIME_FLAGS], ready_timeout_s=profile.timeout_s)
 
 
 def eos_fields(backend: str, max_tokens: int) -> dict:
