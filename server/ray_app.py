@@ -57,8 +57,7 @@ class OvchatReplica:
 
         self.settings = settings
         context = serve.get_replica_context()
-        node = ray.get_runtime_context().get_node_id()
-        self.name = f"{context.replica_id.unique_id}@{os.uname().nodename}/{node[:12]}"  # replica@host/Ray node
+        self.name = replica_name()
         # Ray runs this actor on `num_cpus` CPUs but does not pin it; OpenVINO would otherwise start
         # one thread per core of the node, and replicas sharing a node would fight over them.
         load = {"INFERENCE_NUM_THREADS": settings.ray.threads, **settings.engine_arguments()}
@@ -107,6 +106,12 @@ class OvchatReplica:
                 "inference_num_threads": self.settings.ray.threads, "model": str(self.engine.info.path)}
 
 
+def replica_name() -> str:
+    """This replica's name in answers: replica@host/Ray node."""
+    context, node = serve.get_replica_context(), ray.get_runtime_context().get_node_id()
+    return f"{context.replica_id.unique_id}@{os.uname().nodename}/{node[:12]}"
+
+
 class ReplicaHeader:
     """ASGI middleware: every response names the replica that served it."""
 
@@ -145,7 +150,11 @@ def deployment_options(settings: ServerSettings) -> dict:
             target_ongoing_requests=ray_settings.target_ongoing_requests)
     else:
         chosen["num_replicas"] = ray_settings.num_replicas
-    if ray_settings.conversation_affinity:
+    if settings.models is not None:  # Serve's multiplexing routes by model; the conversation among its holders
+        chosen["request_router_config"] = RequestRouterConfig(
+            request_router_class=ROUTER, request_router_kwargs={"multiplexed": True,
+                                                                "affinity": ray_settings.conversation_affinity})
+    elif ray_settings.conversation_affinity:
         chosen["request_router_config"] = RequestRouterConfig(request_router_class=ROUTER)
     return chosen
 
@@ -154,6 +163,10 @@ def build(settings: ServerSettings):
     """The Serve application for these settings (their `ray` part set)."""
     if settings.ray is None:
         raise OptionsError("a Ray Serve app needs ServerSettings(ray=RaySettings(...)).")
+    if settings.models is not None:  # several models: Serve's multiplexing (ray_models.py)
+        from .ray_models import OvchatModelsReplica, check_models
+        check_models(settings)
+        return OvchatModelsReplica.options(**deployment_options(settings)).bind(settings)
     return OvchatReplica.options(**deployment_options(settings)).bind(settings)
 
 
