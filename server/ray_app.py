@@ -21,6 +21,8 @@ arguments and typed there. What this module adds:
 - the replica's name in the `X-Ovchat-Replica` response header, its token counters mirrored into
   Ray's metrics (ray_metrics.py), conversation-affine routing (ray_router.py), and OpenAI-shaped
   errors from Ray's proxy (ray_proxy.py).
+
+Several models (`settings.models`): ray_models.py's replica instead, through Serve's multiplexing.
 """
 
 from __future__ import annotations
