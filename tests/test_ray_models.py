@@ -4,10 +4,13 @@ two replicas, one per node, at most one model loaded per replica. Requests alter
 tiny models are all answered, each by the replica holding its model (the same replica and engine
 process every time: no reload); a third model evicts a replica's model (Serve's LRU) and is
 answered, and so is the evicted one afterwards; GET /v1/models lists the models; an unknown model
-is a 404 naming them. Every wait is bounded."""
+is a 404 naming them. First, `ovchat serve --ray -m a=PATH -m b=PATH` as a process (its own local
+Ray, before the cluster starts). Every wait is bounded."""
 
 import os
-import time
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -19,10 +22,44 @@ from ovchat.server.ray_models import MODELS_HEADER, PID_HEADER  # noqa: E402
 from ovchat.server.ray_proxy import CALLBACK, CALLBACK_ENV, MODEL_HEADER_ENV  # noqa: E402
 from ovchat.server.settings import RaySettings, ServerSettings  # noqa: E402
 from server_harness import request  # noqa: E402
-from test_ray_serve import LOOPBACK, free_port  # noqa: E402
+from test_ray_serve import LOOPBACK, free_port, wait_until  # noqa: E402
 
 APP = "ovchat"
 HELLO = [{"role": "user", "content": "Hello, world!"}]
+
+
+CLI = "from ovchat.cli.main import main; raise SystemExit(main())"
+
+
+def test_ovchat_serve_ray_with_two_models_answers_each_and_stops_on_sigterm(tiny_phi3_dir, tiny_phi3_end_dir, tmp_path):
+    port, log = free_port(), open(tmp_path / "serve.log", "w")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("RAY_", "OVCHAT_RAY_"))}
+    process = subprocess.Popen([sys.executable, "-c", CLI, "serve", "--ray", "-m", f"a={tiny_phi3_dir}",
+                                "-m", f"b={tiny_phi3_end_dir}", "--models-per-replica", "1", "--port", str(port),
+                                "--max-concurrency", "2", "--log-level", "warning"],
+                               stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        def healthy():
+            """the app answers /health"""
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                return request(url, "GET", "/health", timeout_s=5)[0] == 200
+            except OSError:
+                return False
+
+        wait_until(healthy, timeout_s=240, every_s=0.5)
+        for model in ("a", "b", "a"):  # one replica, one model at a time: b evicts a, then a evicts b
+            status, body, _, loaded, pid = chat(url, model)
+            assert status == 200 and body["model"] == model and loaded == model and pid, (body, loaded)
+        assert sorted(card["id"] for card in request(url, "GET", "/v1/models")[1]["data"]) == ["a", "b"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 0, (tmp_path / "serve.log").read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+        log.close()
 
 
 @pytest.fixture(scope="module")
