@@ -32,18 +32,16 @@ import logging
 import os
 from dataclasses import replace
 
-import ray
 from ray import serve
 from ray.serve.config import AutoscalingConfig, RequestRouterConfig
 
 from ..engine.errors import OptionsError
 from .app import create_app
 from .coalesce import CoalesceEventStream
+from .ray_replica import DEPLOYMENT, REPLICA_HEADER, ReplicaHeader, replica_name  # noqa: F401 (REPLICA_HEADER: the tests')
 from .settings import ServerSettings, from_serve_args
 
 log = logging.getLogger("ovchat.server")
-REPLICA_HEADER = "x-ovchat-replica"
-DEPLOYMENT = "ovchat"
 ROUTER = "ovchat.server.ray_router:ConversationRouter"
 
 
@@ -106,31 +104,6 @@ class OvchatReplica:
         """This replica's name, and the threads Ray asked for (OMP_NUM_THREADS) against OpenVINO's."""
         return {"replica": self.name, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
                 "inference_num_threads": self.settings.ray.threads, "model": str(self.engine.info.path)}
-
-
-def replica_name() -> str:
-    """This replica's name in answers: replica@host/Ray node."""
-    context, node = serve.get_replica_context(), ray.get_runtime_context().get_node_id()
-    return f"{context.replica_id.unique_id}@{os.uname().nodename}/{node[:12]}"
-
-
-class ReplicaHeader:
-    """ASGI middleware: every response names the replica that served it."""
-
-    def __init__(self, app, name: str, state=None):
-        self.app, self.header = app, (REPLICA_HEADER.encode(), name.encode())
-        self.state = app.state if state is None else state  # Ray's ingress wrapper and the tests read the Starlette app's state
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def named(message):
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), self.header]}
-            await send(message)
-
-        await self.app(scope, receive, named)
 
 
 def deployment_options(settings: ServerSettings) -> dict:

@@ -30,7 +30,7 @@ from ..engine.errors import OptionsError
 from .app import create_app
 from .coalesce import CoalesceEventStream
 from .models import ModelPool
-from .ray_app import DEPLOYMENT, ReplicaHeader, replica_name
+from .ray_replica import DEPLOYMENT, ReplicaHeader, replica_name
 from .settings import ServerSettings
 
 log = logging.getLogger("ovchat.server")
