@@ -97,6 +97,9 @@ def _add_ray_flags(p) -> None:
                    help="requests each Ray proxy holds when every replica is full; more get a 429 (default: %(default)s)")
     g.add_argument("--no-affinity", action="store_true",
                    help="route turns of one conversation (X-Session-ID) like any request, not to its replica")
+    g.add_argument("--models-per-replica", type=int, default=3, metavar="N",
+                   help="several models (-m NAME=PATH ...): each replica keeps at most N loaded, least recently used "
+                        "evicted; requests go to a replica holding their model (Serve's multiplexing; default: %(default)s)")
     g.add_argument("--stream-coalesce-ms", type=float, default=250,
                    help="a stream's SSE events reach Ray's proxy at most once per this long, joined (each token waits "
                         "at most this long; the first is never held); 0: each event at once (default: %(default)s)")
@@ -125,9 +128,11 @@ def serve_settings(args):
     engine = load_arguments(args)
     models = serve_models.models_settings(args, engine["device"])
     engine["model"] = None if models is not None or not args.model else args.model[0]
-    if models is not None and (args.ray or args.served_model_name):
-        raise EngineError(f"{'--ray' if args.ray else '--served-model-name'} serves one model; with several, "
-                          "name each with -m NAME=PATH.")
+    if models is not None and args.served_model_name:
+        raise EngineError("--served-model-name serves one model; with several, name each with -m NAME=PATH.")
+    if models is not None and args.ray and (args.models_max is not None or args.models_memory_gb is not None):
+        raise EngineError("with --ray, bound the models of each replica with --models-per-replica N "
+                          "(Serve's multiplexing evicts the least recently used), not --models-max/--models-memory-gb.")
     ray = None
     if args.ray:
         if args.replicas != "auto" and not args.replicas.isdigit():
@@ -135,7 +140,8 @@ def serve_settings(args):
         ray = RaySettings(num_cpus=args.replica_cpus, num_replicas=args.replicas if args.replicas == "auto" else int(args.replicas),
                           min_replicas=args.min_replicas, max_replicas=args.max_replicas,
                           max_replicas_per_node=args.replicas_per_node, max_queued_requests=args.max_queued,
-                          conversation_affinity=not args.no_affinity, stream_coalesce_ms=args.stream_coalesce_ms)
+                          conversation_affinity=not args.no_affinity, stream_coalesce_ms=args.stream_coalesce_ms,
+                          max_num_models_per_replica=args.models_per_replica)
     return ServerSettings(
         model=engine.pop("model"), device=engine.pop("device"), engine_options=engine,
         engine_process=not args.in_process, max_concurrency=args.max_concurrency, kv_cache_gb=args.kv_cache_gb,

@@ -96,8 +96,9 @@ class ServerState:
             if self.loop is not None and serving is not None:
                 self.loop.call_soon_threadsafe(serving.drain, self.config.shutdown_grace_s)
 
-    def make_pool(self, load_model: Callable):
-        """The pool of config.models; `load_model(model_settings)` loads one (on a thread)."""
+    def make_pool(self, load_model: Callable, pool_class: Callable | None = None):
+        """The pool of config.models; `load_model(model_settings)` loads one (on a thread).
+        `pool_class`: a ModelPool subclass (server/ray_models.py: Serve's multiplexing decides)."""
         from .models import ModelPool
         config, metrics = self.config, self.metrics
 
@@ -105,7 +106,7 @@ class ServerState:
             return Serving(engine, model.name, config.model_concurrency(model), config.max_queue,
                            metrics.for_model(model.name), max_tokens=config.max_tokens, timeout_s=config.request_timeout_s)
 
-        self.pool = ModelPool(config.models, load_model, make_serving, kv_cache_gb=config.kv_cache_gb)
+        self.pool = (pool_class or ModelPool)(config.models, load_model, make_serving, kv_cache_gb=config.kv_cache_gb)
         for model in self.pool.models.values():
             metrics.model_loaded.labels(model.name).set_function(lambda m=model: m.state == "loaded")
             metrics.model_loads.labels(model.name).set_function(lambda m=model: m.loads)
@@ -119,7 +120,7 @@ def _model_name(engine) -> str:
 
 
 def create_app(load_engine: Callable, config: ServerSettings = ServerSettings(),
-               on_load_failure: Callable[[str], None] | None = None) -> Starlette:
+               on_load_failure: Callable[[str], None] | None = None, pool_class: Callable | None = None) -> Starlette:
     """The ASGI app, bounded and guarded as `config` says (its engine's settings are `load_engine`'s
     business). `load_engine()` runs on a thread at start-up and returns a loaded Engine; with
     `config.models` (several models), `load_engine(model_settings)` loads one, on demand."""
@@ -135,7 +136,7 @@ def create_app(load_engine: Callable, config: ServerSettings = ServerSettings(),
         # where (a pipeline step keeping the GIL) its import took seconds while the engine ran.
         await anyio.sleep(0)
         if many:
-            state.make_pool(load_engine)
+            state.make_pool(load_engine, pool_class)
         else:
             threading.Thread(target=state.load, args=(load_engine, on_load_failure), name="ovchat-load",
                              daemon=True).start()

@@ -21,6 +21,8 @@ arguments and typed there. What this module adds:
 - the replica's name in the `X-Ovchat-Replica` response header, its token counters mirrored into
   Ray's metrics (ray_metrics.py), conversation-affine routing (ray_router.py), and OpenAI-shaped
   errors from Ray's proxy (ray_proxy.py).
+
+Several models (`settings.models`): ray_models.py's replica instead, through Serve's multiplexing.
 """
 
 from __future__ import annotations
@@ -30,18 +32,16 @@ import logging
 import os
 from dataclasses import replace
 
-import ray
 from ray import serve
 from ray.serve.config import AutoscalingConfig, RequestRouterConfig
 
 from ..engine.errors import OptionsError
 from .app import create_app
 from .coalesce import CoalesceEventStream
+from .ray_replica import DEPLOYMENT, REPLICA_HEADER, ReplicaHeader, replica_name  # noqa: F401 (REPLICA_HEADER: the tests')
 from .settings import ServerSettings, from_serve_args
 
 log = logging.getLogger("ovchat.server")
-REPLICA_HEADER = "x-ovchat-replica"
-DEPLOYMENT = "ovchat"
 ROUTER = "ovchat.server.ray_router:ConversationRouter"
 
 
@@ -57,8 +57,7 @@ class OvchatReplica:
 
         self.settings = settings
         context = serve.get_replica_context()
-        node = ray.get_runtime_context().get_node_id()
-        self.name = f"{context.replica_id.unique_id}@{os.uname().nodename}/{node[:12]}"  # replica@host/Ray node
+        self.name = replica_name()
         # Ray runs this actor on `num_cpus` CPUs but does not pin it; OpenVINO would otherwise start
         # one thread per core of the node, and replicas sharing a node would fight over them.
         load = {"INFERENCE_NUM_THREADS": settings.ray.threads, **settings.engine_arguments()}
@@ -107,25 +106,6 @@ class OvchatReplica:
                 "inference_num_threads": self.settings.ray.threads, "model": str(self.engine.info.path)}
 
 
-class ReplicaHeader:
-    """ASGI middleware: every response names the replica that served it."""
-
-    def __init__(self, app, name: str, state=None):
-        self.app, self.header = app, (REPLICA_HEADER.encode(), name.encode())
-        self.state = app.state if state is None else state  # Ray's ingress wrapper and the tests read the Starlette app's state
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def named(message):
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []), self.header]}
-            await send(message)
-
-        await self.app(scope, receive, named)
-
-
 def deployment_options(settings: ServerSettings) -> dict:
     """The Serve deployment options the settings ask for (a config file may override them)."""
     from ray.serve.config import BackpressureConfig
@@ -145,7 +125,11 @@ def deployment_options(settings: ServerSettings) -> dict:
             target_ongoing_requests=ray_settings.target_ongoing_requests)
     else:
         chosen["num_replicas"] = ray_settings.num_replicas
-    if ray_settings.conversation_affinity:
+    if settings.models is not None:  # Serve's multiplexing routes by model; the conversation among its holders
+        chosen["request_router_config"] = RequestRouterConfig(
+            request_router_class=ROUTER, request_router_kwargs={"multiplexed": True,
+                                                                "affinity": ray_settings.conversation_affinity})
+    elif ray_settings.conversation_affinity:
         chosen["request_router_config"] = RequestRouterConfig(request_router_class=ROUTER)
     return chosen
 
@@ -154,6 +138,10 @@ def build(settings: ServerSettings):
     """The Serve application for these settings (their `ray` part set)."""
     if settings.ray is None:
         raise OptionsError("a Ray Serve app needs ServerSettings(ray=RaySettings(...)).")
+    if settings.models is not None:  # several models: Serve's multiplexing (ray_models.py)
+        from .ray_models import OvchatModelsReplica, check_models
+        check_models(settings)
+        return OvchatModelsReplica.options(**deployment_options(settings)).bind(settings)
     return OvchatReplica.options(**deployment_options(settings)).bind(settings)
 
 

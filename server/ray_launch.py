@@ -41,13 +41,15 @@ def serve_on_ray(settings: ServerSettings, address: str | None = None,
         import ray
         from ray import serve
         from .ray_app import build
-        from .ray_proxy import CALLBACK, CALLBACK_ENV
+        from .ray_proxy import CALLBACK, CALLBACK_ENV, MODEL_HEADER_ENV
     except ImportError as error:
         raise EngineError(f"`ovchat serve --ray` needs the ray extra ({error.name} is missing): "
                           "pip install 'ovchat[ray]'.") from None
 
     # The proxies Ray starts here inherit this process's environment: give them the OpenAI errors.
     os.environ.setdefault(CALLBACK_ENV, CALLBACK)
+    if settings.models is not None:  # and the body's model as Serve's multiplexed model id (ray_models.py)
+        os.environ.setdefault(MODEL_HEADER_ENV, "1")
     started_here = address is None
     local = {"_node_ip_address": "127.0.0.1"} if started_here else {}
     ray.init(address=address or "local", include_dashboard=False, logging_level=settings.log_level.upper(),
@@ -58,7 +60,9 @@ def serve_on_ray(settings: ServerSettings, address: str | None = None,
     try:
         serve.start(http_options={"host": settings.host, "port": settings.port})
         where = "a local Ray" if started_here else f"the Ray cluster at {address}"
-        report(f"ovchat serve --ray: deploying {settings.model or 'the default model'} on {where}…")
+        what = (", ".join(m.name for m in settings.models.models) + f" (at most {settings.ray.max_num_models_per_replica} "
+                "per replica)" if settings.models is not None else settings.model or "the default model")
+        report(f"ovchat serve --ray: deploying {what} on {where}…")
         serve.run(build(settings), name=APP_NAME, route_prefix="/")
         report(f"ovchat serve --ray: http://{settings.host}:{settings.port}/v1 ({settings.ray.num_replicas} replica(s)); "
                "Ctrl-C to stop")

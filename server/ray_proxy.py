@@ -12,11 +12,17 @@ Ray loads it from an environment variable that must be set where Ray starts (eac
 `ray start`, the RayService's container env); `ovchat serve --ray` sets it for the Ray it starts:
 
     RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=ovchat.server.ray_proxy:middlewares
+
+With OVCHAT_RAY_MODEL_HEADER=1 there too (`ovchat serve --ray` with several models sets it), the
+proxy also reads a POST's JSON body before routing and puts its `model` in the
+`serve_multiplexed_model_id` header, which Serve's multiplexing routes by (ray_models.py): the
+body is held (up to MODEL_BODY_LIMIT) and handed on unchanged. A request with the header keeps it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 from starlette.middleware import Middleware
 
@@ -24,12 +30,56 @@ from .protocol import SSE_DONE, APIError, sse
 
 CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 CALLBACK = "ovchat.server.ray_proxy:middlewares"
+MODEL_HEADER_ENV = "OVCHAT_RAY_MODEL_HEADER"
+MODEL_HEADER = b"serve_multiplexed_model_id"
+MODEL_BODY_LIMIT = 8 << 20  # a larger body is passed on unread (its replica reads its model itself)
 REPLICA_LOST = "The replica serving this request stopped (its node or process was lost); retry the request."
 
 
 def middlewares() -> list:
     """The proxy callback Ray calls (see the module's docstring)."""
+    if os.environ.get(MODEL_HEADER_ENV) == "1":
+        return [Middleware(OpenAIErrors), Middleware(ModelHeader)]
     return [Middleware(OpenAIErrors)]
+
+
+class ModelHeader:
+    """The body's `model` as Serve's multiplexed model id header (see the module's docstring)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        headers = scope.get("headers", [])
+        if (scope["type"] != "http" or scope.get("method") != "POST"
+                or any(key.lower().replace(b"-", b"_") == MODEL_HEADER for key, _ in headers)):
+            return await self.app(scope, receive, send)
+        held, size, complete = [], 0, False
+        while not complete and size <= MODEL_BODY_LIMIT:
+            message = await receive()
+            held.append(message)
+            if message["type"] != "http.request":
+                break  # the client left: hand that on
+            size += len(message.get("body", b""))
+            complete = not message.get("more_body", False)
+        model = model_of(b"".join(m.get("body", b"") for m in held)) if complete else None
+        if model:
+            scope = {**scope, "headers": [*headers, (MODEL_HEADER, model.encode())]}
+
+        async def replay():
+            return held.pop(0) if held else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def model_of(body: bytes) -> str | None:
+    """A JSON body's `model`, if it names one (anything else: None, the replica answers it)."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    model = parsed.get("model") if isinstance(parsed, dict) else None
+    return model if isinstance(model, str) and model and model.isprintable() else None
 
 
 def proxy_error(status: int, text: str) -> APIError:

@@ -10,6 +10,11 @@ replica goes or comes only the conversations of that replica move. That replica 
 rank offered to Ray's router; the others the second, so when it is full (at its
 max_ongoing_requests) or gone the turn goes to the least loaded of the rest. Requests without
 the header are routed as by Ray's default (power of two choices).
+
+A deployment of several models (ray_models.py, `multiplexed=True` in the router's kwargs) routes a
+request naming its model (the `serve_multiplexed_model_id` header) by Serve's multiplexing first:
+to a replica holding that model, else to one holding the fewest (Ray's proxies set that header
+from the body's `model` where OVCHAT_RAY_MODEL_HEADER=1, ray_proxy.py).
 """
 
 from __future__ import annotations
@@ -33,9 +38,16 @@ def ranked(conversation: str, replicas: List[RunningReplica]) -> List[List[Runni
 
 
 class ConversationRouter(PowerOfTwoChoicesRequestRouter):
+    def initialize_state(self, multiplexed: bool = False, affinity: bool = True, **kwargs):
+        super().initialize_state(**kwargs)
+        self.multiplexed, self.affinity = multiplexed, affinity
+
     async def choose_replicas(self, candidate_replicas: List[RunningReplica],
                               pending_request: Optional[PendingRequest] = None) -> List[List[RunningReplica]]:
-        conversation = pending_request.metadata.session_id if pending_request is not None else ""
+        metadata = pending_request.metadata if pending_request is not None else None
+        if metadata is not None and metadata.multiplexed_model_id and getattr(self, "multiplexed", False):
+            return await super().choose_replicas(candidate_replicas, pending_request)  # the model's holders first
+        conversation = metadata.session_id if metadata is not None and getattr(self, "affinity", True) else ""
         if not conversation or not candidate_replicas:
             return await super().choose_replicas(candidate_replicas, pending_request)
         return ranked(conversation, candidate_replicas)

@@ -44,6 +44,8 @@ class RaySettings:
     conversation_affinity: bool = True  # turns with the same X-Session-ID go to the same replica
     stream_coalesce_ms: float = 250   # a stream's SSE events reach the proxy at most once per this long, joined
     #                                   (server/coalesce.py: a token waits at most this long); 0: each event at once
+    max_num_models_per_replica: int = 3  # several models (ServerSettings.models): Serve's multiplexing keeps at
+    #                                   most this many loaded per replica, least recently used evicted (ray_models.py)
 
     def __post_init__(self):
         _check_types(self)
@@ -57,6 +59,8 @@ class RaySettings:
                  "--replicas-per-node", "must be >= 1 (or None: no limit)")
         _require(self.max_queued_requests >= 0, "max_queued_requests", "--max-queued", "must be >= 0")
         _require(self.stream_coalesce_ms >= 0, "stream_coalesce_ms", "--stream-coalesce-ms", "must be >= 0 (0: no joining)")
+        _require(self.max_num_models_per_replica >= 1, "max_num_models_per_replica", "--models-per-replica",
+                 "must be >= 1")
 
     @property
     def threads(self) -> int:
@@ -164,7 +168,8 @@ NOT_FOR_RAY = {
     "port": "port: Serve's http_options choose the port of a Ray Serve app.",
     "log_level": "log_level: Ray's logging configuration sets a Ray Serve app's log level.",
     "max_queue": "max_queue: on Ray, requests queue in Ray's proxies: set max_queued_requests.",
-    "models": "models: a Ray Serve app serves one model (several models on Ray is not built yet).",
+    "models": "models: give a Ray Serve app several models with `ovchat serve --ray -m NAME=PATH -m ...` "
+              "(Serve's arguments name one model).",
 }
 
 
