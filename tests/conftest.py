@@ -24,7 +24,7 @@ import pytest
 # this when it is imported, and on Linux would otherwise use the machine's outward address.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-TINY_PHI3_VERSION = "v2"  # v2: the manifest records the preset and the data-aware fields
+TINY_PHI3_VERSION = "v3"  # v3: the manifest records keep_gguf (the GGUF preset)
 PHI3_SPECIAL_TOKENS = ["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 PHI3_CHAT_TEMPLATE = (
     "{% for message in messages %}"

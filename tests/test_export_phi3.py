@@ -24,7 +24,7 @@ def test_the_tiny_phi3_export_holds_what_optimum_writes_and_a_manifest(tiny_phi3
     assert manifest["recipe"] == {"task": "text-generation-with-past", "weight_format": "int4", "sym": True,
                                   "group_size": 128, "group_size_requested": 128, "ratio": 0.6,
                                   "trust_remote_code": False, "all_layers": False, "awq": False,
-                                  "scale_estimation": False, "gptq": False, "preset": "seed"}
+                                  "scale_estimation": False, "gptq": False, "preset": "seed", "keep_gguf": False}
     assert manifest["versions"]["openvino"] and manifest["versions"]["nncf"] and manifest["versions"]["optimum-intel"]
     figures = manifest["fidelity"]
     assert figures["passed"] and 0.9 < figures["perplexity_ratio"] < 1.1 and figures["text_tokens"] > 100
