@@ -423,15 +423,7 @@ async def _client_left(request: Request) -> None:
 
 
 async def _read_json(request: Request, limit: int) -> dict:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise protocol.too_large(limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise protocol.too_large(limit)
-    return protocol.parse_json(bytes(body))
+    return protocol.parse_json(await model_routes.read_body(request, limit))
 
 
 def _check_key(request: Request, api_key: str | None) -> None:

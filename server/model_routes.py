@@ -22,9 +22,9 @@ from .models import _UNSET, ModelPool, keep_alive_seconds
 from .serving import ENGINE_RETRY_AFTER_S
 
 
-async def requested(request: Request, limit: int) -> tuple[str | None, object]:
-    """The body's `model` (None when it names none) and keep_alive in seconds (_UNSET when not
-    given). The body stays readable by the route; one that is not JSON is the route's to refuse."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request's body, refused with a 413 past `limit` bytes (declared or sent). Read once:
+    Starlette keeps it, so a later read (the route's, after the pool's) costs nothing."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise protocol.too_large(limit)
@@ -34,6 +34,13 @@ async def requested(request: Request, limit: int) -> tuple[str | None, object]:
         if len(body) > limit:
             raise protocol.too_large(limit)
     request._body = bytes(body)  # Starlette's own cache: request.stream() yields it again
+    return request._body
+
+
+async def requested(request: Request, limit: int) -> tuple[str | None, object]:
+    """The body's `model` (None when it names none) and keep_alive in seconds (_UNSET when not
+    given). The body stays readable by the route; one that is not JSON is the route's to refuse."""
+    body = await read_body(request, limit)
     try:
         parsed = json.loads(body)
     except ValueError:
