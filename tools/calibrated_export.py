@@ -23,8 +23,10 @@ def main(argv=None) -> int:
     from optimum.exporters.openvino.__main__ import _main_quantize, main_export
     from optimum.intel.openvino.configuration import OVConfig
 
-    from . import calibration
+    from . import calibration, optimum_cli
     from .recipe import Recipe
+
+    optimum_cli.lift()
 
     recipe = Recipe(**json.loads(recipe_json))
     texts = calibration.samples()

@@ -170,7 +170,7 @@ def is_valid_export(out: Path, source_sha256: str | None = None) -> bool:
 
 
 def _optimum_command(args: list) -> list:
-    return [sys.executable, "-m", "optimum.commands.optimum_cli", *args]
+    return [sys.executable, "-m", f"{__package__}.optimum_cli", *args]  # optimum-cli, Gemma's ceiling lifted
 
 
 def run_optimum(args: list, log_path: Path) -> None:

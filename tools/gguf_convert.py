@@ -112,13 +112,15 @@ def unexportable(arch: str) -> str | None:
 
 def model_type_unexportable(model_type: str) -> str | None:
     """Why optimum-intel will not export transformers' `model_type` here, or None. Its export configs
-    carry the transformers versions they accept (Gemma 2 and 3 stop at 5.0 in 2.2)."""
+    carry the transformers versions they accept (optimum_cli.lift raises Gemma 2 and 3's)."""
     from importlib.metadata import version
 
-    from optimum.exporters.openvino import model_configs  # noqa: F401  (registers the OpenVINO export configs)
     from optimum.exporters.tasks import TasksManager
     from packaging.version import Version
 
+    from .optimum_cli import lift
+
+    lift()  # the ceilings ovchat's export runs with
     try:
         config = TasksManager.get_exporter_config_constructor(
             exporter="openvino", model_type=model_type, task="text-generation-with-past", library_name="transformers")
