@@ -40,7 +40,7 @@ class Family:
     vocab: str                  # "bpe" (with `pre`) or "spm"
     pre: str = ""
     specials: tuple = ()        # SentencePiece: control tokens after <unk> <s> </s> (Gemma: <pad> <eos> <bos> <unk>)
-    template: str = CHATML
+    template: str | None = CHATML   # None: a file without a chat template (a base model's)
     name: str = "tiny"
     space_prefix: bool = True
     sampling: tuple = ()        # (general.sampling.KEY, value): the decoding the file recommends
@@ -59,6 +59,11 @@ FAMILIES = {
                      space_prefix=False),
     "gemma3": Family("gemma3", "spm", specials=("<start_of_turn>", "<end_of_turn>"), template=GEMMA, name="tiny-gemma",
                      space_prefix=False),
+    # Without a chat template: Gemma's turn tokens are there (tools/family_templates.py's gemma), Mistral's
+    # vocabulary has no family's markers.
+    "gemma3-bare": Family("gemma3", "spm", specials=("<start_of_turn>", "<end_of_turn>"), template=None,
+                          name="tiny-gemma-base", space_prefix=False),
+    "mistral-spm-bare": Family("llama", "spm", specials=("[INST]", "[/INST]"), template=None, name="tiny-mistral-base"),
 }
 # Strings of the corpus on which openvino_tokenizers departs from the tokenizer.json it converts
 # (which itself matches llama.cpp on all): the only ones where ovchat's ids differ from llama.cpp's.
@@ -213,7 +218,8 @@ def _add_vocab(writer, family: Family, vocab: dict) -> None:
             writer.add_pad_token_id(vocab["pad"])
     writer.add_bos_token_id(vocab["bos"])
     writer.add_eos_token_id(vocab["eos"])
-    writer.add_chat_template(family.template)
+    if family.template:
+        writer.add_chat_template(family.template)
 
 
 # The matrix types openvino_genai's own GGUF reader takes (engine/gguf_meta.py): files for direct load.

@@ -3,9 +3,8 @@ for each (random weights in the architecture's layout, every supported tensor ty
 of the family's kind) exports with the seed's recipe through `tools.export`, loads, generates,
 keeps its chat template and stop tokens, and tokenizes as llama.cpp does.
 
-Gemma 2 and 3 convert, but optimum-intel 2.2 exports them only with transformers <= 5.0: for them
-the test checks the one-line refusal, and runs the whole path the day the installed versions
-allow it."""
+Gemma 2 and 3 export through tools/optimum_cli.py's lifted ceiling. A file without a chat template
+gets its family's turn format where its vocabulary has the markers (tools/family_templates.py)."""
 
 import json
 from pathlib import Path
@@ -57,14 +56,36 @@ def _exported(family):
     return name, gguf, out
 
 
-@pytest.mark.parametrize("family", ["gemma2", "gemma3"], indirect=True)
-def test_a_family_optimum_intel_refuses_is_refused_in_one_line_before_converting(family):
-    name, gguf, out = family
-    if not isinstance(out, Exception):
-        return  # exported: the installed optimum-intel takes it, and the tests below check it
-    message = str(out)
-    assert message.count("\n") == 0 and f"architecture '{name}' converts, but optimum-intel" in message
+def test_an_architecture_optimum_intel_refuses_is_refused_in_one_line_before_converting(monkeypatch):
+    from ovchat.tools import gguf_convert
+
+    monkeypatch.setitem(gguf_convert.HF_MODEL_TYPES, "gemma3", "gemma3n_text")  # a ceiling tools/optimum_cli keeps
+    message = gguf_convert.unexportable("gemma3")
+    assert message.count("\n") == 0 and "architecture 'gemma3' converts, but optimum-intel" in message
     assert "<= 5.0 (installed: 5." in message and "cannot be exported with this install" in message
+
+
+@pytest.mark.parametrize("name, template_from, template", [
+    ("gemma3-bare", "family:gemma", "gemma"), ("mistral-spm-bare", None, None)])
+def test_a_file_without_a_chat_template_gets_its_familys_where_the_vocabulary_has_its_markers(
+        name, template_from, template, tmp_path):
+    from transformers import AutoTokenizer
+
+    from ovchat.tools import family_templates, gguf_convert
+
+    gguf = gguf_fixtures.cached_gguf(name, _root(), None)
+    summary = gguf_convert.convert(gguf, tmp_path)
+    assert summary["chat_template"] == template_from
+    if template is None:
+        assert not (tmp_path / "chat_template.jinja").exists()
+        return
+    assert (tmp_path / "chat_template.jinja").read_text() == family_templates.FORMATS[template][0]
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi "},
+                {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Bye"}]
+    text = AutoTokenizer.from_pretrained(str(tmp_path)).apply_chat_template(messages, tokenize=False,
+                                                                              add_generation_prompt=True)
+    assert text == ("<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n"
+                    "<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n")
 
 
 @pytest.mark.parametrize("family", FAMILIES, indirect=True)

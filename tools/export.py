@@ -270,6 +270,7 @@ def _build(source: Source, staging: Path, recipe: recipes.Recipe, check: bool, a
         progress(f"converting GGUF {source.path.name} to a float model (weights dequantized, tokenizer rebuilt)")
         float_dir = work / "float"
         manifest["source"]["gguf"] = gguf_convert.convert(source.path, float_dir)
+        _say_template(source.path, manifest["source"]["gguf"]["chat_template"])
     used = recipes.fitted(recipe, float_dir)
     _say_group_size(recipe, used)
     progress(_describe(used))
@@ -314,6 +315,15 @@ def _check_keepable(src: Path) -> None:
     if why:
         raise ExportError(f"--preset gguf cannot keep {src.name}'s quantization: its {why}; export it with "
                           "--preset seed (dequantized, then quantized with the recipe)")
+
+
+def _say_template(gguf: Path, template_from: str | None) -> None:
+    if template_from is None:
+        print(f"note: {gguf.name} has no chat template and its family has no known one: the model "
+              "completes raw text (ovchat generate, /v1/completions); chat needs a template", file=sys.stderr)
+    elif template_from.startswith("family:"):
+        print(f"note: {gguf.name} has no chat template; using the {template_from[7:]} family's turn format "
+              f"(tools/family_templates.py; recorded in {MANIFEST})", file=sys.stderr)
 
 
 def _say_group_size(requested: recipes.Recipe, used: recipes.Recipe) -> None:

@@ -11,11 +11,13 @@ TENSOR_TYPES. Anything else is refused with one line (GgufError) naming it and w
 supported, before any slow work, rather than exported with weights or a tokenizer nobody checked.
 """
 
+from dataclasses import replace
 from pathlib import Path
 
 from ..engine import EngineError
 from .gguf_tokenizer import GgufVocab, PRE_TOKENIZERS, build_tokenizer, read_vocab, save_tokenizer  # noqa: F401
 from . import gguf_tokenizer
+from .family_templates import family_template
 
 # llama.cpp's architecture names that transformers' GGUF loader reads and whose conversion is tested
 # against llama.cpp; whether optimum-intel exports them with the installed transformers is asked
@@ -171,13 +173,20 @@ def recommended_decoding(reader) -> dict:
 def convert(gguf_path: Path, out_dir: Path) -> dict:
     """Write a float32 Hugging Face model folder for `gguf_path` into `out_dir`.
 
-    Returns a short summary (architecture, tensor types, vocabulary size) for the manifest."""
+    Returns a short summary for the manifest: architecture, tensor types, vocabulary size, the
+    recommended decoding, and where the chat template came from ("file", "family:NAME" for a file
+    without one, family_templates.py, or None: no template)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     reader = read_gguf(gguf_path)
     check_supported(reader, gguf_path)
     vocab = read_vocab(reader)
+    template_from = "file"
+    if not vocab.chat_template:  # a base model's file: its family's turn format, if the vocabulary has it
+        found = family_template(architecture(reader), vocab.tokens)
+        template_from = f"family:{found[0]}" if found else None
+        vocab = replace(vocab, chat_template=found[1] if found else None)
     tensor_types = sorted({t.tensor_type.name for t in reader.tensors})
     overrides = config_overrides(reader, vocab)
     sampling = recommended_decoding(reader)
@@ -196,5 +205,5 @@ def convert(gguf_path: Path, out_dir: Path) -> dict:
     if vocab.chat_template:  # transformers 5 keeps it in its own file; optimum reads either
         (out_dir / "chat_template.jinja").write_text(vocab.chat_template)
     return {"architecture": model.config.model_type, "gguf_tensor_types": tensor_types, "vocab_size": len(vocab.tokens),
-            "recommended_decoding": sampling}
+            "recommended_decoding": sampling, "chat_template": template_from}
 
