@@ -15,12 +15,7 @@ from pathlib import Path
 
 from .errors import ModelError
 from .model import MANIFEST, _read_json
-from .paths import cache_root
-
-
-def models_dir() -> Path:
-    """The folder `ovchat export default` writes into: $OVCHAT_CACHE/models (~/.cache/ovchat/models)."""
-    return cache_root() / "models"
+from .paths import models_dir  # noqa: F401  (the catalog's default folder)
 
 
 @dataclass(frozen=True)

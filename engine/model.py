@@ -19,7 +19,7 @@ from pathlib import Path
 from .decoding import DEFAULT_DECODING
 from .errors import ModelError
 from .gguf_meta import direct_load_problem, read_header, read_metadata, stop_token_ids
-from .paths import default_model_dir
+from .paths import default_model_dir, models_dir
 
 REQUIRED_FILES = ("openvino_model.xml", "openvino_model.bin", "openvino_tokenizer.xml", "openvino_detokenizer.xml")
 MANIFEST = "ovchat.json"
@@ -57,14 +57,23 @@ def resolve(model: str | Path | None) -> ModelInfo:
                 "Run `ovchat export default` once (a few minutes), or pass a model with -m."
             )
     else:
-        path = Path(model).expanduser()
+        path = _by_name(Path(model).expanduser())
     if not path.exists():
-        raise ModelError(f"No model at {path}. Pass an exported folder (see `ovchat export`) or a .gguf file.")
+        raise ModelError(f"No model at {path}. Pass an exported folder (see `ovchat export`), a .gguf file, or the "
+                         f"name of a model in {models_dir()} (`ovchat list`).")
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ModelError(f"{path} is a file but not a .gguf; pass an exported folder or a .gguf file.")
         return _describe_gguf(path)
     return _describe_folder(path)
+
+
+def _by_name(path: Path) -> Path:
+    """A bare name that is not a path here names a model in ovchat's cache (`ovchat export gemma3-270m`)."""
+    if path.exists() or len(path.parts) != 1:
+        return path
+    cached = models_dir() / path.name
+    return cached if cached.exists() else path
 
 
 def _describe_folder(path: Path) -> ModelInfo:

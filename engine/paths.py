@@ -12,9 +12,15 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "ovchat"
 
 
+def models_dir() -> Path:
+    """ovchat's own exports: $OVCHAT_CACHE/models (`ovchat export default` or a named model writes
+    there; `-m NAME` finds a model there by its folder's name)."""
+    return cache_root() / "models"
+
+
 def default_model_dir() -> Path:
     """The folder `ovchat export default` writes and every command uses without `-m`."""
-    return cache_root() / "models" / DEFAULT_MODEL_NAME
+    return models_dir() / DEFAULT_MODEL_NAME
 
 
 def compile_cache_dir() -> Path:

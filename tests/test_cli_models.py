@@ -149,3 +149,28 @@ idle_unload = -1
     (tmp_path / "broken.toml").write_text("[models.x\n")
     with pytest.raises(OptionsError, match="not valid TOML"):
         serve_settings(["--config", str(tmp_path / "broken.toml")])
+
+
+def test_a_bare_name_finds_the_model_in_ovchats_cache_and_a_missing_one_says_where_it_looked(
+        tmp_path, tiny_phi3_dir, monkeypatch):
+    from ovchat.engine.errors import ModelError
+    from ovchat.engine.model import resolve
+
+    monkeypatch.setenv("OVCHAT_CACHE", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_phi3_dir, tmp_path / "models" / "tiny")
+    assert resolve("tiny").path == tmp_path / "models" / "tiny"
+    with pytest.raises(ModelError, match=f"name of a model in {tmp_path / 'models'}"):
+        resolve("absent")
+    (tmp_path / "tiny").mkdir()  # a path here comes first
+    with pytest.raises(ModelError, match="is missing"):
+        resolve("tiny")
+
+
+def test_export_of_a_named_model_without_out_goes_to_the_cache_and_is_not_redone(tmp_path, tiny_phi3_dir, monkeypatch,
+                                                                                    capsys):
+    monkeypatch.setenv("OVCHAT_CACHE", str(tmp_path))
+    shutil.copytree(tiny_phi3_dir, tmp_path / "models" / "gemma3-270m")
+    assert main(["export", "gemma3-270m"]) == 0
+    err = capsys.readouterr().err
+    assert f"already exported in {tmp_path / 'models' / 'gemma3-270m'}" in err and "-m gemma3-270m" in err

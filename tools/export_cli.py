@@ -5,6 +5,7 @@ inside the handler (through tools.export), so other `ovchat` commands stay light
 """
 
 import argparse
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +27,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument("src", metavar="SRC", help="Hugging Face model folder, .gguf file, 'default', or 'gemma3-270m'")
     parser.add_argument("out", metavar="OUT", nargs="?", type=Path,
-                        help="output folder (required unless SRC is 'default', which goes to the default model folder)")
+                        help="output folder (default for 'default' and a named model: $OVCHAT_CACHE/models/NAME, where "
+                             "-m NAME finds it)")
     recipe = parser.add_argument_group("recipe (defaults: the seed's; the flags below override a preset's)")
     recipe.add_argument("--preset", choices=sorted(PRESETS),
                         help="gguf: a GGUF's own Q4_0/Q4_1/Q8_0 blocks kept, no second quantization (the default for "
@@ -60,7 +62,8 @@ EXPORT_MODULES = ("torch", "transformers", "optimum.intel", "nncf", "gguf", "tok
 def handler(args: argparse.Namespace) -> int:
     _require_export_extra()
     from . import default_model, named_models
-    from .export import ExportError, check_out, export
+    from ..engine.paths import models_dir
+    from .export import ExportError, check_out, export, is_valid_export
 
     if args.out is not None:
         check_out(args.out, args.force)  # before the preset's note: a refusal is the one line
@@ -72,9 +75,14 @@ def handler(args: argparse.Namespace) -> int:
         export(default_model.fetch_gguf(), args.out, recipe, force=args.force, check=args.check, kind="default",
                answer_checks=default_model.ANSWER_CHECKS)
         return 0
-    if args.out is None:
-        raise ExportError("OUT is missing: `ovchat export SRC OUT` (only `ovchat export default` may omit it)")
     if args.src in named_models.NAMED and not Path(args.src).exists():
+        if args.out is None:  # into ovchat's cache, where `-m NAME` and `ovchat list` find it
+            args.out = models_dir() / args.src
+            if is_valid_export(args.out) and not args.force:
+                print(f"{args.src} is already exported in {args.out} (--force exports it again); run it with "
+                      f"-m {args.src}", file=sys.stderr)
+                return 0
+            check_out(args.out, args.force)
         from .gguf_convert import unexportable
 
         why = unexportable(named_models.NAMED[args.src].architecture)
@@ -82,6 +90,8 @@ def handler(args: argparse.Namespace) -> int:
             raise ExportError(f"{args.src}: {why}")
         export(named_models.fetch(args.src), args.out, recipe, force=args.force, check=args.check, kind=args.src)
         return 0
+    if args.out is None:
+        raise ExportError("OUT is missing: `ovchat export SRC OUT` (`default` and named models may omit it)")
     export(Path(args.src), args.out, recipe, force=args.force, check=args.check)
     return 0
 
@@ -110,8 +120,6 @@ def default_preset(source: Path | None, given: dict) -> str:
             return "seed"
     except EngineError:  # unreadable: the export's own check says so in its words
         return "seed"
-    import sys
-
     print(f"note: keeping {source.name}'s own quantized blocks (--preset gguf); --preset seed quantizes again",
           file=sys.stderr)
     return "gguf"
