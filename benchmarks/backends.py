@@ -3,6 +3,8 @@
     backend.load(files, device, hint, cache_dir) -> load_ms
     backend.generate_ids(ids, n)                 -> Sample (greedy, EOS ignored, exactly n new tokens)
     backend.chat_turn(text, n)                   -> ttft_ms (history kept by the backend's own chat path)
+    backend.chat_unavailable()                   -> why chat_turn can't run on this model (a base model
+                                                    with no chat template), or None
     backend.chat_reset()                         -> a new conversation
     backend.generate_concurrent(batch, n)        -> per-request latencies in ms
 
@@ -38,6 +40,9 @@ class ModelFiles:
     name: str
     ir: str | None = None
     gguf: str | None = None
+
+
+NO_TEMPLATE = "the model has no chat template (a base model): the chat scenario measures templated turns"
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,9 @@ class OvchatBackend:
     def chat_reset(self) -> None:
         self.session = self.eng.chat()
 
+    def chat_unavailable(self) -> str | None:
+        return None if self.eng.tokenizer.chat_template else NO_TEMPLATE
+
     def generate_concurrent(self, batch: list[list[int]], n: int) -> list[float]:
         # The engine serves one generation at a time; concurrent callers queue (engine.py).
         return _threaded_latencies(lambda ids: self.eng.generate(ids, self._options(n)), batch)
@@ -188,6 +196,9 @@ class GenaiBackend:
         if getattr(self, "chatting", False):
             self.pipe.finish_chat()
         self.chatting = False
+
+    def chat_unavailable(self) -> str | None:
+        return None if self.pipe.get_tokenizer().chat_template else NO_TEMPLATE
 
     def generate_concurrent(self, batch: list[list[int]], n: int) -> list[float]:
         # LLMPipeline is not re-entrant: its way to serve several prompts at once is one batch.
@@ -261,6 +272,9 @@ class OptimumBackend:
     def chat_reset(self) -> None:
         self.history = []
 
+    def chat_unavailable(self) -> str | None:
+        return None if self.tokenizer.chat_template else NO_TEMPLATE
+
     def generate_concurrent(self, batch: list[list[int]], n: int) -> list[float]:
         import torch
         start = time.perf_counter()
@@ -310,6 +324,9 @@ class LlamaCppBackend:
 
     def chat_reset(self) -> None:
         self.history = []
+
+    def chat_unavailable(self) -> str | None:
+        return None  # a GGUF without a template chats in plain turns (chat_turn's fallback)
 
     def generate_concurrent(self, batch, n):
         raise NotImplementedError("llama-cpp-python serves one sequence per context")

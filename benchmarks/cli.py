@@ -3,6 +3,7 @@
     ovchat bench --quick                         CI smoke run: default model, a few minutes
     ovchat bench                                 the full suite on the default model
     ovchat bench --model default --model phi3-mini-shaped --out bench-results/<date>
+    ovchat bench --model default --model gemma3-270m --backend ovchat --backend llamacpp --scenario latency
     ovchat bench --soak 10                       ovchat serve's RSS over 10 minutes of streams (benchmarks/soak.py)
 
 Reports go under the current directory (bench-results/<date>-<profile>) or --out, never beside
@@ -27,7 +28,8 @@ RESULTS = Path("bench-results")  # relative: under the directory `ovchat bench` 
 def setup_arg_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--model", action="append", metavar="MODEL",
                         help="default, phi3-mini-shaped (built on first use, ~4 min, ~11 GB RAM), "
-                             "phi3-mini-shaped-int4[-all] (the same, all-int4 [output layer too]), an exported "
+                             "phi3-mini-shaped-int4[-all] (the same, all-int4 [output layer too]), gemma3-270m (a named "
+                             "real model: exported on first use, ~2.5 min; llama.cpp runs its GGUF), an exported "
                              "folder (one exported from a GGUF runs on llama.cpp as that GGUF) or a .gguf; "
                              "repeatable (default: default)")
     parser.add_argument("--device", action="append", metavar="DEVICE",

@@ -114,6 +114,31 @@ def latency_section(report: dict) -> list[str]:
     return lines + _table(header, rows) + [""]
 
 
+def versus_llamacpp_section(report: dict) -> list[str]:
+    """Latency, ovchat beside llama.cpp per model and prompt length: both medians and the paired ratio."""
+    ratios = {(r["model"], r["device"], r["figure"]): r for r in report.get("ratios", [])
+              if r["scenario"] == "latency" and r["pair"] == "ovchat/llamacpp"}
+    by_backend = {(e["model"], e["device"], e["backend"]): e["data"]["summary"] for e in _ok(report, "latency")}
+    rows = []
+    for (model, device, backend), mine in by_backend.items():
+        theirs = by_backend.get((model, device, "llamacpp"))
+        if backend != "ovchat" or not theirs:
+            continue
+        for length in (n for n in mine if n in theirs):
+            cells = [model, device, length]
+            for metric, figure, digits in (("ttft_ms", "TTFT", 0), ("tpot_ms", "TPOT", 1)):
+                cells += [_fmt(mine[length][metric], digits), _fmt(theirs[length][metric], digits),
+                          _ratio_cell(ratios.get((model, device, f"{figure} ms @{length}")))]
+            rows.append(cells)
+    if not rows:
+        return []
+    header = ["model", "device", "prompt", "TTFT ms ovchat", "TTFT ms llama.cpp", "TTFT ratio",
+              "TPOT ms ovchat", "TPOT ms llama.cpp", "TPOT ratio"]
+    note = ("Each model's exported folder against the GGUF it was exported from, medians (min–max); ratio = "
+            "ovchat / llama.cpp paired per repetition, below 1: ovchat is faster.")
+    return ["## Latency: ovchat beside llama.cpp, per model", "", note, ""] + _table(header, rows) + [""]
+
+
 def achieved_bandwidth(report: dict, entry: dict, prompt_tokens: int, tokens_per_s: float | None) -> float | None:
     """GB/s `entry`'s backend read while decoding after a `prompt_tokens` prompt (None if unknown)."""
     formats = report["models"][entry["model"]]["roofline"]
@@ -246,7 +271,7 @@ def skipped_section(report: dict) -> list[str]:
 
 def markdown(report: dict) -> str:
     lines = machine_section(report) + ratios_section(report) + roofline_section(report)
-    for section in (latency_section, devices_section, chat_section, load_section, memory_section,
+    for section in (latency_section, versus_llamacpp_section, devices_section, chat_section, load_section, memory_section,
                     concurrency_section, coldstart_section, server_section, remember_section, agent_loop_section,
                     skipped_section):
         lines += section(report)

@@ -40,7 +40,8 @@ class Context:
 
 
 def resolve_model(name: str, build: bool = True) -> ModelFiles:
-    """`default`, `phi3-mini-shaped[-int4]` (built on first use), an IR folder or a .gguf file.
+    """`default`, `phi3-mini-shaped[-int4]` (built on first use), a named real model such as
+    `gemma3-270m` (exported on first use: benchmarks/named_export.py), an IR folder or a .gguf file.
 
     An IR folder exported from a GGUF (its ovchat.json names the source) runs on llama.cpp as that GGUF."""
     if name == "default":
@@ -60,6 +61,9 @@ def resolve_model(name: str, build: bool = True) -> ModelFiles:
             ir, gguf = phi3_shaped.ir_dir(name), phi3_shaped.gguf_path(variant.gguf_name)
             return ModelFiles(label, str(ir) if ir.exists() else None, str(gguf) if gguf.exists() else None)
     path = Path(name).expanduser()
+    from . import named_export
+    if name in named_export.NAMED and not path.exists():  # a folder of that name in the current directory wins
+        return named_export.model_files(name, build)
     if path.suffix == ".gguf":
         return ModelFiles(path.name, None, str(path))
     return ModelFiles(path.name, str(path), _source_gguf(path))

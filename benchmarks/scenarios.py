@@ -110,8 +110,11 @@ def latency_figures(rep: dict) -> dict:
 
 def chat_rep(ctx, files, device, backend, rep) -> dict:
     p = ctx.profile
-    return ctx.spawn(_job("chat", files, device, backend, turns=p.chat_turns, new_tokens=p.chat_new_tokens,
+    data = ctx.spawn(_job("chat", files, device, backend, turns=p.chat_turns, new_tokens=p.chat_new_tokens,
                           warmup=p.warmup, reps=1, rep=rep))
+    if "skip" in data:
+        raise Skip(data["skip"])
+    return data
 
 
 def chat_summary(reps: list[dict]) -> dict:

@@ -93,7 +93,9 @@ def task_latency(backend, p: dict) -> dict:
 
 def task_chat(backend, p: dict) -> dict:
     """TTFT of each turn of a chat, a new conversation (and new messages) per repetition;
-    the warm-up is a one-turn conversation."""
+    the warm-up is a one-turn conversation. A model the backend can't chat with answers {"skip": why}."""
+    if why := backend.chat_unavailable():
+        return {"skip": why}
     for w in range(p["warmup"]):
         backend.chat_reset()
         backend.chat_turn(chat_message(0, seed=900 + w), WARMUP_NEW_TOKENS)
