@@ -29,7 +29,7 @@ def setup_arg_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--model", action="append", metavar="MODEL",
                         help="default, phi3-mini-shaped (built on first use, ~4 min, ~11 GB RAM), "
                              "phi3-mini-shaped-int4[-all] (the same, all-int4 [output layer too]), gemma3-270m (a named "
-                             "real model: exported on first use, ~2.5 min; llama.cpp runs its GGUF), an exported "
+                             "real model: `ovchat export gemma3-270m` on first use, ~2.5 min; llama.cpp runs its GGUF), an exported "
                              "folder (one exported from a GGUF runs on llama.cpp as that GGUF) or a .gguf; "
                              "repeatable (default: default)")
     parser.add_argument("--device", action="append", metavar="DEVICE",

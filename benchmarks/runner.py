@@ -41,7 +41,7 @@ class Context:
 
 def resolve_model(name: str, build: bool = True) -> ModelFiles:
     """`default`, `phi3-mini-shaped[-int4]` (built on first use), a named real model such as
-    `gemma3-270m` (exported on first use: benchmarks/named_export.py), an IR folder or a .gguf file.
+    `gemma3-270m` (`ovchat export`ed on first use: benchmarks/named_export.py), an IR folder or a .gguf file.
 
     An IR folder exported from a GGUF (its ovchat.json names the source) runs on llama.cpp as that GGUF."""
     if name == "default":

@@ -13,6 +13,7 @@ from ovchat.benchmarks import named_export, report, runner, worker
 from ovchat.benchmarks.backends import NO_TEMPLATE, ModelFiles
 from ovchat.benchmarks.pairing import stats
 from ovchat.benchmarks.scenarios import CHAT, QUICK, Skip
+from ovchat.tools.export import EXPORTED_FILES
 from ovchat.tools.named_models import NAMED
 
 ROOT = Path(__file__).parent.parent
@@ -20,9 +21,10 @@ NAME = "gemma3-270m"
 
 
 def _finished_export(folder: Path, sha256: str) -> None:
-    """What `ovchat export` leaves behind, as far as the bench reads it: the IR and the manifest's source."""
+    """What `ovchat export` leaves behind, as far as is_valid_export reads it: its files and the manifest's source."""
     folder.mkdir(parents=True)
-    (folder / "openvino_model.xml").write_text("<net/>")
+    for name in EXPORTED_FILES:
+        (folder / name).write_text("")
     (folder / "ovchat.json").write_text(json.dumps({"source": {"kind": NAME, "sha256": sha256}}))
 
 
@@ -33,26 +35,26 @@ def cache(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_a_named_model_resolves_to_its_export_in_the_cache_and_the_registry_gguf(cache):
+def test_a_named_model_resolves_to_its_export_where_ovchat_export_puts_it_and_the_registry_gguf(cache):
     files = runner.resolve_model(NAME, build=False)
     assert NAME in files.name and files.ir is None and files.gguf is None   # nothing cached yet
-    _finished_export(cache / "bench" / NAME, NAMED[NAME].sha256)
+    _finished_export(cache / "models" / NAME, NAMED[NAME].sha256)
     gguf = cache / "sources" / NAMED[NAME].gguf_name
     gguf.parent.mkdir()
     gguf.write_bytes(b"GGUF")
     files = runner.resolve_model(NAME, build=False)
-    assert files.ir == str(cache / "bench" / NAME) and files.gguf == str(gguf)
+    assert files.ir == str(cache / "models" / NAME) and files.gguf == str(gguf)
 
 
 def test_an_export_of_another_file_is_not_taken_for_the_named_model(cache):
-    _finished_export(cache / "bench" / NAME, "0" * 64)
+    _finished_export(cache / "models" / NAME, "0" * 64)
     assert runner.resolve_model(NAME, build=False).ir is None
 
 
 def test_a_finished_export_is_reused_without_running_the_export_again(cache, monkeypatch):
-    _finished_export(cache / "bench" / NAME, NAMED[NAME].sha256)
+    _finished_export(cache / "models" / NAME, NAMED[NAME].sha256)
     monkeypatch.setattr(named_export.subprocess, "run", lambda *a, **k: pytest.fail("exported again"))
-    assert named_export.ensure_ir(NAME) == cache / "bench" / NAME
+    assert named_export.ensure_ir(NAME) == cache / "models" / NAME
 
 
 def test_a_folder_of_the_same_name_in_the_current_directory_is_that_folder(cache):
@@ -108,7 +110,7 @@ def test_the_report_sets_ovchat_beside_llamacpp_for_every_model():
 @pytest.mark.named_model
 @pytest.mark.slow
 def test_bench_exports_gemma_on_first_use_and_runs_it_on_ovchat_and_llamacpp(tmp_path):
-    """The real thing, in the user's cache (the export is kept: ~2.5 min the first time)."""
+    """The real thing, in the user's cache ($OVCHAT_CACHE/models/gemma3-270m is kept: ~2.5 min the first time)."""
     pytest.importorskip("llama_cpp")
     out = tmp_path / "bench"
     cmd = [sys.executable, "-m", "ovchat.benchmarks", "--quick", "--model", NAME, "--backend", "ovchat",
