@@ -30,15 +30,20 @@ from ..engine import gguf_meta
 
 # tokenizer.ggml.pre -> (llama.cpp's regexes, applied one after the other, each splitting the
 # pieces the previous one left; whether a whole word in the vocabulary skips the merges).
-# Copied from llama.cpp's llm_tokenizer_bpe (src/llama-vocab.cpp, the bench extra's version).
+# From llama.cpp's llm_tokenizer_bpe (src/llama-vocab.cpp, the bench extra's version).
 _GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)"
 _LLAMA3 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
            r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 _QWEN2 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
           r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+# llama.cpp's smollm/starcoder split, "\p{N}" then _GPT2 within each piece, written as one regex
+# giving the same pieces: no _GPT2 alternative crosses a number character but "\s+(?!\S)", whose
+# lookahead here stops at one too, and " ?\p{N}+" never matches within a piece. Two splits would
+# be joined by openvino_tokenizers into one alternation ("\p{N}|" + _GPT2), keeping " ½" whole.
+_DIGITS_THEN_GPT2 = r"\p{N}|'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])"
 PRE_TOKENIZERS = {
-    "smollm": ((r"\p{N}", _GPT2), False),
-    "starcoder": ((r"\p{N}", _GPT2), False),
+    "smollm": ((_DIGITS_THEN_GPT2,), False),
+    "starcoder": ((_DIGITS_THEN_GPT2,), False),
     "gpt-2": ((_GPT2,), False),
     "llama-bpe": ((_LLAMA3,), True),
     "llama3": ((_LLAMA3,), True),
@@ -188,16 +193,31 @@ def _set_bpe_pipeline(tokenizer, vocab: GgufVocab) -> None:
 def spm_merges(vocab: GgufVocab) -> list:
     """BPE merges for a SentencePiece vocabulary: every split of a piece into two pieces of the
     vocabulary, best merged score first (llama.cpp merges the highest-scoring pair; ties go to
-    the leftmost pair, which BPE's rank-then-position order gives within one merged piece)."""
+    the leftmost pair, which BPE's rank-then-position order gives within one merged piece).
+
+    None makes a token that is cut out of the text before tokenizing (_added_tokens) and holds no
+    "▁": the normalized text holds such a token only where the raw text did, where it was cut
+    out, so no merge could make it anyway. openvino_tokenizers' BPE needs it so: it starts from
+    the longest tokens that no merge makes, so Gemma's user-defined "    " ("  " + "  ") came out
+    as "   " + "<0x20>"."""
     ids = {token: i for i, token in enumerate(vocab.tokens)}
+    cut_out = {token for token, _ in _cut_out(vocab) if "▁" not in token}
     merges = []
     for token, merged_id in ids.items():
+        if token in cut_out:
+            continue
         for cut in range(1, len(token)):
             left, right = token[:cut], token[cut:]
             if left in ids and right in ids:
                 merges.append((-vocab.scores[merged_id], merged_id, ids[left], left, right))
     merges.sort()
     return [(left, right) for *_, left, right in merges]
+
+
+def _cut_out(vocab: GgufVocab) -> list:
+    """(text, type) of the tokens llama.cpp cuts out of the text before tokenizing it (special=True)."""
+    return [(vocab.tokens[i], kind) for i, kind in enumerate(vocab.special_types())
+            if kind in (_CONTROL, _USER_DEFINED, _UNKNOWN)]
 
 
 def _spm_model(vocab: GgufVocab):
@@ -241,11 +261,9 @@ def _added_tokens(vocab: GgufVocab) -> list:
     # llama.cpp's Phi-3 rule (by general.name): special tokens eat the whitespace after them.
     phi3 = any(name in vocab.name.lower() for name in ("phi-3", "phi3"))
     added = []
-    for i, kind in enumerate(vocab.special_types()):
-        token = vocab.tokens[i]
-        if kind in (_CONTROL, _USER_DEFINED, _UNKNOWN):
-            rstrip = phi3 and token not in ("<unk>", "<s>", "<|endoftext|>")
-            added.append(AddedToken(token, special=kind != _USER_DEFINED, normalized=False, rstrip=rstrip))
+    for token, kind in _cut_out(vocab):
+        rstrip = phi3 and token not in ("<unk>", "<s>", "<|endoftext|>")
+        added.append(AddedToken(token, special=kind != _USER_DEFINED, normalized=False, rstrip=rstrip))
     return added
 
 
