@@ -65,22 +65,6 @@ FAMILIES = {
                           name="tiny-gemma-base", space_prefix=False),
     "mistral-spm-bare": Family("llama", "spm", specials=("[INST]", "[/INST]"), template=None, name="tiny-mistral-base"),
 }
-# Strings of the corpus on which openvino_tokenizers departs from the tokenizer.json it converts
-# (which itself matches llama.cpp on all): the only ones where ovchat's ids differ from llama.cpp's.
-_BYTE_TEXT = "<0x0A> is a byte token written as text"   # SentencePiece: read as the byte token <0x0A>
-_NUMBERS = "²³ superscripts ½ ¾"                        # smollm's "\p{N}" split: " ½" kept whole
-# Gemma 3's user-defined tokens of 2 to 31 ASCII spaces: openvino_tokenizers cuts a run with a
-# shorter one than llama.cpp's longest match ("    " -> "   " + " ").
-_SPACE_RUNS = {"          ten spaces", "def f(x):\n    return x ** 2  # square\n",
-               "int main(void) {\n    printf(\"%d\\n\", 42);\n    return 0;\n}", "    # four-space indented comment"}
-OPENVINO_DIFFERENCES = {
-    "default": {_NUMBERS}, "llama-smollm": {_NUMBERS},
-    "mistral-spm": {_BYTE_TEXT}, "phi3": {_BYTE_TEXT}, "gemma2": {_BYTE_TEXT}, "gemma3": {_BYTE_TEXT},
-    "gemma3-270m": {_BYTE_TEXT} | _SPACE_RUNS,
-}
-# Strings openvino_tokenizers' detokenizer does not give back: it decodes any six-character token
-# "<....>" as if it were a byte token <0xNN> (Gemma 3's user-defined "</div>" comes out as "\ufffd").
-OPENVINO_DECODE_DIFFERENCES = {"gemma3-270m": {'<div class="box"><p>Hello</p></div>'}}
 # Every tensor type gguf_convert accepts but F32 (the norms'), handed out in turn to the matrices.
 MATRIX_TYPES = ("Q4_K", "Q5_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "F16", "BF16")
 # Byte offsets of each K-quant block's fp16 scales (d, dmin): random bytes elsewhere are valid.
@@ -261,6 +245,9 @@ def write(name: str, path: Path, default_gguf: Path | None = None, seed: int = 0
 
 
 VERSION = "v2"  # bump when a recipe above changes: cached files are rebuilt (v2: qwen3 recommends a decoding)
+# Bump when what the export makes of a file changes: the cached tokenizers and exports of the files
+# are rebuilt (v3: the tokenizer fixes of tools/gguf_tokenizer.py and tools/ov_tokenizer_fixes.py).
+EXPORT_VERSION = "v3"
 
 
 def _staged(final: Path, build) -> Path:
@@ -292,19 +279,21 @@ def cached_gguf(name: str, root: Path, default_gguf: Path | None, subset: str | 
 
 
 def cached_tokenizer(gguf_path: Path, out: Path) -> Path:
-    """The tokenizer `ovchat export` makes from `gguf_path`, alone: the same two steps (gguf_convert
-    rebuilds it, optimum-intel's export_tokenizer converts it with openvino_tokenizers)."""
+    """The tokenizer `ovchat export` makes from `gguf_path`, alone: the same steps (gguf_convert
+    rebuilds it, optimum-intel's export_tokenizer converts it with openvino_tokenizers, whose
+    models ov_tokenizer_fixes then fixes)."""
     def build(staging: Path) -> None:
         from optimum.exporters.openvino.convert import export_tokenizer
         from transformers import AutoTokenizer
 
-        from ovchat.tools import gguf_convert
+        from ovchat.tools import gguf_convert, ov_tokenizer_fixes
 
         staging.mkdir()
         gguf_convert.save_tokenizer(gguf_convert.read_vocab(gguf_convert.read_gguf(gguf_path)), staging)
         export_tokenizer(AutoTokenizer.from_pretrained(str(staging)), staging, task="text-generation-with-past")
         if not (staging / "openvino_tokenizer.xml").is_file():
             raise RuntimeError(f"openvino_tokenizers did not convert the tokenizer of {gguf_path.name}")
+        ov_tokenizer_fixes.apply(staging)
 
     return _staged(out, build)
 

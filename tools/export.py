@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..engine import EngineError
 
-from . import fidelity, gguf_convert, gguf_native, recipe as recipes
+from . import fidelity, gguf_convert, gguf_native, ov_tokenizer_fixes, recipe as recipes
 
 MANIFEST = "ovchat.json"
 MANIFEST_VERSION = 2  # 2: "files" records every output file's size and sha256
@@ -284,6 +284,7 @@ def _build(source: Source, staging: Path, recipe: recipes.Recipe, check: bool, a
             run_optimum(used.optimum_cli_args(float_dir, model_dir), work / "optimum.log")
         except ExportError as error:
             raise _refused_family(float_dir) or error from error
+    manifest["tokenizer_fixes"] = ov_tokenizer_fixes.apply(model_dir)
     manifest["recipe"] = used.to_manifest(recipe.group_size)
     manifest["versions"] = tool_versions()
     manifest["fidelity"] = {"skipped": True}
