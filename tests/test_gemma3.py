@@ -9,7 +9,7 @@ import pytest
 
 pytestmark = pytest.mark.named_model
 
-VERSION = "v1"  # bump when the export of this model changes: the cached export is rebuilt
+VERSION = "v2"  # bump when the export of this model changes: the cached export is rebuilt (v2: tokenizer fixes)
 PROMPTS = ["The capital of France is", "Water boils at a temperature of", "The first president of the United States was",
            "def fibonacci(n):", "Once upon a time, there was a", "The largest planet in the solar system is"]
 
@@ -35,6 +35,7 @@ def test_the_export_records_the_file_the_recipe_and_the_family_template(gemma3):
     assert manifest["source"]["gguf"]["architecture"] == "gemma3_text"
     assert manifest["source"]["gguf"]["chat_template"] == "family:gemma"
     assert manifest["recipe"]["preset"] == "seed"
+    assert manifest["tokenizer_fixes"] == ["encoder", "decoder"]  # tools/ov_tokenizer_fixes.py
     assert 0.5 < manifest["fidelity"]["top1_agreement"] <= 1
 
 

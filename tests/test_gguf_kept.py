@@ -93,7 +93,7 @@ def test_a_kept_export_computes_what_llama_cpp_computes_on_the_same_file(name):
 
     root = cache_root() / "test-models"
     gguf = gguf_fixtures.cached_gguf(name, root, default_model.fetch_gguf(), subset="kept")
-    out = root / f"{gguf.stem}-ov-{gguf_fixtures.VERSION}"
+    out = root / f"{gguf.stem}-ov-{gguf_fixtures.EXPORT_VERSION}"
     if not is_valid_export(out):
         export(gguf, out, PRESETS["gguf"], force=True)
     manifest = json.loads((out / "ovchat.json").read_text())
