@@ -3,9 +3,10 @@
 Steps: check the source, hash it, (GGUF: convert to a float Hugging Face folder), run
 `optimum-cli export openvino` with the recipe (NNCF does the weight compression,
 openvino-tokenizers the tokenizer; a data-aware recipe runs the same steps through
-tools/calibrated_export.py, which hands NNCF the shipped calibration text), measure fidelity
-against the float source, write `ovchat.json` (with every output file's size and sha256, which
-`ovchat info --verify` and a failed load check), and rename into place.
+tools/calibrated_export.py, which hands NNCF the shipped calibration text), fix two departures
+of openvino-tokenizers in its models (tools/ov_tokenizer_fixes.py), measure fidelity against the
+float source, write `ovchat.json` (with every output file's size and sha256, which `ovchat info
+--verify` and a failed load check), and rename into place.
 
 Atomic: everything is written under a hidden `.OUT.tmp-PID` folder beside OUT and OUT appears
 only by a rename at the very end, so a crash, Ctrl-C or full disk leaves no half-written model.
