@@ -145,7 +145,8 @@ def test_out_is_required_except_for_default(tmp_path, capsys):
 
 @pytest.fixture
 def fake_optimum(monkeypatch):
-    """Replace optimum-cli by a fake that writes the exported files; records its arguments."""
+    """Replace optimum-cli by a fake that writes the exported files (placeholders: no tokenizer
+    models to fix); records its arguments."""
     calls = []
 
     def run(args, log_path):
@@ -156,6 +157,7 @@ def fake_optimum(monkeypatch):
             (out / name).write_text(name)
 
     monkeypatch.setattr(export_mod, "run_optimum", run)
+    monkeypatch.setattr(export_mod.ov_tokenizer_fixes, "apply", lambda folder: [])
     return calls
 
 

@@ -20,7 +20,8 @@ from test_export import run_cli, write_hf_folder
 
 @pytest.fixture
 def fake_exports(monkeypatch):
-    """Both export paths replaced by fakes that write the files; records (path, recipe or args)."""
+    """Both export paths replaced by fakes that write the files (placeholders: no tokenizer models
+    to fix); records (path, recipe or args)."""
     calls = []
 
     def write(out: Path):
@@ -38,6 +39,7 @@ def fake_exports(monkeypatch):
 
     monkeypatch.setattr(export_mod, "run_optimum", optimum)
     monkeypatch.setattr(export_mod, "run_calibrated", calibrated)
+    monkeypatch.setattr(export_mod.ov_tokenizer_fixes, "apply", lambda folder: [])
     return calls
 
 
