@@ -10,6 +10,8 @@ model: for how many prompts the first 1, 3 and 8 tokens match. The engine encode
 text itself (the user's path); `prompt_ids_equal` says whether its ids are llama.cpp's, so a
 difference can be told apart from the tokenizer's. Beside it, the teacher-forced top-1 agreement
 over tools/fidelity.py's text (tools/llama_cpp_agreement.py, what the export records).
+`--float-bos` adds the export's fidelity check redone on llama.cpp's ids (BOS first where the file
+asks for it; the check itself feeds none), and the float model's own agreement with llama.cpp.
 """
 
 from __future__ import annotations
@@ -103,17 +105,42 @@ def compare(gguf: Path, export_dir: Path, tokens: int) -> dict:
             "rows": rows}
 
 
+def float_with_bos(gguf: Path, export_dir: Path) -> dict:
+    """fidelity.measure's figures on llama.cpp's ids, and the float model against llama.cpp."""
+    import math
+    import tempfile
+
+    from ovchat.tools import gguf_convert, llama_cpp_agreement
+    from ovchat.tools.fidelity import _next_token_stats, export_logits, source_logits
+
+    ids, bos = llama_cpp_agreement.reference_ids(gguf)
+    expected = llama_cpp_agreement.reference_top1(gguf, ids)
+    with tempfile.TemporaryDirectory() as work:
+        gguf_convert.convert(gguf, Path(work) / "float")
+        float_logits = source_logits(Path(work) / "float", ids)
+    top_float, nll_float = _next_token_stats(float_logits, ids)
+    top_export, nll_export = _next_token_stats(export_logits(export_dir, ids), ids)
+    return {"text_tokens": len(ids), "bos": bos, "top1_agreement": float((top_float == top_export).mean()),
+            "perplexity_source": math.exp(nll_float), "perplexity_export": math.exp(nll_export),
+            "perplexity_ratio": math.exp(nll_export - nll_float),
+            "float_agreement_with_llama_cpp": llama_cpp_agreement.top1_agreement(expected, float_logits)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pair", nargs=3, action="append", metavar=("NAME", "GGUF", "EXPORT"), required=True)
     parser.add_argument("--tokens", type=int, default=8)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--float-bos", action="store_true", help="only the fidelity check on llama.cpp's ids")
     args = parser.parse_args()
     from ovchat.benchmarks.machine import load_average
     from ovchat.tools.export import tool_versions
 
     result = {"tokens": args.tokens, "versions": tool_versions(), "models": {}}
     for name, gguf, export_dir in args.pair:
+        if args.float_bos:
+            result["models"][name] = float_with_bos(Path(gguf), Path(export_dir))
+            continue
         result["models"][name] = compare(Path(gguf), Path(export_dir), args.tokens)
         print(name, result["models"][name]["first_tokens_match"], f"of {len(PROMPTS)}", file=sys.stderr)
     result["load_average"] = load_average()
