@@ -11,7 +11,7 @@ ovchat feed a raw prompt. Gemma 3 without its BOS is out of distribution (agreem
 encodes the text to those ids (the figure is about the model, not the tokenizer; the tokenizer's
 parity has its own test).
 
-Without llama-cpp-python, or when llama.cpp cannot load the file, `measure` returns a record that
+Without llama-cpp-python, or when llama.cpp cannot load the file, `check` returns a record that
 says why it was skipped instead of failing the export.
 """
 
@@ -76,7 +76,7 @@ def reference_top1(gguf: Path, ids: list, n_threads: int = 2):
 
 @contextlib.contextmanager
 def quiet():
-    """stderr closed at the file descriptor: llama.cpp prints its context warnings (SWA cache, n_ctx)
+    """stderr sent to /dev/null at the file descriptor: llama.cpp prints its context warnings (SWA cache, n_ctx)
     from C even with verbose=False, into the export's progress; a load that fails raises anyway."""
     sys.stderr.flush()
     saved = os.dup(2)
