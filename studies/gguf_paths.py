@@ -54,17 +54,15 @@ def _ir_logits(folder: Path, ids):
 
 
 def fidelity(gguf: Path, folders: dict) -> dict:
-    """Top-1 agreement of each variant with llama.cpp, teacher-forced over fidelity.TEXT."""
-    import llama_cpp
+    """Top-1 agreement of each variant with llama.cpp, teacher-forced over fidelity.TEXT
+    (tools/llama_cpp_agreement.py: llama.cpp's ids, with the BOS the file asks for)."""
     import numpy as np
 
-    from ovchat.tools import gguf_convert
-    from ovchat.tools.fidelity import TEXT, source_logits
+    from ovchat.tools import gguf_convert, llama_cpp_agreement as agreement
+    from ovchat.tools.fidelity import source_logits
 
-    reference = llama_cpp.Llama(str(gguf), n_ctx=1024, logits_all=True, verbose=False, n_threads=2)
-    ids = reference.tokenize(TEXT.encode(), add_bos=False)
-    reference.eval(ids)
-    expected = np.array(reference.scores[:len(ids)]).argmax(-1)[:-1]
+    ids, _ = agreement.reference_ids(gguf)
+    expected = agreement.reference_top1(gguf, ids)
     results = {"text_tokens": len(ids)}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
@@ -79,10 +77,10 @@ def fidelity(gguf: Path, folders: dict) -> dict:
         for name in ("config.json", "generation_config.json"):
             (work / "direct" / name).write_text((work / "float" / name).read_text())
         logits["direct"] = _ir_logits(work / "direct", ids)
+    float_top = np.asarray(logits["float"]).argmax(-1)
     for name, values in logits.items():
-        top = np.asarray(values).argmax(-1)[:-1]
-        results[name] = {"agree_llama_cpp": float((top == expected).mean()),
-                         "agree_float": float((top == np.asarray(logits["float"]).argmax(-1)[:-1]).mean())}
+        results[name] = {"agree_llama_cpp": agreement.top1_agreement(expected, values),
+                         "agree_float": agreement.top1_agreement(float_top, values)}
     return results
 
 

@@ -11,7 +11,7 @@ Bump TINY_PHI3_VERSION whenever the tiny model's recipe below changes.
 
 Tiers: a test that uses one of these fixtures (directly or through another fixture) is marked
 `slow`, and `default_model` too when it needs the default model, here at collection: nobody has
-to remember the marker. `pytest -m "not slow"` is the fast tier: fakes, no model, seconds.
+to remember the marker. A test marked `default_model` or `named_model` is `slow` too. `pytest -m "not slow"` is the fast tier: fakes, no model, seconds.
 """
 
 import os
@@ -47,7 +47,8 @@ def pytest_collection_modifyitems(items):
         needs = set(MODEL_FIXTURES) & set(getattr(item, "fixturenames", ()))  # the fixture closure
         if "default_model_dir" in needs and not item.get_closest_marker("default_model"):
             item.add_marker(pytest.mark.default_model)
-        if (needs or item.get_closest_marker("default_model")) and not item.get_closest_marker("slow"):
+        heavy = item.get_closest_marker("default_model") or item.get_closest_marker("named_model")
+        if (needs or heavy) and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
 
 

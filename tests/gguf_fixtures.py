@@ -246,8 +246,9 @@ def write(name: str, path: Path, default_gguf: Path | None = None, seed: int = 0
 
 VERSION = "v2"  # bump when a recipe above changes: cached files are rebuilt (v2: qwen3 recommends a decoding)
 # Bump when what the export makes of a file changes: the cached tokenizers and exports of the files
-# are rebuilt (v3: the tokenizer fixes of tools/gguf_tokenizer.py and tools/ov_tokenizer_fixes.py).
-EXPORT_VERSION = "v3"
+# are rebuilt (v3: the tokenizer fixes of tools/gguf_tokenizer.py and tools/ov_tokenizer_fixes.py; v4: the
+# manifest records the agreement with llama.cpp).
+EXPORT_VERSION = "v4"
 
 
 def _staged(final: Path, build) -> Path:

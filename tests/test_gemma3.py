@@ -9,7 +9,7 @@ import pytest
 
 pytestmark = pytest.mark.named_model
 
-VERSION = "v2"  # bump when the export of this model changes: the cached export is rebuilt (v2: tokenizer fixes)
+VERSION = "v4"  # bump when the export of this model changes: the cached export is rebuilt (v4: tokenizer fixes, llama.cpp agreement)
 PROMPTS = ["The capital of France is", "Water boils at a temperature of", "The first president of the United States was",
            "def fibonacci(n):", "Once upon a time, there was a", "The largest planet in the solar system is"]
 
@@ -37,6 +37,16 @@ def test_the_export_records_the_file_the_recipe_and_the_family_template(gemma3):
     assert manifest["recipe"]["preset"] == "seed"
     assert manifest["tokenizer_fixes"] == ["encoder", "decoder"]  # tools/ov_tokenizer_fixes.py
     assert 0.5 < manifest["fidelity"]["top1_agreement"] <= 1
+
+
+def test_the_manifest_records_the_agreement_with_llama_cpp(gemma3):
+    """Teacher-forced top-1 over fidelity's text, BOS first as the file asks: 0.740 measured
+    (2026-12-07, studies/results/2026-12-07-gemma3-agreement/)."""
+    pytest.importorskip("llama_cpp", reason="the export records the agreement only with llama-cpp-python")
+    _, out = gemma3
+    record = json.loads((out / "ovchat.json").read_text())["fidelity"]["llama_cpp"]
+    assert 0.65 <= record["top1_agreement"] <= 1 and record["tokens"] > 250, record
+    assert record["bos"] and record["same_ids"]
 
 
 def test_the_family_template_renders_gemmas_turns_in_the_engine(gemma3):

@@ -79,28 +79,39 @@ def test_the_manifest_says_nothing_was_quantized():
     assert recorded["keep_gguf"] and recorded["preset"] == "gguf" and "group_size" not in recorded
 
 
-@pytest.mark.slow
-@pytest.mark.default_model
-@pytest.mark.parametrize("name", ["llama-smollm", "qwen2", "qwen3"])
-def test_a_kept_export_computes_what_llama_cpp_computes_on_the_same_file(name):
-    """The file's blocks kept: the exported model's logits are llama.cpp's (cosine > 0.999 at every
-    position, as the float conversion's), where quantizing again moves them."""
-    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python (the bench extra) is the reference")
+KEPT_FAMILIES = ["llama-smollm", "qwen2", "qwen3"]
+
+
+@pytest.fixture(scope="module")
+def kept(request):
+    """(GGUF of family request.param with only kept types, its `--preset gguf` export), cached."""
     from ovchat.engine import cache_root
     from ovchat.tools import default_model
     from ovchat.tools.export import export, is_valid_export
-    from ovchat.tools.fidelity import export_logits
 
     root = cache_root() / "test-models"
-    gguf = gguf_fixtures.cached_gguf(name, root, default_model.fetch_gguf(), subset="kept")
+    gguf = gguf_fixtures.cached_gguf(request.param, root, default_model.fetch_gguf(), subset="kept")
     out = root / f"{gguf.stem}-ov-{gguf_fixtures.EXPORT_VERSION}"
     if not is_valid_export(out):
         export(gguf, out, PRESETS["gguf"], force=True)
+    return gguf, out
+
+
+@pytest.mark.slow
+@pytest.mark.default_model
+@pytest.mark.parametrize("kept", KEPT_FAMILIES, indirect=True)
+def test_a_kept_export_computes_what_llama_cpp_computes_on_the_same_file(kept):
+    """The file's blocks kept: the exported model's logits are llama.cpp's (cosine > 0.999 at every
+    position, as the float conversion's), where quantizing again moves them."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python (the bench extra) is the reference")
+    from ovchat.tools.fidelity import export_logits
+
+    gguf, out = kept
     manifest = json.loads((out / "ovchat.json").read_text())
     types = manifest["source"]["gguf"]["gguf_tensor_types"]
     assert manifest["recipe"]["preset"] == "gguf" and set(types) == {"F32", *gguf_fixtures.KEPT_TYPES}
-    kept = manifest["source"]["gguf"]["kept_blocks"]
-    assert set(kept) == {"Q4_0", "Q4_1", "Q8_0"} and sum(kept.values()) >= 12  # every quantized matrix
+    kept_blocks = manifest["source"]["gguf"]["kept_blocks"]
+    assert set(kept_blocks) == {"Q4_0", "Q4_1", "Q8_0"} and sum(kept_blocks.values()) >= 12  # every quantized matrix
     reference = llama_cpp.Llama(str(gguf), n_ctx=64, logits_all=True, verbose=False, n_threads=1)
     ids = reference.tokenize(b"The quick brown fox jumps over the lazy dog. Hello world, 42!", add_bos=False)[:24]
     reference.eval(ids)
@@ -108,3 +119,18 @@ def test_a_kept_export_computes_what_llama_cpp_computes_on_the_same_file(name):
     logits = export_logits(out, ids)
     cosines = [a @ b / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(expected, logits)]
     assert min(cosines) > 0.999, min(cosines)
+
+
+@pytest.mark.slow
+@pytest.mark.default_model
+@pytest.mark.parametrize("kept", KEPT_FAMILIES, indirect=True)
+def test_the_manifest_records_the_agreement_with_llama_cpp(kept):
+    """Teacher-forced top-1 over fidelity's text: 0.931, 0.965 and 0.969 measured on these three
+    (2026-12-07; the seed's recipe on the same random weights gives 0.64-0.66, the near-uniform
+    predictions of random weights tip on near-ties), so 0.85 holds with margin."""
+    pytest.importorskip("llama_cpp", reason="the export records the agreement only with llama-cpp-python")
+    _, out = kept
+    record = json.loads((out / "ovchat.json").read_text())["fidelity"]["llama_cpp"]
+    assert 0.85 <= record["top1_agreement"] <= 1, record
+    assert record["tokens"] > 250 and record["same_ids"] and not record["bos"]  # byte-level BPE files add no BOS
+    assert record["llama_cpp_version"]

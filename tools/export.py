@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..engine import EngineError
 
-from . import fidelity, gguf_convert, gguf_native, ov_tokenizer_fixes, recipe as recipes
+from . import fidelity, gguf_convert, gguf_native, llama_cpp_agreement, ov_tokenizer_fixes, recipe as recipes
 
 MANIFEST = "ovchat.json"
 MANIFEST_VERSION = 2  # 2: "files" records every output file's size and sha256
@@ -290,8 +290,9 @@ def _build(source: Source, staging: Path, recipe: recipes.Recipe, check: bool, a
     manifest["versions"] = tool_versions()
     manifest["fidelity"] = {"skipped": True}
     if check:
-        progress("measuring fidelity against the float source")
-        manifest["fidelity"] = _check_fidelity(float_dir, model_dir, used)
+        gguf = source.path if source.path.is_file() else None
+        progress("measuring fidelity against the float source" + (" and llama.cpp on the same file" if gguf else ""))
+        manifest["fidelity"] = _check_fidelity(float_dir, model_dir, used, gguf)
     if answer_checks:
         progress("asking the exported model: " + "; ".join(q for q, _ in answer_checks))
         manifest["fidelity"]["answers"] = _check_answers(model_dir, answer_checks)
@@ -348,7 +349,8 @@ def _describe(r: recipes.Recipe) -> str:
             f"{options}) with NNCF")
 
 
-def _check_fidelity(float_dir: Path, model_dir: Path, used: recipes.Recipe) -> dict:
+def _check_fidelity(float_dir: Path, model_dir: Path, used: recipes.Recipe, gguf: Path | None = None) -> dict:
+    """Against the float source (pass/fail); a GGUF's also against llama.cpp (recorded, not judged)."""
     result = fidelity.measure(float_dir, model_dir, trust_remote_code=used.trust_remote_code)
     print(f"    fidelity: {result.summary()}", file=sys.stderr)
     if not result.passed:
@@ -357,7 +359,11 @@ def _check_fidelity(float_dir: Path, model_dir: Path, used: recipes.Recipe) -> d
             f"{fidelity.THRESHOLD['top1_agreement_min']} and perplexity ratio <= {fidelity.THRESHOLD['perplexity_ratio_max']}. "
             "Nothing was written; try a gentler recipe (e.g. --ratio 0.8 or --weight-format int8), or --no-check to keep it anyway"
         )
-    return result.to_manifest()
+    if gguf is None:
+        return result.to_manifest()
+    record, line = llama_cpp_agreement.check(gguf, model_dir)
+    print(f"    {line}", file=sys.stderr)
+    return {**result.to_manifest(), "llama_cpp": record}
 
 
 def _check_answers(model_dir: Path, checks) -> list:
