@@ -1,10 +1,12 @@
-"""Three ways to run a GGUF, side by side on the default model's file (issue 30, point 4):
+"""Three ways to run a GGUF, side by side on one file (the default model's unless --gguf names another;
+issue 30, point 4):
 
   seed    `ovchat export FILE OUT` with the seed's recipe (dequantized, then quantized by NNCF)
-  gguf    `ovchat export FILE OUT --preset gguf` (the file's Q4_0/Q4_1/Q8_0 blocks kept)
+  gguf    `ovchat export FILE OUT --preset gguf` (the file's own quantized blocks kept)
   direct  `Engine.load(FILE)` (openvino_genai's own GGUF reader)
 
     python -m studies.gguf_paths --seed-dir DIR --gguf-dir DIR [--rounds 3] [--out results.json]
+                                 [--gguf FILE --skip-direct]   (Gemma: genai's reader refuses it)
 
 Speed: each measurement is a child process (one load, cold compile: no compile cache), in
 interleaved rounds (seed, gguf, direct, seed, ...): load time, then TTFT and TPOT of greedy
@@ -53,7 +55,7 @@ def _ir_logits(folder: Path, ids):
     return export_logits(folder, ids)
 
 
-def fidelity(gguf: Path, folders: dict) -> dict:
+def fidelity(gguf: Path, folders: dict, direct: bool = True) -> dict:
     """Top-1 agreement of each variant with llama.cpp, teacher-forced over fidelity.TEXT
     (tools/llama_cpp_agreement.py: llama.cpp's ids, with the BOS the file asks for)."""
     import numpy as np
@@ -70,13 +72,14 @@ def fidelity(gguf: Path, folders: dict) -> dict:
         logits = {"float": source_logits(work / "float", ids)}
         for name, folder in folders.items():
             logits[name] = _ir_logits(folder, ids)
-        (work / "direct").mkdir()
-        (work / "direct" / gguf.name).symlink_to(gguf)
-        import openvino_genai as ov_genai
-        ov_genai.LLMPipeline(str(work / "direct" / gguf.name), "CPU", enable_save_ov_model=True)
-        for name in ("config.json", "generation_config.json"):
-            (work / "direct" / name).write_text((work / "float" / name).read_text())
-        logits["direct"] = _ir_logits(work / "direct", ids)
+        if direct:
+            (work / "direct").mkdir()
+            (work / "direct" / gguf.name).symlink_to(gguf)
+            import openvino_genai as ov_genai
+            ov_genai.LLMPipeline(str(work / "direct" / gguf.name), "CPU", enable_save_ov_model=True)
+            for name in ("config.json", "generation_config.json"):
+                (work / "direct" / name).write_text((work / "float" / name).read_text())
+            logits["direct"] = _ir_logits(work / "direct", ids)
     float_top = np.asarray(logits["float"]).argmax(-1)
     for name, values in logits.items():
         results[name] = {"agree_llama_cpp": agreement.top1_agreement(expected, values),
@@ -92,6 +95,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--skip-fidelity", action="store_true")
+    parser.add_argument("--gguf", type=Path, help="the GGUF both exports were made from (default: the default model's)")
+    parser.add_argument("--skip-direct", action="store_true", help="no direct load (a file genai's reader refuses)")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(speed(args.child)))
@@ -99,8 +104,8 @@ def main() -> int:
     from ovchat.benchmarks.machine import load_average
     from ovchat.tools import default_model
 
-    gguf = default_model.fetch_gguf()
-    models = {"seed": str(args.seed_dir), "gguf": str(args.gguf_dir), "direct": str(gguf)}
+    gguf = args.gguf or default_model.fetch_gguf()
+    models = {"seed": str(args.seed_dir), "gguf": str(args.gguf_dir)} | ({} if args.skip_direct else {"direct": str(gguf)})
     runs: dict = {name: [] for name in models}
     loads = []
     for _ in range(args.rounds):
@@ -113,7 +118,7 @@ def main() -> int:
                                            if key != "ratios_to_seed"}
     result = {"speed": summary, "runs": runs, "load_average": loads}
     if not args.skip_fidelity:
-        result["fidelity"] = fidelity(gguf, {"seed": args.seed_dir, "gguf": args.gguf_dir})
+        result["fidelity"] = fidelity(gguf, {"seed": args.seed_dir, "gguf": args.gguf_dir}, direct=not args.skip_direct)
     print(json.dumps(result, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ FAMILIES names each file; `write(name, path)` writes it."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -114,7 +115,7 @@ def _spm_type(model, i: int) -> int:
     return 1
 
 
-def _matrix(writer, name: str, rows: int, cols: int, kind: str, rng) -> None:
+def _matrix(writer, name: str, rows: int, cols: int, kind: str, rng, centred: bool = False) -> None:
     import gguf
 
     qtype = gguf.GGMLQuantizationType[kind]
@@ -123,6 +124,13 @@ def _matrix(writer, name: str, rows: int, cols: int, kind: str, rng) -> None:
         blocks = rng.integers(0, 256, size=(rows, cols // block, size), dtype=np.uint8)
         for offset in _K_SCALES[kind]:
             blocks[:, :, offset:offset + 2] = np.frombuffer(np.float16(2e-5).tobytes(), dtype=np.uint8)
+        if centred and kind in ("Q4_K", "Q5_K"):  # each sub-block's min = its scale, dmin = d * mid-q:
+            # w = d*sc*(q - 7.5) (Q5_K: 15.5), weights around 0 as a real file's, not all shifted down
+            scales = blocks[:, :, 4:16]
+            scales[..., 4:8] = scales[..., 0:4]
+            scales[..., 8:12] = (scales[..., 8:12] & 15) * 17
+            dmin = np.float16(2e-5 * (7.5 if kind == "Q4_K" else 15.5))
+            blocks[:, :, 2:4] = np.frombuffer(dmin.tobytes(), dtype=np.uint8)
         writer.add_tensor(name, blocks.reshape(rows, -1), raw_dtype=qtype)
         return
     weights = (rng.standard_normal((rows, cols)) * 0.05).astype(np.float32)
@@ -208,14 +216,18 @@ def _add_vocab(writer, family: Family, vocab: dict) -> None:
 
 # The matrix types openvino_genai's own GGUF reader takes (engine/gguf_meta.py): files for direct load.
 DIRECT_TYPES = ("Q4_K", "Q6_K", "Q8_0", "Q4_0", "Q4_1", "F16")
-# The types `ovchat export --preset gguf` keeps as they are (tools/gguf_native.py), and F16.
-KEPT_TYPES = ("Q4_0", "Q4_1", "Q8_0", "F16")
+# The types `ovchat export --preset gguf` keeps (tools/gguf_blocks.py), and F16: nine, so every
+# family's file (14 or 15 matrices; phi3's 8) holds each at least once (phi3: all but F16).
+KEPT_TYPES = ("Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q5_1", "Q8_0", "Q4_0", "Q4_1", "F16")
 SUBSETS = {"direct": DIRECT_TYPES, "kept": KEPT_TYPES}
 
 
-def write(name: str, path: Path, default_gguf: Path | None = None, seed: int = 0, types: tuple = MATRIX_TYPES) -> Path:
+def write(name: str, path: Path, default_gguf: Path | None = None, seed: int = 0, types: tuple = MATRIX_TYPES,
+          centred: bool = False) -> Path:
     """Write family `name`'s tiny GGUF at `path` (byte-level BPE families need `default_gguf`), its
-    matrices in `types` by turns (the embedding Q8_0)."""
+    matrices in `types` by turns (the embedding Q8_0); `centred`: Q4_K/Q5_K sub-blocks whose min
+    centres them (random bytes alone shift every weight down, which llama.cpp's 8-bit activations
+    follow less closely: on tiny Gemma 3 the float model's logits then fall to cosine 0.995)."""
     import gguf
 
     family = FAMILIES[name]
@@ -236,7 +248,7 @@ def write(name: str, path: Path, default_gguf: Path | None = None, seed: int = 0
             writer.add_tensor(tensor, np.ones(shape, dtype=np.float32) if tensor.endswith("weight")
                               else np.zeros(shape, dtype=np.float32))
         else:
-            _matrix(writer, tensor, *shape, "Q8_0" if tensor == "token_embd.weight" else next(kinds), rng)
+            _matrix(writer, tensor, *shape, "Q8_0" if tensor == "token_embd.weight" else next(kinds), rng, centred)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -273,9 +285,11 @@ def _staged(final: Path, build) -> Path:
 
 def cached_gguf(name: str, root: Path, default_gguf: Path | None, subset: str | None = None) -> Path:
     """Family `name`'s GGUF under `root`, written once; `subset` ("direct", "kept"): only those types."""
-    if subset:
-        return _staged(root / f"gguf-{name}-{subset}-{VERSION}.gguf",
-                       lambda path: write(name, path, default_gguf, types=SUBSETS[subset]))
+    if subset:  # the types in the name too: a changed subset is a new file
+        centred = subset == "kept"
+        tag = hashlib.sha256((",".join(SUBSETS[subset]) + "centred" * centred).encode()).hexdigest()[:6]
+        return _staged(root / f"gguf-{name}-{subset}-{tag}-{VERSION}.gguf",
+                       lambda path: write(name, path, default_gguf, types=SUBSETS[subset], centred=centred))
     return _staged(root / f"gguf-{name}-{VERSION}.gguf", lambda path: write(name, path, default_gguf))
 
 

@@ -337,7 +337,7 @@ def _say_group_size(requested: recipes.Recipe, used: recipes.Recipe) -> None:
 
 def _describe(r: recipes.Recipe) -> str:
     if r.keep_gguf:
-        return "exporting with optimum-intel (fp16), then putting the GGUF's own Q4_0/Q4_1/Q8_0 blocks back (no second quantization)"
+        return "exporting with optimum-intel (fp16), then putting the GGUF's own quantized blocks back (no second quantization)"
     if not r.is_int4:
         return f"exporting with optimum-intel, weights {r.weight_format}"
     group = "per-channel" if r.group_size == -1 else f"group {r.group_size}"

@@ -2,15 +2,13 @@
 
 The model is exported from the dequantized float model like any other (optimum-intel, weights
 fp16, so the graph, its names and its inputs are the usual ones), then every matrix the file holds
-as Q4_0, Q4_1 or Q8_0 is put back as the file's blocks, each weight decompressed on the fly as
-OpenVINO's compressed weights are (Convert, Subtract zero point, Multiply scale), group 32:
+in a type of tools/gguf_blocks.py (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) is put back as
+the file's blocks, each weight decompressed on the fly as OpenVINO's compressed weights are
+(Convert, Subtract zero point, Multiply scale), group 32 (Q6_K: 16): 4-bit integers as u4, 5-bit
+as u8 or i8, 6- and 8-bit as i8, one f16 scale (and zero point) per group. Q4_0, Q5_0 and Q8_0 are
+exact; the others within f16 rounding of a scale product or zero point (gguf_blocks' table).
 
-  Q4_0  w = d * (q - 8)      u4 q, u4 zero point 8, f16 scale d          (exact)
-  Q4_1  w = d * q + m        u4 q, f16 zero point -m/d, f16 scale d      (the zero point rounded to
-                                                                           f16: under 1 % of a step)
-  Q8_0  w = d * q            i8 q, f16 scale d                           (exact)
-
-F32/F16/BF16 tensors stay as the fp16 export has them. Other types (K-quants, Q5_*) are refused:
+F32/F16/BF16 tensors stay as the fp16 export has them. Other types (Q2_K, Q3_K, IQ*) are refused:
 use the seed's recipe for those files. Why not openvino_genai's own GGUF reader's graph
 (`enable_save_ov_model`): on the default model its Q4_1 weights are not the file's (its u4 zero
 points are rounded to integers): top-1 agreement with the float model 0.789, perplexity ratio 1.267,
@@ -22,13 +20,16 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.gguf_meta import read_header
+from . import gguf_blocks
 
-KEPT_TYPES = ("Q4_0", "Q4_1", "Q8_0")
-# Where the kept blocks are checked against llama.cpp (tests/test_gguf_kept.py); phi3's fused
-# qkv/gate-up layout and the gemmas' are not yet.
-KEPT_ARCHITECTURES = ("llama", "qwen2", "qwen3")
+KEPT_TYPES = gguf_blocks.TYPES
+U4_TYPES = ("Q4_0", "Q4_1", "Q4_K")     # the others' integers go in a byte (u8, or i8 where signed)
+# Where the kept blocks are checked against llama.cpp (tests/test_gguf_kept.py). Gemma's norms
+# (stored +1) and scaled embedding are the float model's business; its embedding is also its
+# output layer, one constant in the graph, kept once. Phi-3's fused qkv and gate-up matrices are
+# fused alike in transformers' model, rows in the file's order.
+KEPT_ARCHITECTURES = ("llama", "qwen2", "qwen3", "gemma2", "gemma3", "phi3")
 PLAIN_TYPES = ("F32", "F16", "BF16")
-BLOCK = 32
 # Architectures whose GGUF converter permutes the rows of attn_q/attn_k (llama.cpp's rotary layout);
 # transformers' loader undoes it, and so must the kept blocks.
 _PERMUTED = ("llama",)
@@ -47,21 +48,8 @@ def problem(gguf_path: Path) -> str | None:
 
 
 def decode_blocks(kind: str, raw: np.ndarray, rows: int, cols: int) -> tuple:
-    """(q, zero point or None, scale) of a tensor's raw blocks, shaped [rows, cols/32, 32|1]."""
-    blocks = raw.reshape(rows, cols // BLOCK, -1)
-    d = blocks[..., 0:2].copy().view(np.float16)
-    if kind == "Q8_0":
-        return blocks[..., 2:34].copy().view(np.int8), None, d
-    start = 2 if kind == "Q4_0" else 4
-    packed = blocks[..., start:start + 16]
-    q = np.concatenate([packed & 0x0F, packed >> 4], axis=-1)
-    if kind == "Q4_0":
-        return q, np.full_like(d, 8, dtype=np.uint8), d
-    m = blocks[..., 2:4].copy().view(np.float16).astype(np.float32)
-    d32 = d.astype(np.float32)
-    flat = d32 == 0  # a constant block: every q is 0, w = m; scale m with zero point -1 gives it
-    zero = np.where(flat, -1.0, -m / np.where(flat, 1.0, d32))
-    return q, zero.astype(np.float16), np.where(flat, m, d32).astype(np.float16)
+    """(q, zero point or None, scale) of a tensor's raw blocks (tools/gguf_blocks.py)."""
+    return gguf_blocks.decode(kind, raw, rows, cols)
 
 
 def _row_order(name: str, arch: str, rows: int, heads: int, kv_heads: int):
@@ -83,10 +71,10 @@ def _u4(values: np.ndarray):
     return tensor
 
 
-def _decompressed(q, zero, scale, shape):
+def _decompressed(q, zero, scale, shape, u4: bool):
     from openvino import opset13 as ops
 
-    weight = ops.convert(ops.constant(_u4(q) if q.dtype == np.uint8 else q), "f16")
+    weight = ops.convert(ops.constant(_u4(q) if u4 else q), "f16")
     if zero is not None:
         weight = ops.subtract(weight, ops.convert(ops.constant(_u4(zero)), "f16") if zero.dtype == np.uint8
                               else ops.constant(zero))
@@ -95,7 +83,7 @@ def _decompressed(q, zero, scale, shape):
 
 
 def keep_blocks(gguf_path: Path, model_dir: Path) -> dict:
-    """Put the file's Q4_0/Q4_1/Q8_0 blocks into the fp16 export in `model_dir` (rewritten in
+    """Put the file's quantized blocks into the fp16 export in `model_dir` (rewritten in
     place); returns {GGUF type: matrices kept}."""
     import gguf
     import openvino as ov
@@ -126,7 +114,7 @@ def keep_blocks(gguf_path: Path, model_dir: Path) -> dict:
         if order is not None:
             q, scale = q[order], scale[order]
             zero = zero[order] if zero is not None else None
-        replacement = _decompressed(q, zero, scale, [rows, cols])
+        replacement = _decompressed(q, zero, scale, [rows, cols], tensor.tensor_type.name in U4_TYPES)
         if op.get_output_element_type(0) != replacement.get_output_element_type(0):
             from openvino import opset13 as ops
             replacement = ops.convert(replacement, op.get_output_element_type(0))

@@ -103,7 +103,8 @@ class Recipe:
         data = asdict(self)
         if self.keep_gguf:  # nothing was quantized: the file's blocks say what the weights are
             return {"preset": self.preset, "keep_gguf": True, "task": self.task,
-                    "weights": "the GGUF's own blocks, group 32 (Q4_0/Q4_1 as u4, Q8_0 as i8, f16 scales); F32/F16 as fp16"}
+                    "weights": "the GGUF's own blocks, group 32, Q6_K 16 (Q4_0/Q4_1/Q4_K as u4, Q5_1/Q5_K as "
+                               "u8, Q5_0/Q6_K/Q8_0 as i8, f16 scales); F32/F16 as fp16"}
         if self.data_aware:
             data["calibration"] = "tools/calibration.py"
         if not self.is_int4:  # group size and ratio mean nothing for int8/fp16/fp32
