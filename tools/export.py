@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..engine import EngineError
 
+from .staging import move_into_place, staging_folder
 from . import fidelity, gguf_convert, gguf_native, llama_cpp_agreement, ov_tokenizer_fixes, recipe as recipes
 
 MANIFEST = "ovchat.json"
@@ -230,9 +231,7 @@ def export(
         _check_keepable(src)
     source = check_source(src, kind)
     progress = Progress(total=3 + src.is_file() + check + bool(answer_checks))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(out)
-    staging = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    staging = staging_folder(out)
     started = time.monotonic()
     try:
         staging.mkdir()
@@ -242,7 +241,7 @@ def export(
         manifest["export_seconds"] = round(time.monotonic() - started, 1)
         manifest["files"] = file_records(staging / "model")
         (staging / "model" / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _replace(staging / "model", out, staging)
+        move_into_place(staging / "model", out, staging)
     except OSError as error:
         where = f" ({error.filename})" if error.filename else ""
         raise ExportError(f"export failed: {error.strerror or error}{where}; nothing was written to {out}") from error
@@ -382,36 +381,3 @@ def _check_answers(model_dir: Path, checks) -> list:
             f"got {failed[0]['answer'].strip()!r}; nothing was written"
         )
     return results
-
-
-def _remove_stale_staging(out: Path) -> None:
-    """Staging folders of exports to `out` whose process is gone (killed, machine crashed)."""
-    for folder in out.parent.glob(f".{out.name}.tmp-*"):
-        pid = folder.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _replace(model_dir: Path, out: Path, staging: Path) -> None:
-    """Move the finished export to `out`; an old `out` is moved aside first, removed after."""
-    old = None
-    if out.exists():
-        old = staging / "previous"
-        os.rename(out, old)
-    try:
-        os.rename(model_dir, out)
-    except OSError:
-        if old is not None:
-            os.rename(old, out)
-        raise
-
