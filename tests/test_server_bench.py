@@ -149,14 +149,10 @@ def test_a_load_runs_at_most_c_streams_at_once_and_sums_the_tokens(fake_server):
     prompts = [make_prompt(5, seed=i) for i in range(8)]
     result = run_load(url, prompts, concurrency=4, max_tokens=5)
     assert result.requests == 8 and result.failed == 0 and result.output_tokens == 40
-    assert handler.peak_in_flight == 4
+    assert handler.peak_in_flight == 4   # 4 at once at most, so 8 requests took two rounds at least
     assert result.aggregate_tokens_per_s == pytest.approx(40 / result.wall_s)
     ttfts = sorted(r.ttft_ms for r in result.results)
     assert result.ttft_ms_p50 == pytest.approx(percentile(ttfts, 50)) and result.ttft_ms_p99 <= ttfts[-1]
-    # two rounds of 4 streams at least (peak_in_flight says they overlapped; an upper bound on the
-    # wall time would measure the machine's load)
-    one_request_s = FIRST_TOKEN_DELAY_S + 4 * TOKEN_DELAY_S
-    assert 2 * one_request_s * 0.9 <= result.wall_s
 
 
 @pytest.mark.parametrize("fake_server", [{"refuse_ignore_eos": True}], indirect=True)
