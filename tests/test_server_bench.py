@@ -30,13 +30,15 @@ FIRST_TOKEN_DELAY_S = 0.1
 class FakeOpenAI(BaseHTTPRequestHandler):
     """Streams `max_tokens` one-word chunks as the OpenAI API does, chunked like uvicorn; the word
     is the prompt's last word, so cross-talk between concurrent requests would show. A request
-    with `ignore_eos` gets a 400 naming it when the server class says so."""
+    with `ignore_eos` gets a 400 naming it when the server class says so. With a `barrier`, no
+    stream starts before that many are in flight: overlap is then an event, not a timing."""
     protocol_version = "HTTP/1.1"
     send_usage = True
     refuse_ignore_eos = False
     in_flight = 0
     peak_in_flight = 0
     lock = threading.Lock()
+    barrier = None
 
     def log_message(self, *args):
         pass
@@ -60,6 +62,8 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         with cls.lock:
             cls.in_flight += 1
             cls.peak_in_flight = max(cls.peak_in_flight, cls.in_flight)
+        if self.barrier is not None:
+            self.barrier.wait()  # a client that never has that many in flight breaks it after its timeout
         self._stream(body)
 
     def _ended(self) -> None:
@@ -100,7 +104,9 @@ class FakeOpenAI(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_server(request):
-    attrs = getattr(request, "param", {})
+    attrs = dict(getattr(request, "param", {}))
+    if "rendezvous" in attrs:
+        attrs["barrier"] = threading.Barrier(attrs.pop("rendezvous"), timeout=60)
     handler = type("Handler", (FakeOpenAI,), dict(attrs, in_flight=0, peak_in_flight=0, lock=threading.Lock()))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -144,12 +150,13 @@ def test_without_usage_the_content_chunks_are_counted(fake_server):
     assert result.ok and result.output_tokens == 5 and result.tokens_counted_by == "chunks"
 
 
+@pytest.mark.parametrize("fake_server", [{"rendezvous": 4}], indirect=True)
 def test_a_load_runs_at_most_c_streams_at_once_and_sums_the_tokens(fake_server):
     url, handler = fake_server
     prompts = [make_prompt(5, seed=i) for i in range(8)]
     result = run_load(url, prompts, concurrency=4, max_tokens=5)
     assert result.requests == 8 and result.failed == 0 and result.output_tokens == 40
-    assert handler.peak_in_flight == 4   # 4 at once at most, so 8 requests took two rounds at least
+    assert handler.peak_in_flight == 4 and not handler.barrier.broken  # 4 at once, twice, never 5
     assert result.aggregate_tokens_per_s == pytest.approx(40 / result.wall_s)
     ttfts = sorted(r.ttft_ms for r in result.results)
     assert result.ttft_ms_p50 == pytest.approx(percentile(ttfts, 50)) and result.ttft_ms_p99 <= ttfts[-1]
